@@ -1,0 +1,77 @@
+# agentflow: developer entry points.  `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export AGENTFLOW_CACHE ?= $(HOME)/.cache/agentflow
+export AGENTFLOW_BIN_DIR ?= $(AGENTFLOW_CACHE)/bin
+export PATH := $(CURDIR)/$(VENV)/bin:$(AGENTFLOW_BIN_DIR):$(PATH)
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+.PHONY: install
+install: $(VENV)/.installed ## Create .venv with the operator and its dev tools
+
+.PHONY: binaries
+binaries: ## Build etcd, kube-apiserver, kube-controller-manager, helm, promtool, kubeconform (cached)
+	hack/build-binaries.sh all
+
+.PHONY: crds
+crds: install ## Regenerate crds/, the chart's CRDs and docs/api.md from the pydantic models
+	$(PY) -m agentflow.api.crdgen --out crds --chart charts/agentflow/crds --docs docs/api.md
+
+.PHONY: lint
+lint: install ## ruff, mypy --strict and the import-linter layer contract
+	$(VENV)/bin/ruff check operator tests
+	$(VENV)/bin/ruff format --check operator tests
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+.PHONY: fmt
+fmt: install ## Format and autofix with ruff
+	$(VENV)/bin/ruff format operator tests
+	$(VENV)/bin/ruff check --fix operator tests
+
+.PHONY: test-unit
+test-unit: install ## Unit tests only (no cluster)
+	$(PY) -m pytest -m 'not integration' $(PYTEST_ARGS)
+
+.PHONY: test
+test: install binaries lint ## Everything: lint, unit and integration tests on the local control plane
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: cluster-up
+cluster-up: install binaries ## Start the local control plane and local node (kubeconfig in .agentflow/)
+	$(PY) -m agentflow.localcluster up
+
+.PHONY: cluster-down
+cluster-down: install ## Stop the local control plane and node
+	$(PY) -m agentflow.localcluster down
+
+.PHONY: dev
+dev: install binaries ## Local cluster + operator + the finance-feature example, watched to the end
+	$(VENV)/bin/agentflow dev
+
+.PHONY: bench
+bench: install binaries ## Benchmarks (slow); writes docs/benchmarks.md
+	$(PY) -m bench $(BENCH_ARGS)
+
+.PHONY: kind
+kind: ## For users with Docker: install the chart into a kind cluster (not used by tests)
+	kind create cluster --name agentflow || true
+	helm upgrade --install agentflow charts/agentflow --namespace agentflow-system --create-namespace
+
+.PHONY: clean
+clean: ## Remove the venv and local state (the binary cache in ~/.cache/agentflow stays)
+	rm -rf $(VENV) .agentflow .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,173 @@
+"""Plain data that goes into and comes out of the reconcile core.
+
+The core (``agentflow.engine.plan``) is a pure function: given the Workflow, its fallback
+policy, the step Jobs observed in the cluster, a cache lookup and the time, it returns the new
+status and the actions the operator must carry out.  Nothing here talks to Kubernetes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from agentflow.api.models import AgentTemplate, StepResult, WorkflowStatus
+
+# Labels and annotations the operator owns.
+LABEL_WORKFLOW = "agentflow.dev/workflow"
+LABEL_STEP = "agentflow.dev/step"
+LABEL_RUN = "agentflow.dev/run"
+LABEL_ITERATION = "agentflow.dev/iteration"
+LABEL_ATTEMPT = "agentflow.dev/attempt"
+LABEL_AGENT = "agentflow.dev/agent"
+LABEL_CACHE = "agentflow.dev/cache"
+LABEL_OUTPUT = "agentflow.dev/output"
+ANNOTATION_RERUN = "agentflow.dev/rerun"
+ANNOTATION_RETRY = "agentflow.dev/retry"
+
+
+class JobState(StrEnum):
+    ACTIVE = "Active"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+@dataclass(frozen=True)
+class ObservedJob:
+    """What the operator saw of one step Job (from its labels and status)."""
+
+    name: str
+    step: str
+    run: int
+    iteration: int
+    attempt: int
+    agent: str
+    state: JobState
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    exit_code: int | None = None
+    # Why it failed, e.g. DeadlineExceeded, BackoffLimitExceeded, ErrImagePull, Error.
+    reason: str | None = None
+    # The container's termination message: the runner's compact JSON or a raw report.
+    termination_message: str | None = None
+    # Name of the ConfigMap holding the full report, once the operator has stored it.
+    output_ref: str | None = None
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    key: str
+    result: StepResult
+    created_at: datetime
+    expires_at: datetime
+
+
+CacheLookup = Callable[[str], CacheEntry | None]
+
+
+def no_cache(_key: str) -> CacheEntry | None:
+    return None
+
+
+@dataclass(frozen=True)
+class PolicyRule:
+    """The fallback rule in force for one agent (resolved from the policy and its default)."""
+
+    fallback: str | None = None
+    criticality: str = "medium"
+    skip_if_unavailable: bool = False
+    max_attempts: int = 1
+
+
+@dataclass(frozen=True)
+class FallbackPolicy:
+    """A resolved AgentFallbackPolicy, or the built-in default when ``rules`` is empty.
+
+    ``error`` is set when the referenced policy is missing or invalid: the workflow then fails
+    with that message rather than guess.
+    """
+
+    rules: dict[str, PolicyRule] = field(default_factory=dict)
+    default: PolicyRule = field(default_factory=PolicyRule)
+    name: str | None = None
+    error: str | None = None
+
+    def rule_for(self, agent: str) -> PolicyRule:
+        return self.rules.get(agent, self.default)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Operator-wide limits that the plan respects (from the Helm values)."""
+
+    # How many more step Jobs may start in this namespace now (None: no limit).
+    namespace_job_slots: int | None = None
+    # Images agents may use (None: any image).
+    allowed_images: frozenset[str] | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Actions
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreateJob:
+    job_name: str
+    step: str
+    run: int
+    iteration: int
+    attempt: int
+    agent: AgentTemplate  # resolved: the step's override merged in, image defaulted
+    fallback: bool
+    prompt: str  # rendered; passed to the container as data, never through a shell
+    cache_key: str | None
+    timeout_seconds: int | None
+
+
+@dataclass(frozen=True)
+class DeleteJob:
+    job_name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RecordEvent:
+    type: str  # Normal | Warning
+    reason: str  # StepStarted, StepSucceeded, StepFailed, FallbackUsed, StepSkipped, CacheHit, ...
+    message: str
+
+
+@dataclass(frozen=True)
+class WriteCache:
+    key: str
+    step: str
+    result: StepResult
+    ttl_seconds: int
+
+
+@dataclass(frozen=True)
+class DeleteWorkflow:
+    """ttlSecondsAfterFinished has passed."""
+
+    reason: str
+
+
+Action = CreateJob | DeleteJob | RecordEvent | WriteCache | DeleteWorkflow
+
+
+@dataclass(frozen=True)
+class CacheOutcome:
+    step: str
+    key: str
+    result: str  # hit | miss | expired
+
+
+@dataclass
+class Plan:
+    status: WorkflowStatus
+    actions: list[Action] = field(default_factory=list)
+    # Call plan again after this many seconds even if nothing changes (backoff, deadlines, TTL).
+    requeue_after: float | None = None
+    cache_outcomes: list[CacheOutcome] = field(default_factory=list)
