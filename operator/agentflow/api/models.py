@@ -55,6 +55,8 @@ class Model(BaseModel):
         populate_by_name=True,
         extra="forbid",
         use_enum_values=False,
+        # Attribute docstrings become field descriptions in the CRDs and docs/api.md.
+        use_attribute_docstrings=True,
     )
 
     def wire(self) -> dict[str, Any]:
@@ -65,9 +67,7 @@ class Model(BaseModel):
 class StatusModel(Model):
     """Status is written by the operator; unknown fields from newer versions are tolerated."""
 
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="ignore"
-    )
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
 
 # --------------------------------------------------------------------------------------------
@@ -76,6 +76,8 @@ class StatusModel(Model):
 
 
 class Strategy(StrEnum):
+    """How steps are ordered: one after another, all at once, or by ``dependsOn``."""
+
     SEQUENTIAL = "Sequential"
     PARALLEL = "Parallel"
     DAG = "DAG"
@@ -91,20 +93,41 @@ class Provider(StrEnum):
 
 
 class SecretKeySelector(Model):
+    """A key of a Secret in the Workflow's namespace."""
+
     name: ObjectName
+    """Name of the Secret."""
     key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")]
+    """Key within the Secret."""
 
 
 class EnvVarSource(Model):
     """Secrets reach agents only through a Secret reference, never as literal values."""
 
     secret_key_ref: SecretKeySelector
+    """The Secret key whose value becomes the variable."""
 
 
 class EnvVar(Model):
+    """An environment variable of the agent container: a literal value or a Secret reference."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.value) != has(self.valueFrom)",
+                    "message": "env: set exactly one of value or valueFrom",
+                }
+            ]
+        }
+    )
+
     name: Annotated[str, Field(min_length=1, max_length=128, pattern=ENV_NAME)]
+    """Variable name."""
     value: Annotated[str, Field(max_length=MAX_ARG_LENGTH)] | None = None
+    """Literal value; never put secrets here, use ``valueFrom``."""
     value_from: EnvVarSource | None = None
+    """Where the value comes from (a Secret key)."""
 
     @model_validator(mode="after")
     def _one_source(self) -> EnvVar:
@@ -114,12 +137,16 @@ class EnvVar(Model):
 
 
 class ResourceRequirements(Model):
+    """Compute resources of the agent container, as in a Pod (e.g. ``cpu: 500m``)."""
+
     requests: dict[str, Annotated[str, Field(max_length=32, pattern=QUANTITY)]] = Field(
         default_factory=dict, max_length=8
     )
+    """Resources the scheduler reserves, by resource name."""
     limits: dict[str, Annotated[str, Field(max_length=32, pattern=QUANTITY)]] = Field(
         default_factory=dict, max_length=8
     )
+    """Upper bounds, by resource name."""
 
 
 class AgentTemplate(Model):
@@ -130,72 +157,162 @@ class AgentTemplate(Model):
     """
 
     name: AgentName
+    """Name that steps use in ``agent`` (unique within the Workflow)."""
     image: Annotated[str, Field(min_length=1, max_length=MAX_IMAGE_LENGTH)] | None = None
+    """Container image; unset means the project's agent runner."""
     provider: Provider | None = None
+    """What the agent runner uses to produce its report (only without ``image``)."""
     model: Annotated[str, Field(max_length=128)] | None = None
+    """Model name passed to the provider."""
     command: list[Arg] | None = Field(default=None, max_length=MAX_ARGS)
+    """Container entrypoint; unset keeps the image's."""
     args: list[Arg] | None = Field(default=None, max_length=MAX_ARGS)
+    """Arguments to the entrypoint."""
     env: list[EnvVar] = Field(default_factory=list, max_length=MAX_ENV)
+    """Environment variables of the agent container."""
     resources: ResourceRequirements | None = None
+    """Compute resources of the agent container."""
 
 
 class AgentOverride(Model):
     """Per-step changes to the step's agent template (merged over it)."""
 
     image: Annotated[str, Field(min_length=1, max_length=MAX_IMAGE_LENGTH)] | None = None
+    """Replaces the agent's image."""
     model: Annotated[str, Field(max_length=128)] | None = None
+    """Replaces the agent's model."""
     args: list[Arg] | None = Field(default=None, max_length=MAX_ARGS)
+    """Replaces the agent's arguments."""
     env: list[EnvVar] = Field(default_factory=list, max_length=MAX_ENV)
+    """Added to the agent's environment (same name: this value wins)."""
     resources: ResourceRequirements | None = None
+    """Replaces the agent's resources."""
 
 
 class Repeat(Model):
     """Run a step again until ``until`` (CEL over ``result``) is true, or ``maxIterations``."""
 
     until: Expression
+    """CEL expression over ``result`` (the last report); true ends the repetition."""
     max_iterations: int = Field(default=5, ge=1, le=100)
+    """Upper bound on runs of the step, the first one included."""
 
 
 class RetryPolicy(Model):
     """Retries of the same agent before the fallback policy is consulted."""
 
     limit: int = Field(default=0, ge=0, le=10)
+    """How many times a failed step is retried with the same agent."""
     backoff_seconds: int = Field(default=10, ge=0, le=3600)
+    """Delay before the first retry."""
     backoff_factor: float = Field(default=2.0, ge=1.0, le=10.0)
+    """Each further delay is the previous one times this factor."""
     max_backoff_seconds: int = Field(default=600, ge=0, le=86_400)
+    """Upper bound on the delay."""
 
 
 class CachePolicy(Model):
+    """Reuse of an earlier result of the same step with the same inputs."""
+
     enabled: bool = True
+    """Look up and store results in the cache."""
     ttl_seconds: int = Field(default=86_400, ge=1, le=31_536_000)
+    """How long a stored result may be reused."""
 
 
 class Step(Model):
+    """One unit of work: a run of an agent on a prompt, as a Kubernetes Job."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.dependsOn) || !(self.name in self.dependsOn)",
+                    "message": "spec.steps[].dependsOn: a step must not depend on itself",
+                    "fieldPath": ".dependsOn",
+                }
+            ]
+        }
+    )
+
     name: StepName
+    """Step name, unique within the Workflow (a DNS label)."""
     agent: AgentName
+    """Name of the agent in ``spec.agents`` that runs the step."""
     prompt: Annotated[str, Field(max_length=MAX_PROMPT_LENGTH)] = ""
+    """Prompt given to the agent; may refer to results of earlier steps."""
     depends_on: list[StepName] = Field(default_factory=list, max_length=MAX_DEPENDS_ON)
+    """Names of steps that must finish first (strategy DAG)."""
     when: Expression | None = None
+    """CEL condition; when false the step is skipped."""
     repeat: Repeat | None = None
+    """Run the step again until a condition holds."""
     retries: RetryPolicy | None = None
+    """Retries with the same agent before the fallback policy applies."""
     timeout_seconds: int | None = Field(default=None, ge=1, le=86_400)
+    """Deadline of one attempt (the Job's activeDeadlineSeconds)."""
     cache: CachePolicy | None = None
+    """Result caching of this step."""
     override: AgentOverride | None = None
+    """Changes to the agent for this step only."""
 
 
 class LocalObjectReference(Model):
+    """A reference to an object in the same namespace."""
+
     name: ObjectName
+    """Name of the object."""
 
 
 class WorkflowSpec(Model):
-    steps: list[Step] = Field(min_length=1, max_length=MAX_STEPS)
+    """The desired run: steps, the agents that run them and how failures are handled."""
+
+    # Rules the schema alone cannot state; the API server checks them on every write.  Step
+    # and agent names are unique through x-kubernetes-list-type map (cheaper than CEL).
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.steps.all(s, !has(s.dependsOn)"
+                    " || s.dependsOn.all(d, self.steps.exists(t, t.name == d)))",
+                    "message": "spec.steps[].dependsOn: every name must be a step of this Workflow",
+                    "fieldPath": ".steps",
+                },
+                {
+                    "rule": "self.steps.all(s, has(self.agents)"
+                    " && self.agents.exists(a, a.name == s.agent))",
+                    "message": "spec.steps[].agent: every step's agent must be declared in"
+                    " spec.agents (which must not be empty)",
+                    "fieldPath": ".steps",
+                },
+            ]
+        }
+    )
+
+    steps: list[Step] = Field(
+        min_length=1,
+        max_length=MAX_STEPS,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    """The steps, in order for strategy Sequential."""
     strategy: Strategy = Strategy.SEQUENTIAL
+    """Sequential: one after another; Parallel: all at once; DAG: as ``dependsOn`` allows."""
     parallelism: int | None = Field(default=None, ge=1, le=1000)
+    """Upper bound on steps running at once (unset: no bound)."""
     fallback_policy_ref: LocalObjectReference | None = None
-    agents: list[AgentTemplate] = Field(default_factory=list, max_length=MAX_AGENTS)
+    """The AgentFallbackPolicy that says what to do when an agent fails."""
+    agents: list[AgentTemplate] = Field(
+        default_factory=list,
+        max_length=MAX_AGENTS,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    """The agents that steps (and fallbacks) refer to by name."""
     active_deadline_seconds: int | None = Field(default=None, ge=1, le=604_800)
+    """Deadline of the whole run; when it passes, the Workflow fails."""
     ttl_seconds_after_finished: int | None = Field(default=None, ge=0, le=31_536_000)
+    """Delete the Workflow this long after it succeeds or fails."""
     suspend: bool = False
+    """While true no new step Jobs start; running ones finish."""
 
     @field_validator("steps")
     @classmethod
@@ -224,6 +341,8 @@ class WorkflowSpec(Model):
 
 
 class WorkflowPhase(StrEnum):
+    """Where the Workflow is in its life."""
+
     PENDING = "Pending"
     RUNNING = "Running"
     SUCCEEDED = "Succeeded"
@@ -234,6 +353,8 @@ TERMINAL_WORKFLOW_PHASES = frozenset({WorkflowPhase.SUCCEEDED, WorkflowPhase.FAI
 
 
 class StepPhase(StrEnum):
+    """Where a step is in its life."""
+
     PENDING = "Pending"
     RUNNING = "Running"
     SUCCEEDED = "Succeeded"
@@ -257,20 +378,34 @@ class ConditionType(StrEnum):
 
 
 class Condition(StatusModel):
+    """A standard Kubernetes condition."""
+
     type: str
+    """Ready, Reconciling, Stalled or Degraded."""
     status: Literal["True", "False", "Unknown"]
+    """Whether the condition holds."""
     reason: str = Field(max_length=1024)
+    """Machine-readable reason, in CamelCase."""
     message: str = Field(default="", max_length=32_768)
+    """Human-readable details."""
     last_transition_time: datetime
+    """When ``status`` last changed."""
     observed_generation: int | None = None
+    """The ``metadata.generation`` the condition was computed from."""
 
 
 class Artifact(StatusModel):
+    """A file the agent reported touching."""
+
     path: str = Field(max_length=1024)
+    """Path of the file."""
     action: Literal["created", "modified", "deleted"] = "modified"
+    """What the agent did to it."""
 
 
 class StepMetrics(StatusModel):
+    """Counters the agent reported."""
+
     tool_calls: int | None = None
     files_read: int | None = None
     lines_generated: int | None = None
@@ -278,61 +413,109 @@ class StepMetrics(StatusModel):
     input_tokens: int | None = None
     output_tokens: int | None = None
     extra: dict[str, float] = Field(default_factory=dict)
+    """Further numeric metrics, by name."""
 
 
 class StepResult(StatusModel):
+    """The agent's report of a finished step."""
+
     status: str | None = None
+    """The status word the agent reported."""
     summary: str = ""
+    """Short summary of the work done."""
     artifacts: list[Artifact] = Field(default_factory=list)
+    """Files the agent reported touching."""
     metrics: StepMetrics = Field(default_factory=StepMetrics)
+    """Counters the agent reported."""
     digest: str | None = None
+    """Digest of the full report."""
     truncated: bool = False
+    """True when the report was cut to fit into status; the full one is in ``outputRef``."""
     output_ref: str | None = None
+    """Name of the ConfigMap that holds the full report."""
 
 
 class Attempt(StatusModel):
+    """One Job run for a step."""
+
     attempt: int
+    """Attempt number within the iteration, from 1."""
     agent: str
+    """The agent that ran."""
     job_name: str
+    """Name of the Job."""
     iteration: int = 1
+    """Iteration of a repeated step, from 1."""
     fallback: bool = False
+    """True when the agent is a fallback from the policy."""
     started_at: datetime | None = None
     finished_at: datetime | None = None
     outcome: Literal["Running", "Succeeded", "Failed"] = "Running"
+    """How the Job ended, or Running."""
     exit_code: int | None = None
+    """Exit code of the agent container."""
     reason: str | None = None
+    """Why it failed, e.g. DeadlineExceeded, BackoffLimitExceeded, ErrImagePull."""
     message: str | None = None
+    """Details of the failure."""
 
 
 class StepStatus(StatusModel):
+    """The observed state of one step."""
+
     name: str
+    """The step's name."""
     phase: StepPhase = StepPhase.PENDING
     agent: str | None = None
+    """The agent of the latest attempt."""
     iteration: int = 0
+    """The current iteration of a repeated step."""
     attempts: list[Attempt] = Field(default_factory=list)
+    """Every Job run for the step, oldest first."""
     fallback_used: bool = False
+    """True once a fallback agent has run the step."""
     cache_key: str | None = None
+    """Key of the step's inputs in the result cache."""
     result: StepResult | None = None
+    """The report of the finished step."""
     message: str | None = None
+    """Human-readable details of the phase."""
     started_at: datetime | None = None
     finished_at: datetime | None = None
     next_attempt_at: datetime | None = None
+    """When the next retry may start (during backoff)."""
 
 
 class WorkflowStatus(StatusModel):
+    """The observed state of the Workflow, written by the operator."""
+
     phase: WorkflowPhase = WorkflowPhase.PENDING
     degraded: bool = False
-    conditions: list[Condition] = Field(default_factory=list)
+    """True when a fallback agent was used or a step was skipped under the fallback policy."""
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
     observed_generation: int | None = None
+    """The ``metadata.generation`` this status was computed from."""
     run: int = 0
+    """Run number; a rerun request starts the next one."""
     progress: str | None = None
+    """Finished steps of all steps, e.g. ``3/5``."""
     started_at: datetime | None = None
     finished_at: datetime | None = None
     message: str | None = None
+    """Human-readable details of the phase."""
     # Tokens of the last rerun/retry request (annotations) this status has acted on.
     rerun_token: str | None = None
+    """The last ``agentflow.dev/rerun`` annotation value acted on."""
     retry_token: str | None = None
-    steps: list[StepStatus] = Field(default_factory=list)
+    """The last ``agentflow.dev/retry`` annotation value acted on."""
+    steps: list[StepStatus] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    """The state of each step that has been considered."""
 
     def step(self, name: str) -> StepStatus | None:
         return next((s for s in self.steps if s.name == name), None)
@@ -347,6 +530,8 @@ class WorkflowStatus(StatusModel):
 
 
 class Criticality(StrEnum):
+    """How much the Workflow's outcome depends on the agent."""
+
     CRITICAL = "critical"
     HIGH = "high"
     MEDIUM = "medium"
@@ -354,25 +539,59 @@ class Criticality(StrEnum):
 
 
 class FallbackRule(Model):
+    """What to do when one agent fails."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.fallback) || self.fallback != self.agent",
+                    "message": "spec.rules[].fallback: must differ from the rule's agent",
+                    "fieldPath": ".fallback",
+                }
+            ]
+        }
+    )
+
     agent: AgentName
+    """The agent the rule is for (one rule per agent)."""
     fallback: AgentName | None = None
+    """Agent that runs the step instead once the attempts are used up."""
     criticality: Criticality = Criticality.MEDIUM
+    """How much the Workflow's outcome depends on the agent."""
     skip_if_unavailable: bool = False
+    """Skip the step (and mark the Workflow degraded) rather than fail it."""
     max_attempts: int = Field(default=1, ge=1, le=10)
+    """Attempts with this agent before the fallback runs."""
 
 
 class DefaultFallbackRule(Model):
     """Applies to agents without a rule of their own."""
 
     fallback: AgentName | None = None
+    """Agent that runs the step instead once the attempts are used up."""
     criticality: Criticality = Criticality.MEDIUM
+    """How much the Workflow's outcome depends on the agent."""
     skip_if_unavailable: bool = False
+    """Skip the step (and mark the Workflow degraded) rather than fail it."""
     max_attempts: int = Field(default=1, ge=1, le=10)
+    """Attempts with the agent before the fallback runs."""
 
 
 class AgentFallbackPolicySpec(Model):
-    rules: list[FallbackRule] = Field(default_factory=list, max_length=MAX_RULES)
+    """Per-agent fallback rules, referenced by Workflows through ``spec.fallbackPolicyRef``."""
+
+    rules: list[FallbackRule] = Field(
+        default_factory=list,
+        max_length=MAX_RULES,
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["agent"],
+        },
+    )
+    """One rule per agent."""
     default: DefaultFallbackRule | None = None
+    """The rule for agents without a rule of their own."""
 
     @field_validator("rules")
     @classmethod
@@ -386,8 +605,14 @@ class AgentFallbackPolicySpec(Model):
 
 
 class AgentFallbackPolicyStatus(StatusModel):
-    conditions: list[Condition] = Field(default_factory=list)
+    """The observed state of the policy, written by the operator."""
+
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
     observed_generation: int | None = None
+    """The ``metadata.generation`` this status was computed from."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -408,6 +633,8 @@ class ObjectMeta(StatusModel):
 
 
 class Workflow(Model):
+    """A multi-step AI-agent workflow: each step runs as a Kubernetes Job."""
+
     api_version: Literal["agentflow.dev/v1alpha1"] = API_VERSION  # type: ignore[assignment]
     kind: Literal["Workflow"] = "Workflow"
     metadata: ObjectMeta
@@ -416,6 +643,8 @@ class Workflow(Model):
 
 
 class AgentFallbackPolicy(Model):
+    """What Workflows do when an agent fails: retry, fall back to another agent, or skip."""
+
     api_version: Literal["agentflow.dev/v1alpha1"] = API_VERSION  # type: ignore[assignment]
     kind: Literal["AgentFallbackPolicy"] = "AgentFallbackPolicy"
     metadata: ObjectMeta
