@@ -1,0 +1,290 @@
+"""The operator's Prometheus metrics and the small HTTP server that exposes them.
+
+Every metric lives in one injected :class:`prometheus_client.CollectorRegistry` (never the
+process-wide default), so tests and several operators in one process do not share counters.
+
+Label values must stay bounded: namespaces, agent names, phases, outcomes, API verbs and status
+codes.  Workflow names, UIDs, Job names and free-form messages never become labels, because each
+distinct value is a new time series that lives for the life of the process.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.exposition import choose_encoder
+
+from agentflow import __version__
+
+log = logging.getLogger(__name__)
+
+# The only label names any agentflow metric may carry (see the module docstring).
+ALLOWED_LABELS = frozenset(
+    {
+        "namespace",
+        "agent",
+        "fallback_agent",
+        "outcome",
+        "phase",
+        "degraded",
+        "verb",
+        "code",
+        "result",
+        "direction",
+        "resource",
+        "version",
+    }
+)
+
+# Values of the enumerated labels, for callers and for documentation.
+STEP_OUTCOMES = ("succeeded", "failed", "fallback", "skipped", "cached")
+CACHE_RESULTS = ("hit", "miss", "expired")
+TOKEN_DIRECTIONS = ("input", "output")
+RECONCILE_OUTCOMES = ("success", "requeue", "error")
+
+# Seconds.  A step runs an agent: seconds to hours.
+STEP_DURATION_BUCKETS = (
+    *(1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0),
+    *(1200.0, 1800.0, 3600.0, 7200.0, 14400.0),
+)
+# From a step becoming ready to its Job existing: normally well under a second, minutes when a
+# namespace's job limit holds it back.
+QUEUE_LATENCY_BUCKETS = (
+    *(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+    *(5.0, 10.0, 30.0, 60.0, 300.0, 900.0),
+)
+# What the operator itself adds between steps: a Job finished -> the next action taken.
+OVERHEAD_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# One reconcile: a pure plan plus a few API calls.
+RECONCILE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+Health = Callable[[], tuple[bool, str]]
+Authorizer = Callable[[str | None], Awaitable[bool]]
+
+
+class OperatorMetrics:
+    """All metrics of the operator, registered in one registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+
+        self.workflows = Gauge(
+            "agentflow_workflows",
+            "Workflows known to the operator, by namespace and phase.",
+            ["namespace", "phase"],
+            registry=r,
+        )
+        self.workflows_finished = Counter(
+            "agentflow_workflows_finished",
+            "Workflows that reached a terminal phase; degraded=true when a fallback or a "
+            "skipped step was needed.",
+            ["namespace", "phase", "degraded"],
+            registry=r,
+        )
+        self.step_attempts = Counter(
+            "agentflow_step_attempts",
+            "Finished step attempts by outcome (succeeded, failed, fallback, skipped, cached).",
+            ["namespace", "agent", "outcome"],
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "agentflow_fallbacks",
+            "Times a step switched from an agent to its fallback agent.",
+            ["namespace", "agent", "fallback_agent"],
+            registry=r,
+        )
+        self.step_duration = Histogram(
+            "agentflow_step_duration_seconds",
+            "Wall time of a step attempt, from its Job starting to it finishing.",
+            ["namespace", "agent"],
+            buckets=STEP_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.step_queue_latency = Histogram(
+            "agentflow_step_queue_latency_seconds",
+            "Time from a step becoming ready to its Job being created.",
+            ["namespace", "agent"],
+            buckets=QUEUE_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.step_overhead = Histogram(
+            "agentflow_operator_step_overhead_seconds",
+            "Time from a step Job finishing to the operator taking the next action.",
+            buckets=OVERHEAD_BUCKETS,
+            registry=r,
+        )
+        self.reconcile_duration = Histogram(
+            "agentflow_reconcile_duration_seconds",
+            "Duration of one reconcile of a Workflow, by outcome (success, requeue, error).",
+            ["outcome"],
+            buckets=RECONCILE_BUCKETS,
+            registry=r,
+        )
+        self.api_requests = Counter(
+            "agentflow_kubernetes_api_requests",
+            "Requests the operator made to the Kubernetes API, by verb and HTTP status code.",
+            ["verb", "code"],
+            registry=r,
+        )
+        self.cache_requests = Counter(
+            "agentflow_cache_requests",
+            "Step result cache lookups by result (hit, miss, expired).",
+            ["result"],
+            registry=r,
+        )
+        self.cache_entries = Gauge(
+            "agentflow_cache_entries",
+            "Step result cache entries currently stored.",
+            registry=r,
+        )
+        self.agent_tool_calls = Counter(
+            "agentflow_agent_tool_calls",
+            "Tool calls reported by agents in their step results.",
+            ["namespace", "agent"],
+            registry=r,
+        )
+        self.agent_tokens = Counter(
+            "agentflow_agent_tokens",
+            "Model tokens reported by agents in their step results, by direction.",
+            ["namespace", "agent", "direction"],
+            registry=r,
+        )
+        self.jobs_active = Gauge(
+            "agentflow_jobs_active",
+            "Step Jobs currently running, by namespace.",
+            ["namespace"],
+            registry=r,
+        )
+        self.watch_events = Counter(
+            "agentflow_watch_events",
+            "Watch events the operator received, by resource.",
+            ["resource"],
+            registry=r,
+        )
+        self.last_watch_event = Gauge(
+            "agentflow_last_watch_event_timestamp_seconds",
+            "Unix time of the last watch event received.",
+            registry=r,
+        )
+        self.build_info = Info(
+            "agentflow_build",
+            "The running operator's version (the value is always 1).",
+            registry=r,
+        )
+        self.build_info.info({"version": __version__})
+
+    def render(self, accept: str | None = None) -> tuple[bytes, str]:
+        """The exposition body and its content type (OpenMetrics when ``accept`` asks for it)."""
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, else None."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return token
+
+
+def _always_healthy() -> tuple[bool, str]:
+    return True, "ok"
+
+
+class MetricsServer:
+    """Serves ``/metrics``, ``/healthz`` and ``/readyz`` on the operator's event loop.
+
+    ``health`` (and ``ready``, which defaults to ``health``) returns ``(ok, reason)``.  With an
+    ``authorizer`` the ``/metrics`` endpoint requires a bearer token the authorizer accepts
+    (the operator checks it with a TokenReview and a SubjectAccessReview for ``get /metrics``);
+    the probes stay open because the kubelet calls them without credentials.
+    """
+
+    def __init__(
+        self,
+        metrics: OperatorMetrics,
+        *,
+        host: str = "0.0.0.0",
+        port: int = 8080,
+        health: Health | None = None,
+        authorizer: Authorizer | None = None,
+        ready: Health | None = None,
+    ) -> None:
+        self.metrics = metrics
+        self.host = host
+        self.port = port
+        self._health = health or _always_healthy
+        self._ready = ready or self._health
+        self._authorizer = authorizer
+        self._runner: web.AppRunner | None = None
+
+    def _app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/metrics", self._serve_metrics)
+        app.router.add_get("/healthz", self._serve_healthz)
+        app.router.add_get("/readyz", self._serve_readyz)
+        return app
+
+    async def start(self) -> None:
+        if self._runner is not None:
+            return
+        runner = web.AppRunner(self._app(), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        # With port 0 the OS picked a free port: report the one actually bound.
+        self.port = int(runner.addresses[0][1])
+        log.info("metrics server listening on %s:%d", self.host, self.port)
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def _serve_metrics(self, request: web.Request) -> web.Response:
+        if self._authorizer is not None:
+            token = bearer_token(request.headers.get("Authorization"))
+            try:
+                allowed = await self._authorizer(token)
+            except Exception:
+                log.exception("metrics authorization check failed")
+                return web.Response(status=503, text="authorization check failed\n")
+            if not allowed:
+                if token is None:
+                    return web.Response(
+                        status=401,
+                        text="Unauthorized: a bearer token is required\n",
+                        headers={"WWW-Authenticate": 'Bearer realm="agentflow-metrics"'},
+                    )
+                return web.Response(status=403, text="Forbidden\n")
+        body, content_type = self.metrics.render(request.headers.get("Accept"))
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def _serve_healthz(self, _request: web.Request) -> web.Response:
+        return _probe(self._health)
+
+    async def _serve_readyz(self, _request: web.Request) -> web.Response:
+        return _probe(self._ready)
+
+
+def _probe(check: Health) -> web.Response:
+    try:
+        ok, reason = check()
+    except Exception as exc:  # a failing check is an unhealthy operator, not a crashed server
+        log.exception("health check raised")
+        ok, reason = False, f"health check raised: {exc}"
+    if ok:
+        return web.Response(status=200, text="ok\n")
+    return web.Response(status=503, text=f"{reason}\n")
