@@ -1,0 +1,353 @@
+"""agentflow.metrics: the registry matches docs/metrics.md, labels stay bounded, the HTTP
+server serves metrics and probes, and the exposition passes ``promtool check metrics``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.parser import text_string_to_metric_families
+
+from agentflow.metrics import ALLOWED_LABELS, MetricsServer, OperatorMetrics, bearer_token
+
+REPO = Path(__file__).resolve().parents[2]
+DOCS = REPO / "docs" / "metrics.md"
+BIN_DIR = Path(os.environ.get("AGENTFLOW_BIN_DIR", Path.home() / ".cache/agentflow/bin"))
+
+# How each prometheus_client type appears in the docs table.
+DOC_TYPES = {"counter": "counter", "gauge": "gauge", "histogram": "histogram", "info": "info"}
+
+
+def exposed_name(family_name: str, family_type: str) -> str:
+    """The name a family is scraped under (prometheus_client drops the suffix internally)."""
+    return {"counter": family_name + "_total", "info": family_name + "_info"}.get(
+        family_type, family_name
+    )
+
+
+def registered(metrics: OperatorMetrics) -> dict[str, tuple[str, frozenset[str]]]:
+    """Exposed name -> (type, label names) for every metric the registry holds."""
+    out: dict[str, tuple[str, frozenset[str]]] = {}
+    for value in vars(metrics).values():
+        if isinstance(value, MetricWrapperBase):
+            kind = str(value._type)
+            # Info labels come from its value, not from the definition.
+            labels = frozenset({"version"}) if kind == "info" else frozenset(value._labelnames)
+            out[exposed_name(value._name, kind)] = (kind, labels)
+    # Nothing registered behind the attributes' back.
+    in_registry = {exposed_name(f.name, f.type) for f in metrics.registry.collect()}
+    assert in_registry == set(out)
+    return out
+
+
+def documented() -> dict[str, tuple[str, frozenset[str]]]:
+    """Rows of the metrics table in docs/metrics.md: name -> (type, label names)."""
+    rows: dict[str, tuple[str, frozenset[str]]] = {}
+    in_table = False
+    for line in DOCS.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| Metric |"):
+            in_table = True
+            continue
+        if not in_table:
+            continue
+        if not line.startswith("|"):
+            break
+        if set(cells[0]) <= {"-", " "}:
+            continue
+        name = cells[0].strip("`")
+        labels = frozenset(re.findall(r"`([a-z_]+)`", cells[2]))
+        assert name not in rows, f"{name} is documented twice"
+        rows[name] = (cells[1], labels)
+    assert rows, "docs/metrics.md has no metrics table (a header row starting '| Metric |')"
+    return rows
+
+
+def exercise_all(m: OperatorMetrics) -> None:
+    """Touch every metric once with realistic label values."""
+    m.workflows.labels(namespace="team-a", phase="Running").set(3)
+    m.workflows_finished.labels(namespace="team-a", phase="Succeeded", degraded="true").inc()
+    m.step_attempts.labels(namespace="team-a", agent="coder", outcome="fallback").inc()
+    m.fallbacks.labels(namespace="team-a", agent="coder", fallback_agent="coder-small").inc()
+    m.step_duration.labels(namespace="team-a", agent="coder").observe(42.0)
+    m.step_queue_latency.labels(namespace="team-a", agent="coder").observe(0.2)
+    m.step_overhead.observe(0.012)
+    m.reconcile_duration.labels(outcome="success").observe(0.004)
+    m.api_requests.labels(verb="patch", code="200").inc()
+    m.cache_requests.labels(result="hit").inc()
+    m.cache_entries.set(7)
+    m.agent_tool_calls.labels(namespace="team-a", agent="coder").inc(5)
+    m.agent_tokens.labels(namespace="team-a", agent="coder", direction="input").inc(100)
+    m.jobs_active.labels(namespace="team-a").set(2)
+    m.watch_events.labels(resource="workflows").inc()
+    m.last_watch_event.set(1_700_000_000.0)
+
+
+def test_every_registered_metric_is_documented_and_every_documented_metric_is_registered() -> None:
+    reg = registered(OperatorMetrics())
+    doc = documented()
+    assert sorted(set(reg) - set(doc)) == [], "registered but missing from docs/metrics.md"
+    assert sorted(set(doc) - set(reg)) == [], "documented in docs/metrics.md but not registered"
+    for name, (kind, labels) in reg.items():
+        doc_kind, doc_labels = doc[name]
+        assert doc_kind == DOC_TYPES[kind], f"{name}: documented as {doc_kind}, is {kind}"
+        assert doc_labels == labels, f"{name}: documented labels {doc_labels}, real {labels}"
+
+
+def test_the_brief_metric_set_is_registered() -> None:
+    names = set(registered(OperatorMetrics()))
+    assert {
+        "agentflow_workflows",
+        "agentflow_workflows_finished_total",
+        "agentflow_step_attempts_total",
+        "agentflow_fallbacks_total",
+        "agentflow_step_duration_seconds",
+        "agentflow_step_queue_latency_seconds",
+        "agentflow_operator_step_overhead_seconds",
+        "agentflow_reconcile_duration_seconds",
+        "agentflow_kubernetes_api_requests_total",
+        "agentflow_cache_requests_total",
+        "agentflow_cache_entries",
+        "agentflow_agent_tool_calls_total",
+        "agentflow_agent_tokens_total",
+        "agentflow_jobs_active",
+        "agentflow_watch_events_total",
+        "agentflow_last_watch_event_timestamp_seconds",
+        "agentflow_build_info",
+    } <= names
+
+
+def test_exercise_touches_every_metric_and_labels_stay_within_the_allowed_set() -> None:
+    m = OperatorMetrics()
+    exercise_all(m)
+    families = list(m.registry.collect())
+    assert len(families) == len(registered(m))
+    for family in families:
+        assert family.samples, f"{family.name} has no samples: extend exercise_all for it"
+        for sample in family.samples:
+            labels = set(sample.labels) - {"le"}
+            assert labels <= ALLOWED_LABELS, f"{sample.name} has unbounded labels {labels}"
+    # The same holds for what a scraper parses back from the exposition.
+    body, _ = m.render()
+    for parsed in text_string_to_metric_families(body.decode()):
+        for sample in parsed.samples:
+            assert set(sample.labels) - {"le"} <= ALLOWED_LABELS, sample
+
+
+def test_each_instance_has_its_own_registry_unless_one_is_injected() -> None:
+    a, b = OperatorMetrics(), OperatorMetrics()
+    a.cache_entries.set(5)
+    assert b.registry.get_sample_value("agentflow_cache_entries") == 0.0
+    shared = CollectorRegistry()
+    m = OperatorMetrics(shared)
+    m.cache_requests.labels(result="miss").inc(2)
+    assert shared.get_sample_value("agentflow_cache_requests_total", {"result": "miss"}) == 2.0
+
+
+def test_build_info_carries_the_package_version() -> None:
+    from agentflow import __version__
+
+    m = OperatorMetrics()
+    assert m.registry.get_sample_value("agentflow_build_info", {"version": __version__}) == 1.0
+
+
+def test_step_overhead_buckets_resolve_five_milliseconds() -> None:
+    m = OperatorMetrics()
+    m.step_overhead.observe(0.004)
+    value = m.registry.get_sample_value(
+        "agentflow_operator_step_overhead_seconds_bucket", {"le": "0.005"}
+    )
+    assert value == 1.0
+
+
+def test_render_negotiates_openmetrics() -> None:
+    m = OperatorMetrics()
+    exercise_all(m)
+    text, text_type = m.render()
+    om, om_type = m.render("application/openmetrics-text; version=1.0.0")
+    assert text_type.startswith("text/plain")
+    assert om_type.startswith("application/openmetrics-text")
+    assert b"agentflow_step_attempts_total{" in text
+    assert om.rstrip().endswith(b"# EOF")
+
+
+@pytest.mark.parametrize(
+    ("header", "token"),
+    [
+        (None, None),
+        ("", None),
+        ("Bearer abc", "abc"),
+        ("bearer  abc ", "abc"),
+        ("Basic abc", None),
+        ("Bearer", None),
+        ("Bearer ", None),
+    ],
+)
+def test_bearer_token(header: str | None, token: str | None) -> None:
+    assert bearer_token(header) == token
+
+
+# --------------------------------------------------------------------------------------------
+# The HTTP server
+# --------------------------------------------------------------------------------------------
+
+Fetch = Callable[[str, dict[str, str] | None], Awaitable[tuple[int, str, str]]]
+
+
+def serve(server: MetricsServer, scenario: Callable[[Fetch], Awaitable[None]]) -> None:
+    """Start the server on a free port, run the scenario against it, stop it."""
+
+    async def main() -> None:
+        await server.start()
+        try:
+            assert server.port != 0
+            async with aiohttp.ClientSession() as session:
+
+                async def fetch(path: str, headers: dict[str, str] | None) -> tuple[int, str, str]:
+                    url = f"http://127.0.0.1:{server.port}{path}"
+                    async with session.get(url, headers=headers or {}) as response:
+                        return (
+                            response.status,
+                            response.headers.get("Content-Type", ""),
+                            await response.text(),
+                        )
+
+                await scenario(fetch)
+        finally:
+            await server.stop()
+
+    asyncio.run(asyncio.wait_for(main(), timeout=30))
+
+
+def test_server_serves_metrics_and_probes() -> None:
+    m = OperatorMetrics()
+    m.jobs_active.labels(namespace="team-a").set(4)
+
+    async def scenario(fetch: Fetch) -> None:
+        status, content_type, body = await fetch("/metrics", None)
+        assert status == 200
+        assert content_type.startswith("text/plain")
+        assert 'agentflow_jobs_active{namespace="team-a"} 4.0' in body
+        for path in ("/healthz", "/readyz"):
+            status, _, body = await fetch(path, None)
+            assert (status, body.strip()) == (200, "ok")
+        status, _, _ = await fetch("/nope", None)
+        assert status == 404
+
+    serve(MetricsServer(m, host="127.0.0.1", port=0), scenario)
+
+
+def test_probes_report_503_with_the_reason() -> None:
+    state = {"healthy": False}
+
+    def health() -> tuple[bool, str]:
+        return (True, "ok") if state["healthy"] else (False, "watch stream stalled for 120s")
+
+    def ready() -> tuple[bool, str]:
+        return False, "not the leader"
+
+    async def scenario(fetch: Fetch) -> None:
+        status, _, body = await fetch("/healthz", None)
+        assert (status, body.strip()) == (503, "watch stream stalled for 120s")
+        status, _, body = await fetch("/readyz", None)
+        assert (status, body.strip()) == (503, "not the leader")
+        state["healthy"] = True
+        status, _, _ = await fetch("/healthz", None)
+        assert status == 200
+
+    serve(
+        MetricsServer(OperatorMetrics(), host="127.0.0.1", port=0, health=health, ready=ready),
+        scenario,
+    )
+
+
+def test_readyz_follows_health_by_default_and_a_raising_check_is_unhealthy() -> None:
+    def broken() -> tuple[bool, str]:
+        raise RuntimeError("boom")
+
+    async def scenario(fetch: Fetch) -> None:
+        for path in ("/healthz", "/readyz"):
+            status, _, body = await fetch(path, None)
+            assert status == 503
+            assert "boom" in body
+
+    serve(MetricsServer(OperatorMetrics(), host="127.0.0.1", port=0, health=broken), scenario)
+
+
+def test_metrics_auth() -> None:
+    seen: list[str | None] = []
+
+    async def authorizer(token: str | None) -> bool:
+        seen.append(token)
+        if token == "explode":
+            raise RuntimeError("token review failed")
+        return token == "scraper-token"
+
+    async def scenario(fetch: Fetch) -> None:
+        status, _, _ = await fetch("/metrics", None)
+        assert status == 401
+        status, _, _ = await fetch("/metrics", {"Authorization": "Basic dXNlcjpwYXNz"})
+        assert status == 401
+        status, _, _ = await fetch("/metrics", {"Authorization": "Bearer someone-else"})
+        assert status == 403
+        status, _, _ = await fetch("/metrics", {"Authorization": "Bearer explode"})
+        assert status == 503
+        status, _, body = await fetch("/metrics", {"Authorization": "Bearer scraper-token"})
+        assert status == 200
+        assert "agentflow_build_info" in body
+        # The probes are for the kubelet, which has no token.
+        status, _, _ = await fetch("/healthz", None)
+        assert status == 200
+
+    serve(
+        MetricsServer(OperatorMetrics(), host="127.0.0.1", port=0, authorizer=authorizer),
+        scenario,
+    )
+    assert seen == [None, None, "someone-else", "explode", "scraper-token"]
+
+
+def test_server_start_reports_a_busy_port() -> None:
+    async def main() -> None:
+        first = MetricsServer(OperatorMetrics(), host="127.0.0.1", port=0)
+        await first.start()
+        try:
+            second = MetricsServer(OperatorMetrics(), host="127.0.0.1", port=first.port)
+            with pytest.raises(OSError):
+                await second.start()
+        finally:
+            await first.stop()
+
+    asyncio.run(asyncio.wait_for(main(), timeout=30))
+
+
+# --------------------------------------------------------------------------------------------
+# promtool
+# --------------------------------------------------------------------------------------------
+
+
+def promtool() -> str:
+    path = shutil.which("promtool", path=str(BIN_DIR)) or shutil.which("promtool")
+    if path is None:
+        pytest.skip(f"promtool is not built yet: run `make binaries` (looked in {BIN_DIR})")
+    return path
+
+
+def test_exposition_passes_promtool_check_metrics() -> None:
+    m = OperatorMetrics()
+    exercise_all(m)
+    body, _ = m.render()
+    result = subprocess.run(
+        [promtool(), "check", "metrics"], input=body, capture_output=True, timeout=60, check=False
+    )
+    report: Any = (result.stdout + result.stderr).decode()
+    assert result.returncode == 0, report
