@@ -1,0 +1,313 @@
+"""kopf wiring: indexes of what the operator watches, wake-ups, and one daemon per Workflow.
+
+Handlers stay thin: they keep small summaries in kopf indexes, wake the owning Workflow's
+daemon within the same event-loop turn, and the daemon runs :func:`controller.reconcile`.
+Children (Jobs, Pods, ConfigMaps) are watched with indexes and event handlers only, which
+persist nothing, so the operator never writes annotations onto them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from agentflow import controller, engine
+from agentflow.api.models import (
+    GROUP,
+    VERSION,
+    AgentFallbackPolicySpec,
+    Condition,
+    ConditionType,
+)
+from agentflow.config import OperatorConfig
+from agentflow.controller import Key, Observations, Runtime
+from agentflow.engine.types import LABEL_CACHE, LABEL_WORKFLOW, CacheEntry, JobState
+from agentflow.kube import Kube, load_api_client
+from agentflow.leader import LeaderElector
+from agentflow.metrics import MetricsServer, OperatorMetrics
+from agentflow.observe import JobSummary, PodSummary, summarize_job, summarize_pod
+
+logger = logging.getLogger("agentflow.handlers")
+
+WORKFLOWS = (GROUP, VERSION, "workflows")
+POLICIES = (GROUP, VERSION, "agentfallbackpolicies")
+# A Workflow's daemon re-plans at least this often even when nothing happens (level trigger).
+RESYNC_SECONDS = 300.0
+HEARTBEAT_STALE_FACTOR = 4.0
+
+
+def _runtime(memo: Any) -> Runtime:
+    rt: Runtime = memo.runtime
+    return rt
+
+
+def post_event(body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+    kopf.event(dict(body), type=type_, reason=reason, message=message[:1024])
+
+
+def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
+    """Explicit kopf settings: our own prefixes, timeouts, and server-side watch filters."""
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    # Without these, a watch stream can hang silently forever (kopf #585).
+    settings.watching.server_timeout = 270
+    settings.watching.client_timeout = 300
+    settings.watching.connect_timeout = 10
+    settings.networking.request_timeout = 60
+    settings.networking.connect_timeout = 10
+    # Events are for our state transitions, not for every handler's chatter.
+    settings.posting.level = logging.WARNING
+    settings.posting.reporting_component = "agentflow-operator"
+    settings.scanning.disabled = True
+    # Leadership is our own Lease (see agentflow.leader), not kopf's peering CRDs.
+    settings.peering.standalone = True
+    settings.batching.worker_limit = 1000
+    settings.watching.label_selectors["batch", "jobs"] = LABEL_WORKFLOW
+    settings.watching.label_selectors["", "pods"] = LABEL_WORKFLOW
+    settings.watching.label_selectors["", "configmaps"] = LABEL_CACHE
+    settings.watching.field_selectors["coordination.k8s.io", "leases"] = (
+        f"metadata.name={config.lease_name}"
+    )
+
+
+def health(rt: Runtime) -> tuple[bool, str]:
+    age = time.monotonic() - rt.last_heartbeat
+    limit = rt.config.renew_interval * HEARTBEAT_STALE_FACTOR + rt.config.lease_duration
+    if age > limit:
+        return False, f"no watch event for {age:.0f}s (heartbeat lease not seen)"
+    return True, "ok"
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    config = OperatorConfig.from_env()
+    configure(settings, config)
+    metrics = OperatorMetrics()
+
+    def count(verb: str, code: int) -> None:
+        metrics.api_requests.labels(verb=verb, code=str(code)).inc()
+
+    kube = Kube(load_api_client(config.kubeconfig), qps=config.qps, burst=config.burst, count=count)
+    rt = Runtime(kube=kube, metrics=metrics, config=config, post_event=post_event)
+    rt.is_leader = False
+    memo.runtime = rt
+
+    def leadership(leading: bool) -> None:
+        rt.is_leader = leading
+        for event in rt.wakeups.values():
+            event.set()
+
+    elector = LeaderElector(
+        kube,
+        namespace=config.lease_namespace,
+        name=config.lease_name,
+        identity=config.identity,
+        duration=config.lease_duration,
+        renew_interval=config.renew_interval,
+        on_change=leadership,
+    )
+    server = MetricsServer(
+        metrics, host=config.metrics_host, port=config.metrics_port, health=lambda: health(rt)
+    )
+    await server.start()
+    memo.metrics_server = server
+    memo.elector = elector
+    memo.tasks = [asyncio.create_task(elector.run(), name="leader-election")]
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    for task in getattr(memo, "tasks", []):
+        task.cancel()
+    elector: LeaderElector | None = getattr(memo, "elector", None)
+    if elector is not None:
+        try:
+            await elector.release()
+        except Exception as e:  # shutting down; the lease expires by itself
+            logger.info("could not release the lease: %s", e)
+    server: MetricsServer | None = getattr(memo, "metrics_server", None)
+    if server is not None:
+        await server.stop()
+
+
+# ---- indexes ------------------------------------------------------------------------------
+
+
+@kopf.index("batch", "v1", "jobs", labels={LABEL_WORKFLOW: kopf.PRESENT})
+def step_jobs(body: kopf.Body, namespace: str, **_: Any) -> dict[Key, JobSummary] | None:
+    summary = summarize_job(body)
+    return {(namespace, summary.workflow): summary} if summary else None
+
+
+@kopf.index("", "v1", "pods", labels={LABEL_WORKFLOW: kopf.PRESENT})
+def step_pods(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict[Key, PodSummary] | None:
+    summary = summarize_pod(body)
+    return {(namespace, labels[LABEL_WORKFLOW]): summary} if summary else None
+
+
+@kopf.index("batch", "v1", "jobs", labels={LABEL_WORKFLOW: kopf.PRESENT})
+def active_step_jobs(body: kopf.Body, namespace: str, **_: Any) -> dict[str, str] | None:
+    summary = summarize_job(body)
+    if summary is None or summary.state is not JobState.ACTIVE:
+        return None
+    return {namespace: summary.name}
+
+
+@kopf.index(*POLICIES)
+def fallback_policies(spec: kopf.Spec, namespace: str, name: str, **_: Any) -> dict[Key, dict[str, Any]]:
+    return {(namespace, name): dict(spec)}
+
+
+@kopf.index("", "v1", "configmaps", labels={LABEL_CACHE: kopf.PRESENT})
+def cache_entries(body: kopf.Body, namespace: str, **_: Any) -> dict[Key, CacheEntry] | None:
+    entry = controller.cache_entry_from_configmap(body)
+    return {(namespace, entry.key): entry} if entry else None
+
+
+# ---- wake-ups -------------------------------------------------------------------------------
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={LABEL_WORKFLOW: kopf.PRESENT})
+def job_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+    rt = _runtime(memo)
+    rt.metrics.watch_events.labels(resource="jobs").inc()
+    rt.wake((namespace, labels[LABEL_WORKFLOW]))
+
+
+@kopf.on.event("", "v1", "pods", labels={LABEL_WORKFLOW: kopf.PRESENT})
+def pod_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+    rt = _runtime(memo)
+    rt.metrics.watch_events.labels(resource="pods").inc()
+    rt.wake((namespace, labels[LABEL_WORKFLOW]))
+
+
+@kopf.on.event(*WORKFLOWS)
+def workflow_changed(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    rt = _runtime(memo)
+    rt.metrics.watch_events.labels(resource="workflows").inc()
+    rt.wake((namespace, name))
+
+
+@kopf.on.event("coordination.k8s.io", "v1", "leases")
+def heartbeat(memo: kopf.Memo, **_: Any) -> None:
+    rt = _runtime(memo)
+    rt.last_heartbeat = time.monotonic()
+    rt.metrics.watch_events.labels(resource="leases").inc()
+    rt.metrics.last_watch_event.set(time.time())
+
+
+@kopf.on.event(*POLICIES)
+async def policy_changed(
+    type: str | None,
+    body: kopf.Body,
+    spec: kopf.Spec,
+    namespace: str,
+    name: str,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    """Validate the policy into its status, and let this namespace's Workflows re-plan."""
+    rt = _runtime(memo)
+    rt.wake_namespace(namespace)
+    if type == "DELETED" or not rt.is_leader:
+        return
+    try:
+        problems = engine.validate_policy(AgentFallbackPolicySpec.model_validate(dict(spec)))
+    except Exception as e:  # pydantic's error text names the field
+        problems = [str(e)]
+    now = datetime.now(UTC)
+    generation = body.get("metadata", {}).get("generation")
+    if problems:
+        conditions = [
+            Condition(type=ConditionType.READY, status="False", reason="InvalidPolicy",
+                      message="; ".join(problems), last_transition_time=now,
+                      observed_generation=generation),
+            Condition(type=ConditionType.STALLED, status="True", reason="InvalidPolicy",
+                      message="; ".join(problems), last_transition_time=now,
+                      observed_generation=generation),
+        ]
+    else:
+        conditions = [
+            Condition(type=ConditionType.READY, status="True", reason="Valid", message="",
+                      last_transition_time=now, observed_generation=generation),
+        ]
+    old = body.get("status") or {}
+    old_summary = [(c.get("type"), c.get("status"), c.get("message")) for c in old.get("conditions", [])]
+    new_summary = [(c.type, c.status, c.message) for c in conditions]
+    if old_summary == new_summary and old.get("observedGeneration") == generation:
+        return
+    await rt.kube.patch_policy_status(
+        namespace,
+        name,
+        {
+            "observedGeneration": generation,
+            "conditions": [c.model_dump(by_alias=True, mode="json") for c in conditions],
+        },
+    )
+
+
+# ---- the per-Workflow daemon ----------------------------------------------------------------
+
+
+@kopf.daemon(*WORKFLOWS, id="reconcile", cancellation_timeout=1.0)
+async def workflow_daemon(
+    body: kopf.Body,
+    namespace: str,
+    name: str,
+    stopped: kopf.DaemonStopped,
+    memo: kopf.Memo,
+    step_jobs: kopf.Index[Key, JobSummary],
+    step_pods: kopf.Index[Key, PodSummary],
+    active_step_jobs: kopf.Index[str, str],
+    fallback_policies: kopf.Index[Key, dict[str, Any]],
+    cache_entries: kopf.Index[Key, CacheEntry],
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    **_: Any,
+) -> None:
+    rt = _runtime(memo)
+    key: Key = (namespace, name)
+    wakeup = rt.wakeup(key)
+
+    def gather() -> Observations:
+        policies = {n: spec for (ns, n), specs in fallback_policies.items() if ns == namespace
+                    for spec in specs}
+
+        def lookup(cache_key: str) -> CacheEntry | None:
+            entries = list(cache_entries.get((namespace, cache_key), []))
+            return max(entries, key=lambda e: e.expires_at) if entries else None
+
+        return Observations(
+            jobs=list(step_jobs.get(key, [])),
+            pods=list(step_pods.get(key, [])),
+            policies=policies,
+            cache=lookup,
+            active_jobs_in_namespace=len(active_step_jobs.get(namespace, [])),
+        )
+
+    try:
+        while not stopped:
+            wakeup.clear()
+            delay: float | None = RESYNC_SECONDS
+            if rt.is_leader:
+                try:
+                    requeue = await controller.reconcile(rt, key, body, gather)
+                    delay = min(requeue, RESYNC_SECONDS) if requeue is not None else RESYNC_SECONDS
+                except Exception:
+                    logger.exception("reconcile failed; retrying")
+                    delay = 5.0
+            try:
+                await asyncio.wait_for(wakeup.wait(), timeout=max(delay, 0.05))
+            except TimeoutError:
+                pass
+    finally:
+        if stopped.reason is not None and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
+            rt.forget(key)

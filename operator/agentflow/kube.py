@@ -1,0 +1,339 @@
+"""The operator's only door to the Kubernetes API.
+
+Requests go through the ``kubernetes`` client's transport but skip its model
+(de)serialization (``_preload_content=False``, plain JSON), which dominates its cost on hot
+paths.  Every request passes a client-side token-bucket rate limiter, so a burst of Workflows
+cannot flood the API server, and is counted in the metrics by verb and status code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+import kubernetes
+from kubernetes.client.rest import ApiException
+
+logger = logging.getLogger(__name__)
+
+WORKFLOWS = "/apis/agentflow.dev/v1alpha1/namespaces/{namespace}/workflows"
+POLICIES = "/apis/agentflow.dev/v1alpha1/namespaces/{namespace}/agentfallbackpolicies"
+JOBS = "/apis/batch/v1/namespaces/{namespace}/jobs"
+PODS = "/api/v1/namespaces/{namespace}/pods"
+CONFIGMAPS = "/api/v1/namespaces/{namespace}/configmaps"
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class RequestCounter(Protocol):
+    def __call__(self, verb: str, code: int) -> None: ...
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, reason: str, body: dict[str, Any] | None = None) -> None:
+        message = (body or {}).get("message") or reason
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.body = body or {}
+
+
+class TokenBucket:
+    """Allows ``rate`` requests per second on average, ``burst`` at once."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.capacity = float(burst)
+        self.tokens = float(burst)
+        self.updated = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+                self.updated = now
+                if self.tokens >= 1.0:
+                    self.tokens -= 1.0
+                    return
+                await asyncio.sleep((1.0 - self.tokens) / self.rate)
+
+
+class CreateOutcome(StrEnum):
+    CREATED = "created"
+    EXISTS = "exists"  # already there and owned by the same owner: success
+    FOREIGN = "foreign"  # already there but owned by someone else: an error on the step
+
+
+@dataclass(frozen=True)
+class CreateResult:
+    outcome: CreateOutcome
+    message: str = ""
+
+
+def load_api_client(kubeconfig: str | None = None, context: str | None = None) -> Any:
+    """An ApiClient from the in-cluster service account, else the kubeconfig."""
+    configuration = kubernetes.client.Configuration()
+    if kubeconfig is None:
+        try:
+            kubernetes.config.load_incluster_config(client_configuration=configuration)
+            return _tuned(configuration)
+        except kubernetes.config.ConfigException:
+            pass
+    kubernetes.config.load_kube_config(
+        config_file=kubeconfig, context=context, client_configuration=configuration
+    )
+    return _tuned(configuration)
+
+
+def _tuned(configuration: Any) -> Any:
+    # The default pool of 4 connections serialises concurrent reconciles.
+    configuration.connection_pool_maxsize = 32
+    return kubernetes.client.ApiClient(configuration)
+
+
+class Kube:
+    def __init__(
+        self,
+        api_client: Any,
+        *,
+        qps: float = 50.0,
+        burst: int = 100,
+        count: RequestCounter | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.api_client = api_client
+        self.limiter = TokenBucket(qps, burst)
+        self.count = count
+        self.timeout = timeout
+
+    # -- transport ------------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: list[tuple[str, Any]] | None = None,
+        content_type: str = "application/json",
+        raw: bool = False,
+    ) -> Any:
+        await self.limiter.acquire()
+        verb = method.lower()
+        try:
+            response = await asyncio.to_thread(self._call, method, path, body, query, content_type)
+        except ApiException as e:
+            if self.count:
+                self.count(verb, e.status or 0)
+            parsed: dict[str, Any] | None = None
+            if e.body:
+                try:
+                    parsed = json.loads(e.body)
+                except ValueError:
+                    parsed = None
+            raise ApiError(e.status or 0, e.reason or "error", parsed) from None
+        if self.count:
+            self.count(verb, response.status)
+        data = response.data
+        if raw:
+            return data
+        return json.loads(data) if data else {}
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        query: list[tuple[str, Any]] | None,
+        content_type: str,
+    ) -> Any:
+        return self.api_client.call_api(
+            path,
+            method,
+            query_params=query or [],
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            body=body,
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _request_timeout=self.timeout,
+        )
+
+    # -- workflows ------------------------------------------------------------------------
+
+    async def patch_workflow_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None
+    ) -> dict[str, Any] | None:
+        """Merge-patch the status; with ``resource_version`` the write is conditional.
+
+        Returns the updated object, or None when someone else changed the object first
+        (409): the caller re-reads and plans again, so neither side's write is lost.
+        """
+        patch: dict[str, Any] = {"status": status}
+        if resource_version:
+            patch["metadata"] = {"resourceVersion": resource_version}
+        path = WORKFLOWS.format(namespace=namespace) + f"/{name}/status"
+        try:
+            result: dict[str, Any] = await self.request(
+                "PATCH", path, body=patch, content_type=MERGE_PATCH
+            )
+        except ApiError as e:
+            if e.status in (404, 409):
+                return None
+            raise
+        return result
+
+    async def get_workflow(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = await self.request(
+                "GET", WORKFLOWS.format(namespace=namespace) + f"/{name}"
+            )
+        except ApiError as e:
+            if e.status == 404:
+                return None
+            raise
+        return result
+
+    async def delete_workflow(self, namespace: str, name: str, uid: str) -> None:
+        body = {"preconditions": {"uid": uid}, "propagationPolicy": "Background"}
+        try:
+            await self.request("DELETE", WORKFLOWS.format(namespace=namespace) + f"/{name}", body=body)
+        except ApiError as e:
+            if e.status not in (404, 409):
+                raise
+
+    async def patch_policy_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        path = POLICIES.format(namespace=namespace) + f"/{name}/status"
+        try:
+            await self.request("PATCH", path, body={"status": status}, content_type=MERGE_PATCH)
+        except ApiError as e:
+            if e.status != 404:
+                raise
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    async def create_job(self, manifest: dict[str, Any]) -> CreateResult:
+        namespace = manifest["metadata"]["namespace"]
+        try:
+            await self.request("POST", JOBS.format(namespace=namespace), body=manifest)
+            return CreateResult(CreateOutcome.CREATED)
+        except ApiError as e:
+            if e.status != 409:
+                raise
+        # Deterministic names make creation idempotent: an existing Job with our owner is
+        # the one a previous pass (or a previous operator process) created.
+        name = manifest["metadata"]["name"]
+        existing = await self.request("GET", JOBS.format(namespace=namespace) + f"/{name}")
+        want = manifest["metadata"]["ownerReferences"][0]["uid"]
+        owners = existing.get("metadata", {}).get("ownerReferences") or []
+        if any(o.get("uid") == want for o in owners):
+            return CreateResult(CreateOutcome.EXISTS)
+        if existing.get("metadata", {}).get("deletionTimestamp"):
+            return CreateResult(CreateOutcome.FOREIGN, f"job {name} is still being deleted")
+        return CreateResult(CreateOutcome.FOREIGN, f"job {name} exists and is not owned by this run")
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        # Without a propagation policy, deleting a batch/v1 Job orphans its pods.
+        body = {"propagationPolicy": "Background"}
+        try:
+            await self.request("DELETE", JOBS.format(namespace=namespace) + f"/{name}", body=body)
+        except ApiError as e:
+            if e.status != 404:
+                raise
+
+    async def read_job_log(self, namespace: str, job_name: str, limit_bytes: int) -> str | None:
+        """The log of the Job's (only) pod, at most ``limit_bytes``; None when there is no pod."""
+        pods = await self.request(
+            "GET",
+            PODS.format(namespace=namespace),
+            query=[("labelSelector", f"batch.kubernetes.io/job-name={job_name}")],
+        )
+        items = pods.get("items") or []
+        if not items:
+            return None
+        pod = items[-1]["metadata"]["name"]
+        try:
+            data = await self.request(
+                "GET",
+                PODS.format(namespace=namespace) + f"/{pod}/log",
+                query=[("limitBytes", limit_bytes)],
+                raw=True,
+            )
+        except ApiError as e:
+            if e.status in (400, 404):
+                return None
+            raise
+        text: str = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
+        return text
+
+    # -- config maps (step outputs and cache entries) ---------------------------------------
+
+    async def create_configmap(self, manifest: dict[str, Any]) -> bool:
+        """True when created, False when it already existed."""
+        namespace = manifest["metadata"]["namespace"]
+        try:
+            await self.request("POST", CONFIGMAPS.format(namespace=namespace), body=manifest)
+        except ApiError as e:
+            if e.status == 409:
+                return False
+            raise
+        return True
+
+    async def replace_configmap_data(self, manifest: dict[str, Any]) -> None:
+        """Create, or overwrite data and labels of an existing ConfigMap (cache refresh)."""
+        if await self.create_configmap(manifest):
+            return
+        meta = manifest["metadata"]
+        patch = {
+            "metadata": {"labels": meta.get("labels", {}), "annotations": meta.get("annotations", {})},
+            "data": manifest.get("data", {}),
+        }
+        path = CONFIGMAPS.format(namespace=meta["namespace"]) + f"/{meta['name']}"
+        await self.request("PATCH", path, body=patch, content_type=MERGE_PATCH)
+
+    async def delete_configmap(self, namespace: str, name: str) -> None:
+        try:
+            await self.request("DELETE", CONFIGMAPS.format(namespace=namespace) + f"/{name}")
+        except ApiError as e:
+            if e.status != 404:
+                raise
+
+    async def list_configmaps(self, namespace: str | None, label_selector: str) -> list[dict[str, Any]]:
+        path = CONFIGMAPS.format(namespace=namespace) if namespace else "/api/v1/configmaps"
+        result = await self.request("GET", path, query=[("labelSelector", label_selector)])
+        items: list[dict[str, Any]] = result.get("items") or []
+        return items
+
+    # -- leases (leader election and the watch heartbeat) -----------------------------------
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"
+        try:
+            result: dict[str, Any] = await self.request("GET", path)
+        except ApiError as e:
+            if e.status == 404:
+                return None
+            raise
+        return result
+
+    async def write_lease(self, lease: dict[str, Any]) -> dict[str, Any] | None:
+        """Create, or replace guarded by resourceVersion; None when another writer won."""
+        meta = lease["metadata"]
+        base = f"/apis/coordination.k8s.io/v1/namespaces/{meta['namespace']}/leases"
+        try:
+            if meta.get("resourceVersion"):
+                result: dict[str, Any] = await self.request(
+                    "PUT", f"{base}/{meta['name']}", body=lease
+                )
+            else:
+                result = await self.request("POST", base, body=lease)
+        except ApiError as e:
+            if e.status == 409:
+                return None
+            raise
+        return result

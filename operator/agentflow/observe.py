@@ -1,0 +1,210 @@
+"""Turn the Job and Pod objects the operator watches into small observations (pure).
+
+The indexes keep only these summaries, not whole objects, so memory stays proportional to the
+number of step attempts, and planning reads plain data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from agentflow.engine.types import (
+    LABEL_AGENT,
+    LABEL_ATTEMPT,
+    LABEL_ITERATION,
+    LABEL_RUN,
+    LABEL_STEP,
+    LABEL_WORKFLOW,
+    JobState,
+    ObservedJob,
+)
+
+# Waiting reasons after which a pod will not start by itself within a step's lifetime.
+STUCK_WAITING_REASONS = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+    }
+)
+STUCK_GRACE = timedelta(seconds=60)
+# How long a finished Job may lack its pod's terminated state before we stop waiting for it.
+POD_STATUS_GRACE = timedelta(seconds=10)
+
+
+@dataclass(frozen=True)
+class PodSummary:
+    job_name: str
+    name: str
+    created_at: datetime | None
+    exit_code: int | None = None
+    reason: str | None = None
+    message: str | None = None
+    terminated: bool = False
+    waiting_reason: str | None = None
+    waiting_message: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    name: str
+    workflow: str
+    step: str
+    run: int
+    iteration: int
+    attempt: int
+    agent: str
+    created_at: datetime | None
+    state: JobState
+    reason: str | None
+    message: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    deleting: bool = False
+
+
+def _time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    if isinstance(value, datetime):
+        return value
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _int(value: Any, default: int = 0) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def summarize_job(job: Mapping[str, Any]) -> JobSummary | None:
+    meta = job.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    if LABEL_WORKFLOW not in labels or LABEL_STEP not in labels:
+        return None
+    status = job.get("status") or {}
+    state, reason, message, finished = JobState.ACTIVE, None, None, None
+    for condition in status.get("conditions") or []:
+        if condition.get("status") != "True":
+            continue
+        if condition.get("type") == "Complete":
+            state, finished = JobState.SUCCEEDED, _time(condition.get("lastTransitionTime"))
+        elif condition.get("type") == "Failed":
+            state = JobState.FAILED
+            reason, message = condition.get("reason"), condition.get("message")
+            finished = _time(condition.get("lastTransitionTime"))
+    return JobSummary(
+        name=meta.get("name", ""),
+        workflow=labels[LABEL_WORKFLOW],
+        step=labels[LABEL_STEP],
+        run=_int(labels.get(LABEL_RUN), 1),
+        iteration=_int(labels.get(LABEL_ITERATION), 1),
+        attempt=_int(labels.get(LABEL_ATTEMPT), 1),
+        agent=labels.get(LABEL_AGENT, ""),
+        created_at=_time(meta.get("creationTimestamp")),
+        state=state,
+        reason=reason,
+        message=message,
+        started_at=_time(status.get("startTime")),
+        finished_at=_time(status.get("completionTime")) or finished,
+        deleting=bool(meta.get("deletionTimestamp")),
+    )
+
+
+def summarize_pod(pod: Mapping[str, Any]) -> PodSummary | None:
+    meta = pod.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    job_name = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
+    if not job_name:
+        return None
+    summary = PodSummary(job_name=job_name, name=meta.get("name", ""),
+                         created_at=_time(meta.get("creationTimestamp")))
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    if not statuses:
+        return summary
+    state = statuses[0].get("state") or {}
+    if "terminated" in state:
+        t = state["terminated"] or {}
+        return replace(
+            summary,
+            terminated=True,
+            exit_code=t.get("exitCode"),
+            reason=t.get("reason"),
+            message=t.get("message"),
+            started_at=_time(t.get("startedAt")),
+            finished_at=_time(t.get("finishedAt")),
+        )
+    if "waiting" in state:
+        w = state["waiting"] or {}
+        return replace(summary, waiting_reason=w.get("reason"), waiting_message=w.get("message"))
+    return summary
+
+
+def observe(
+    jobs: Iterable[JobSummary], pods: Iterable[PodSummary], now: datetime
+) -> tuple[list[ObservedJob], list[str]]:
+    """Observations for the planner, plus the names of active Jobs that will never finish.
+
+    A Job is reported finished only together with its pod's terminated state (exit code and
+    termination message), since the two arrive on different watches; after a short grace the
+    Job's own verdict is used alone.  A pod stuck on an image or config error is reported as a
+    failed attempt; the caller deletes its Job.
+    """
+    pods_by_job: dict[str, PodSummary] = {}
+    for pod in pods:
+        current = pods_by_job.get(pod.job_name)
+        if current is None or pod.terminated or not current.terminated:
+            pods_by_job[pod.job_name] = pod
+    observed: list[ObservedJob] = []
+    stuck: list[str] = []
+    for job in jobs:
+        pod = pods_by_job.get(job.name)
+        state, reason, message = job.state, job.reason, job.message
+        finished = job.finished_at
+        if state is not JobState.ACTIVE and (pod is None or not pod.terminated):
+            if finished is not None and now - finished < POD_STATUS_GRACE:
+                state = JobState.ACTIVE
+        if state is JobState.ACTIVE and job.deleting:
+            state, reason = JobState.FAILED, "JobDeleted"
+            message = "the step's Job was deleted before it finished"
+        if (
+            state is JobState.ACTIVE
+            and pod is not None
+            and pod.waiting_reason in STUCK_WAITING_REASONS
+            and pod.created_at is not None
+            and now - pod.created_at >= STUCK_GRACE
+        ):
+            state, reason, message = JobState.FAILED, pod.waiting_reason, pod.waiting_message
+            stuck.append(job.name)
+        exit_code = pod.exit_code if pod is not None else None
+        termination = pod.message if pod is not None else None
+        if state is JobState.FAILED and pod is not None and pod.terminated and reason is None:
+            reason = pod.reason
+        observed.append(
+            ObservedJob(
+                name=job.name,
+                step=job.step,
+                run=job.run,
+                iteration=job.iteration,
+                attempt=job.attempt,
+                agent=job.agent,
+                state=state,
+                started_at=(pod.started_at if pod else None) or job.started_at or job.created_at,
+                finished_at=(pod.finished_at if pod else None) or finished,
+                exit_code=exit_code,
+                reason=reason if state is JobState.FAILED else None,
+                termination_message=termination if termination else message,
+            )
+        )
+    return observed, stuck

@@ -1,0 +1,162 @@
+"""Fixtures that run the real operator against the local control plane.
+
+The cluster fixtures (``cluster``, ``kubeconfig``, ``api``, ``namespace``, ``kubectl``) come
+from ``tests/conftest.py``; here the CRDs are installed once and the operator runs as a
+separate process (``agentflow operator``), exactly as a user would run it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CRDS = REPO / "crds"
+T = TypeVar("T")
+
+
+def wait_for(
+    predicate: Callable[[], T], timeout: float = 60.0, interval: float = 0.2, what: str = ""
+) -> T:
+    """Poll ``predicate`` until it returns a truthy value; fail with ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}: {last!r}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class OperatorProcess:
+    kubeconfig: Path
+    log_dir: Path
+    metrics_port: int = field(default_factory=free_port)
+    extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_dir / f"operator-{self.metrics_port}.log"
+
+    def start(self) -> None:
+        self.starts += 1
+        log = self.log_path.open("ab")
+        env = {**os.environ, "AGENTFLOW_LEASE_DURATION": "6", "AGENTFLOW_LEASE_RENEW_INTERVAL": "2", **self.env}
+        self.proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "agentflow.cli", "operator",
+                "--kubeconfig", str(self.kubeconfig),
+                "--metrics-port", str(self.metrics_port),
+                "--metrics-host", "127.0.0.1",
+                "--log-format", "json",
+                *self.extra_args,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        self.wait_healthy()
+
+    def http(self, path: str, timeout: float = 2.0) -> tuple[int, str]:
+        url = f"http://127.0.0.1:{self.metrics_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+        except OSError as e:
+            return 0, str(e)
+
+    def wait_healthy(self, timeout: float = 90.0) -> None:
+        def healthy() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                tail = self.log_path.read_text(errors="replace")[-3000:]
+                raise AssertionError(f"operator exited with {self.proc.returncode}:\n{tail}")
+            return self.http("/healthz")[0] == 200
+
+        wait_for(healthy, timeout, what="operator /healthz")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
+        self.proc.wait(timeout=30)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        self.proc = None
+
+    def metrics(self) -> str:
+        status, body = self.http("/metrics")
+        assert status == 200, body
+        return body
+
+
+def install_crds(kubectl: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    result = kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
+    assert result.returncode == 0, result.stderr
+    for path in sorted(CRDS.glob("*.yaml")):
+        name = yaml.safe_load(path.read_text())["metadata"]["name"]
+        waited = kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+        assert waited.returncode == 0, waited.stderr
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: Any, kubectl_session: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    install_crds(kubectl_session)
+
+
+@pytest.fixture(scope="session")
+def kubectl_session(kubeconfig: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    binary = str(Path(sys.executable).parent / "kubectl")
+
+    def run(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [binary, "--kubeconfig", str(kubeconfig), *args],
+            capture_output=True, text=True, input=input, timeout=120,
+        )
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def operator(crds: None, kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(kubeconfig=kubeconfig, log_dir=tmp_path_factory.mktemp("operator"))
+    process.start()
+    yield process
+    process.stop()
