@@ -7,6 +7,7 @@ binaries; they start no cluster.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import secrets
 import subprocess
@@ -308,6 +309,75 @@ def test_pod_security_restricted_namespace(api: client.ApiClient, namespace: str
 
     admitted = core.create_namespaced_pod(namespace, _pod("restricted", False), dry_run="All")
     assert admitted.metadata.name == "restricted"
+
+
+needs_node = pytest.mark.skipif(
+    importlib.util.find_spec("agentflow.localcluster.node") is None,
+    reason="the local node (agentflow.localcluster.node) is not in this checkout",
+)
+
+
+def _shell_pod(name: str, script: str) -> client.V1Pod:
+    return client.V1Pod(
+        metadata=client.V1ObjectMeta(name=name),
+        spec=client.V1PodSpec(
+            restart_policy="Never",
+            containers=[
+                client.V1Container(name="main", image="busybox", command=["sh", "-c", script])
+            ],
+        ),
+    )
+
+
+@pytest.mark.integration
+@needs_node
+def test_pod_logs_come_from_the_node_through_the_apiserver(
+    api: client.ApiClient, namespace: str, kubectl: Kubectl
+) -> None:
+    core = client.CoreV1Api(api)
+    core.create_namespaced_pod(namespace, _shell_pod("hello", "echo hello from the node"))
+    eventually(
+        lambda: core.read_namespaced_pod("hello", namespace).status.phase == "Succeeded",
+        what="the pod to succeed",
+    )
+    # The apiserver dials the node's HTTPS endpoint, verifying it against the cluster CA, with
+    # its kubelet client certificate.
+    assert core.read_namespaced_pod_log("hello", namespace) == "hello from the node\n"
+    logs = kubectl("logs", "-n", namespace, "hello")
+    assert (logs.returncode, logs.stdout) == (0, "hello from the node\n"), logs.stderr
+
+
+@pytest.mark.integration
+@needs_node
+def test_finished_job_is_deleted_after_its_ttl(api: client.ApiClient, namespace: str) -> None:
+    batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
+    template = _shell_pod("unused", "exit 0")
+    job = client.V1Job(
+        metadata=client.V1ObjectMeta(name="short-lived"),
+        spec=client.V1JobSpec(
+            ttl_seconds_after_finished=2,  # long enough to see it finish first
+            template=client.V1PodTemplateSpec(spec=template.spec),
+        ),
+    )
+    batch.create_namespaced_job(namespace, job)
+
+    def finished() -> bool:
+        status = batch.read_namespaced_job("short-lived", namespace).status
+        return any(c.type == "Complete" and c.status == "True" for c in status.conditions or [])
+
+    eventually(finished, what="the Job to complete")
+
+    def job_and_pods_gone() -> bool:
+        try:
+            batch.read_namespaced_job("short-lived", namespace)
+            return False
+        except ApiException as err:
+            if err.status != 404:
+                raise
+        pods = core.list_namespaced_pod(namespace, label_selector="job-name=short-lived")
+        return not pods.items
+
+    eventually(job_and_pods_gone, what="ttl-after-finished and the garbage collector")
 
 
 def _cli(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
