@@ -1,0 +1,61 @@
+"""Content-addressed keys for step results."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from agentflow.api.models import AgentTemplate, StepResult
+
+# Bump when the meaning of a key's inputs changes, so old entries stop matching.
+CACHE_KEY_VERSION = "agentflow.dev/cache-key/v1"
+
+
+def _sha256(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _agent_identity(agent: AgentTemplate) -> dict[str, Any]:
+    """What decides an agent's output: never a secret's value, which the spec never holds."""
+    env: list[dict[str, Any]] = []
+    for var in sorted(agent.env, key=lambda v: v.name):
+        if var.value_from is not None:
+            ref = var.value_from.secret_key_ref
+            env.append({"name": var.name, "secretKeyRef": {"name": ref.name, "key": ref.key}})
+        else:
+            env.append({"name": var.name, "value": var.value})
+    return {
+        "image": agent.image,
+        "command": agent.command,
+        "args": agent.args,
+        "provider": str(agent.provider) if agent.provider is not None else None,
+        "model": agent.model,
+        "env": env,
+    }
+
+
+def cache_key(
+    agent: AgentTemplate, prompt: str, upstream_digests: Mapping[str, str], iteration: int
+) -> str:
+    """``sha256:<hex>`` of the canonical JSON of everything that decides a step's result.
+
+    That is the resolved agent container (image, command, args, provider, model, env names with
+    their literal values or Secret references by name and key), the rendered prompt, the
+    upstream digests sorted by step name, the iteration and :data:`CACHE_KEY_VERSION`.  The
+    agent's name and resources are left out: they do not change what it produces.
+    """
+    document = {
+        "version": CACHE_KEY_VERSION,
+        "agent": _agent_identity(agent),
+        "prompt": prompt,
+        "upstream": sorted(upstream_digests.items()),
+        "iteration": iteration,
+    }
+    return _sha256(json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False))
+
+
+def result_digest(result: StepResult) -> str:
+    """The report's digest when the runner computed one, else a digest of the summary."""
+    return result.digest or _sha256(result.summary)

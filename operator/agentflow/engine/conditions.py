@@ -1,0 +1,80 @@
+"""kstatus-style conditions and the one-line summaries of a Workflow's status."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Literal
+
+from agentflow.api.models import TERMINAL_STEP_PHASES, Condition, StepPhase, StepStatus
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+def set_condition(
+    conditions: Sequence[Condition],
+    type_: str,
+    status: ConditionStatus,
+    reason: str,
+    message: str,
+    generation: int | None,
+    now: datetime,
+) -> list[Condition]:
+    """``conditions`` with ``type_`` set; its lastTransitionTime changes only when status flips.
+
+    Returns a new list (the input is not changed); a new condition type is appended.
+    """
+    result: list[Condition] = []
+    found = False
+    for condition in conditions:
+        if condition.type != type_:
+            result.append(condition)
+            continue
+        found = True
+        since = condition.last_transition_time if condition.status == status else now
+        result.append(
+            Condition(
+                type=type_,
+                status=status,
+                reason=reason,
+                message=message,
+                last_transition_time=since,
+                observed_generation=generation,
+            )
+        )
+    if not found:
+        result.append(
+            Condition(
+                type=type_,
+                status=status,
+                reason=reason,
+                message=message,
+                last_transition_time=now,
+                observed_generation=generation,
+            )
+        )
+    return result
+
+
+def progress(steps: Sequence[StepStatus]) -> str:
+    """``<terminal steps>/<total>``, e.g. ``3/5``."""
+    done = sum(1 for s in steps if s.phase in TERMINAL_STEP_PHASES)
+    return f"{done}/{len(steps)}"
+
+
+_COUNT_ORDER = ("Succeeded", "Fallback", "Cached", "Skipped", "Failed", "Running", "Pending")
+
+
+def step_counts(steps: Sequence[StepStatus]) -> str:
+    """``Steps: 5 (Succeeded 3, Fallback 1, Skipped 1)``: the numbers add up to the total.
+
+    ``Fallback`` counts succeeded steps that needed a fallback agent; ``Succeeded`` the rest.
+    """
+    counts = dict.fromkeys(_COUNT_ORDER, 0)
+    for step in steps:
+        if step.phase is StepPhase.SUCCEEDED and step.fallback_used:
+            counts["Fallback"] += 1
+        else:
+            counts[str(step.phase)] += 1
+    shown = ", ".join(f"{name} {n}" for name, n in counts.items() if n)
+    return f"Steps: {len(steps)} ({shown})"

@@ -1,0 +1,952 @@
+"""``plan``: from a Workflow, what its step Jobs show and the time, the next status and actions.
+
+The plan is level-triggered and idempotent: it compares the status it is given with what the
+observed Jobs say, and every action and event comes from a transition it makes now, so planning
+again on its own output and the same observations yields no CreateJob, DeleteJob or event.  It
+never changes its inputs.  Decisions worth knowing:
+
+Runs.  ``status.run`` numbers the runs; Job names carry it, so a new run never collides with
+an old one.  A new run starts when the spec's generation changes (even on a finished Workflow:
+an edit re-runs it), when the ``agentflow.dev/rerun`` annotation carries a new token (every step
+again; the cache makes unchanged steps ``Cached``), or when ``agentflow.dev/retry`` carries a
+new token on a Failed Workflow (only Failed and never-started steps again).  Jobs of older runs
+are deleted when the new run starts and their results ignored.
+
+Dependencies.  A step starts when every step it depends on (``step_dependencies``) is terminal.
+A step is skipped without running when every one of its *explicit* ``dependsOn`` was skipped;
+the implicit "previous step" of a Sequential workflow only orders steps, so a skipped step in a
+sequence does not skip the rest.  A skipped step has no result: references to its result render
+as "" (and as empty values in CEL) while its ``phase`` reads ``Skipped``.
+
+Fallback.  When an attempt fails: (1) the same agent is retried, with backoff, up to
+``max(retries.limit + 1, rule.maxAttempts)`` attempts for the step's own agent and
+``rule.maxAttempts`` for a fallback agent; (2) then the agent's rule's fallback runs, following
+the chain of rules while it reaches agents not yet tried in this iteration; (3) then, when the
+rule of the step's own agent allows ``skipIfUnavailable`` and it is not critical, the step is
+skipped (the Workflow is then degraded); (4) otherwise the step and the Workflow fail and every
+Job still running is deleted.  Steps that were running are marked Failed ("cancelled"); steps
+that never started stay Pending.  A step's ``override`` applies to its own agent, not to
+fallbacks.
+
+Cache.  Caching is on unless a step says ``cache.enabled: false`` (TTL 24 h by default).  Each
+iteration's first attempt looks up the key of the step's own agent; a result produced by a
+fallback agent is not written to the cache (it is not what the key describes).
+
+Jobs.  Observed Jobs are matched to attempts by (run, step, iteration, attempt).  A running
+attempt whose Job is absent is taken as lost (reason ``JobLost``) only after
+:data:`LOST_JOB_GRACE_SECONDS`, since a freshly created Job may not be observed yet: the caller
+must pass every step Job of the Workflow it knows of.  A Job still active
+:data:`STEP_TIMEOUT_GRACE_SECONDS` after the step's ``timeoutSeconds`` (a pod that never
+started) is deleted and its attempt fails with reason ``Timeout``.  A succeeded Job whose report
+was truncated waits up to :data:`TRUNCATED_REPORT_WAIT_SECONDS` for the caller to store the full
+report and pass its ``output_ref``.  ``activeDeadlineSeconds`` counts from the run's start, also
+while suspended.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from agentflow.api.models import (
+    RESULT_STEP_PHASES,
+    TERMINAL_STEP_PHASES,
+    TERMINAL_WORKFLOW_PHASES,
+    Attempt,
+    CachePolicy,
+    ConditionType,
+    RetryPolicy,
+    Step,
+    StepPhase,
+    StepResult,
+    StepStatus,
+    Workflow,
+    WorkflowPhase,
+    WorkflowSpec,
+    WorkflowStatus,
+)
+from agentflow.engine.agents import resolve_agent
+from agentflow.engine.caching import cache_key, result_digest
+from agentflow.engine.conditions import progress, set_condition, step_counts
+from agentflow.engine.expressions import ExpressionError, evaluate_bool, result_view, step_view
+from agentflow.engine.graph import Ancestors, step_dependencies, topological_order
+from agentflow.engine.names import job_name
+from agentflow.engine.templating import PromptContext, TemplateError, render_prompt
+from agentflow.engine.templating import template_references as _template_references
+from agentflow.engine.types import (
+    ANNOTATION_RERUN,
+    ANNOTATION_RETRY,
+    Action,
+    CacheLookup,
+    CacheOutcome,
+    CreateJob,
+    DeleteJob,
+    DeleteWorkflow,
+    FallbackPolicy,
+    JobState,
+    Limits,
+    ObservedJob,
+    Plan,
+    RecordEvent,
+    WriteCache,
+)
+from agentflow.engine.validation import validate_workflow
+from agentflow.report import decode_termination_message
+
+LOST_JOB_GRACE_SECONDS = 30
+STEP_TIMEOUT_GRACE_SECONDS = 30
+TRUNCATED_REPORT_WAIT_SECONDS = 60
+# How soon to look again when the namespace's step-Job limit held a step back.
+NAMESPACE_SLOT_RETRY_SECONDS = 10
+
+WAITING_NAMESPACE_LIMIT = "waiting: namespace step-Job limit reached"
+MAX_CONDITION_MESSAGE = 32_768
+_MAX_DETAIL = 300
+
+_RUNNING = "Running"
+_KEPT_ON_RETRY = frozenset({StepPhase.SUCCEEDED, StepPhase.CACHED, StepPhase.SKIPPED})
+
+
+def plan(
+    workflow: Workflow,
+    policy: FallbackPolicy,
+    jobs: Sequence[ObservedJob],
+    cache: CacheLookup,
+    now: datetime,
+    limits: Limits = Limits(),  # noqa: B008 - frozen dataclass, never mutated
+) -> Plan:
+    """The status ``workflow`` should have now, and the actions that get it there."""
+    return _Planner(workflow, policy, jobs, cache, now, limits).plan()
+
+
+_VALIDATED: OrderedDict[str, list[str]] = OrderedDict()
+_VALIDATED_MAX = 512
+_VALIDATED_LOCK = threading.Lock()  # kopf may run planning in worker threads
+
+
+def _validate(spec: WorkflowSpec) -> list[str]:
+    """validate_workflow, remembered by the spec's content (every pass re-checks the spec)."""
+    key = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
+    with _VALIDATED_LOCK:
+        errors = _VALIDATED.get(key)
+        if errors is not None:
+            _VALIDATED.move_to_end(key)
+            return list(errors)
+    errors = validate_workflow(spec)
+    with _VALIDATED_LOCK:
+        _VALIDATED[key] = errors
+        while len(_VALIDATED) > _VALIDATED_MAX:
+            _VALIDATED.popitem(last=False)
+    return list(errors)
+
+
+def _copy_status(status: WorkflowStatus) -> WorkflowStatus:
+    """A copy the pass may change: everything it assigns to or appends to is copied.
+
+    Results and conditions are shared with the input; the planner replaces them, never changes
+    them in place.  (A deep copy of 256 steps would cost more than the whole rest of a pass.)
+    """
+    copy = status.model_copy()
+    copy.conditions = list(status.conditions)
+    copy.steps = []
+    for step in status.steps:
+        step_copy = step.model_copy()
+        step_copy.attempts = [a.model_copy() for a in step.attempts]
+        copy.steps.append(step_copy)
+    return copy
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _describe(reason: str, exit_code: int | None, summary: str) -> str:
+    text = reason
+    if exit_code:
+        text += f" (exit code {exit_code})"
+    summary = " ".join(summary.split())
+    if summary:
+        text += f": {_clip(summary, _MAX_DETAIL)}"
+    return text
+
+
+class _Planner:
+    """One planning pass; every method works on the private copy of the status."""
+
+    def __init__(
+        self,
+        workflow: Workflow,
+        policy: FallbackPolicy,
+        jobs: Sequence[ObservedJob],
+        cache: CacheLookup,
+        now: datetime,
+        limits: Limits,
+    ) -> None:
+        self.workflow = workflow
+        self.spec = workflow.spec
+        self.policy = policy
+        self.jobs = jobs
+        self.cache = cache
+        self.now = now
+        self.limits = limits
+        self.status = _copy_status(workflow.status) if workflow.status else WorkflowStatus()
+        self.steps = {s.name: s for s in self.spec.steps}
+        self.deps = step_dependencies(self.spec)
+        self.ancestors = Ancestors(self.deps)
+        self.agent_names = {a.name for a in self.spec.agents}
+        self.actions: list[Action] = []
+        self.outcomes: list[CacheOutcome] = []
+        self.wakeups: list[datetime] = []
+        self.by_name: dict[str, StepStatus] = {}
+        self.index: dict[tuple[str, int, int], ObservedJob] = {}
+        self.deleted: set[str] = set()
+        self.slots = limits.namespace_job_slots
+        self.started_run = False
+        self.failed_step: str | None = None
+        self.stall: tuple[str, str] | None = None
+        self.waiting: str | None = None
+
+    # -- the pass ---------------------------------------------------------------------------
+
+    def plan(self) -> Plan:
+        status = self.status
+        if status.run == 0:
+            self._new_run(keep=False, why=None)
+        else:
+            self._maybe_new_run()
+        if status.phase in TERMINAL_WORKFLOW_PHASES and not self.started_run:
+            self._expire()
+            return self._result()
+
+        self._sync_steps()
+        generation = self.workflow.metadata.generation
+        if generation is not None:
+            status.observed_generation = generation
+        self.index = {(j.step, j.iteration, j.attempt): j for j in self.jobs if j.run == status.run}
+        problem = self._spec_problem()
+        if problem is not None:
+            self._fail_workflow(*problem, cancelled="cancelled: invalid workflow")
+        else:
+            self._observe()
+            if self.failed_step is None:
+                self._check_deadline()
+            if status.phase is not WorkflowPhase.FAILED and self.failed_step is None:
+                self._launch()
+            self._conclude()
+        self._summarise()
+        self._expire()
+        return self._result()
+
+    def _result(self) -> Plan:
+        future = [(w - self.now).total_seconds() for w in self.wakeups if w > self.now]
+        return Plan(
+            status=self.status,
+            actions=self.actions,
+            requeue_after=min(future) if future else None,
+            cache_outcomes=self.outcomes,
+        )
+
+    def _event(self, type_: str, reason: str, message: str) -> None:
+        self.actions.append(RecordEvent(type=type_, reason=reason, message=message))
+
+    def _delete(self, name: str, reason: str) -> None:
+        if name not in self.deleted:
+            self.deleted.add(name)
+            self.actions.append(DeleteJob(job_name=name, reason=reason))
+
+    def _wake(self, when: datetime) -> None:
+        self.wakeups.append(when)
+
+    # -- runs -------------------------------------------------------------------------------
+
+    def _maybe_new_run(self) -> None:
+        status = self.status
+        meta = self.workflow.metadata
+        rerun = meta.annotations.get(ANNOTATION_RERUN)
+        retry = meta.annotations.get(ANNOTATION_RETRY)
+        generation = meta.generation
+        if (
+            generation is not None
+            and status.observed_generation is not None
+            and generation != status.observed_generation
+        ):
+            self._new_run(keep=False, why=f"spec changed (generation {generation})")
+        elif rerun and rerun != status.rerun_token:
+            self._new_run(keep=False, why="rerun requested")
+        elif retry and retry != status.retry_token:
+            if status.phase is WorkflowPhase.FAILED:
+                self._new_run(keep=True, why="retry of failed steps requested")
+            else:
+                status.retry_token = retry  # nothing to retry; don't act on it later
+
+    def _new_run(self, *, keep: bool, why: str | None) -> None:
+        status = self.status
+        number = status.run + 1
+        if status.run:
+            reason = f"superseded by run {number}"
+            for old_step in status.steps:
+                for attempt in old_step.attempts:
+                    if attempt.outcome == _RUNNING:
+                        self._delete(attempt.job_name, reason)
+            for job in self.jobs:
+                if job.state is JobState.ACTIVE and job.run < number:
+                    self._delete(job.name, reason)
+        old = {s.name: s for s in status.steps}
+        steps: list[StepStatus] = []
+        for spec_step in self.spec.steps:
+            previous = old.get(spec_step.name)
+            if keep and previous is not None and previous.phase in _KEPT_ON_RETRY:
+                steps.append(previous)
+            else:
+                steps.append(StepStatus(name=spec_step.name))
+        annotations = self.workflow.metadata.annotations
+        status.steps = steps
+        status.run = number
+        status.phase = WorkflowPhase.PENDING
+        status.started_at = self.now
+        status.finished_at = None
+        status.message = None
+        status.observed_generation = self.workflow.metadata.generation
+        status.rerun_token = annotations.get(ANNOTATION_RERUN)
+        status.retry_token = annotations.get(ANNOTATION_RETRY)
+        self.started_run = True
+        message = f"run {number} started" + (f": {why}" if why else "")
+        self._event("Normal", "WorkflowStarted", message)
+
+    def _sync_steps(self) -> None:
+        """One status per spec step, in spec order (a hand-edited status can't confuse us)."""
+        have = {s.name: s for s in self.status.steps}
+        self.status.steps = [have.get(s.name) or StepStatus(name=s.name) for s in self.spec.steps]
+        self.by_name = {s.name: s for s in self.status.steps}
+
+    # -- validation -------------------------------------------------------------------------
+
+    def _spec_problem(self) -> tuple[str, str, str] | None:
+        errors = _validate(self.spec)
+        if errors:
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            return "InvalidSpec", f"invalid spec: {errors[0]}{more}", "; ".join(errors)
+        if self.policy.error:
+            return "InvalidFallbackPolicy", self.policy.error, self.policy.error
+        undeclared = self._undeclared_fallbacks()
+        if undeclared:
+            return "InvalidFallbackPolicy", undeclared[0], "; ".join(undeclared)
+        return None
+
+    def _undeclared_fallbacks(self) -> list[str]:
+        problems: list[str] = []
+        for agent in dict.fromkeys(s.agent for s in self.spec.steps):
+            visited = {agent}
+            current = agent
+            while True:
+                fallback = self.policy.rule_for(current).fallback
+                if fallback is None or fallback in visited:
+                    break
+                if fallback not in self.agent_names:
+                    message = (
+                        f"fallback agent {fallback!r} of agent {current!r} "
+                        "is not declared in spec.agents"
+                    )
+                    if message not in problems:
+                        problems.append(message)
+                    break
+                visited.add(fallback)
+                current = fallback
+        return problems
+
+    # -- observing Jobs ---------------------------------------------------------------------
+
+    def _observe(self) -> None:
+        for status in self.status.steps:
+            if status.phase is not StepPhase.RUNNING or not status.attempts:
+                continue
+            attempt = status.attempts[-1]
+            if attempt.outcome != _RUNNING:
+                continue
+            step = self.steps[status.name]
+            job = self.index.get((status.name, attempt.iteration, attempt.attempt))
+            started = attempt.started_at or self.now
+            if job is None:
+                lost_at = started + timedelta(seconds=LOST_JOB_GRACE_SECONDS)
+                if self.now >= lost_at:
+                    self._attempt_failed(
+                        step, status, attempt, "JobLost", None, "the Job disappeared"
+                    )
+                else:
+                    self._wake(lost_at)
+            elif job.state is JobState.ACTIVE:
+                if step.timeout_seconds is None:
+                    continue
+                limit = started + timedelta(
+                    seconds=step.timeout_seconds + STEP_TIMEOUT_GRACE_SECONDS
+                )
+                if self.now > limit:
+                    self._delete(job.name, f"step timeout ({step.timeout_seconds}s) exceeded")
+                    detail = f"still running {step.timeout_seconds}s after it was created"
+                    self._attempt_failed(step, status, attempt, "Timeout", None, detail)
+                else:
+                    self._wake(limit)
+            elif job.state is JobState.SUCCEEDED:
+                self._job_succeeded(step, status, attempt, job)
+            else:
+                summary = decode_termination_message(job.termination_message).summary
+                reason = job.reason or ("Error" if job.exit_code else "Failed")
+                self._attempt_failed(step, status, attempt, reason, job.exit_code, summary)
+
+    def _job_succeeded(
+        self, step: Step, status: StepStatus, attempt: Attempt, job: ObservedJob
+    ) -> None:
+        result = decode_termination_message(job.termination_message)
+        if job.output_ref:
+            result = result.model_copy(update={"output_ref": job.output_ref})
+        if result.truncated and not result.output_ref:
+            since = job.finished_at or attempt.started_at or self.now
+            until = since + timedelta(seconds=TRUNCATED_REPORT_WAIT_SECONDS)
+            if self.now < until:
+                self._wake(until)
+                return
+        attempt.outcome = "Succeeded"
+        attempt.finished_at = job.finished_at or self.now
+        attempt.exit_code = job.exit_code if job.exit_code is not None else 0
+        self._iteration_done(step, status, result, cached=False, agent=attempt.agent)
+
+    def _attempt_failed(
+        self,
+        step: Step,
+        status: StepStatus,
+        attempt: Attempt,
+        reason: str,
+        exit_code: int | None,
+        summary: str,
+    ) -> None:
+        attempt.outcome = "Failed"
+        attempt.finished_at = self.now
+        attempt.exit_code = exit_code
+        attempt.reason = reason
+        attempt.message = _describe(reason, exit_code, summary)
+        self._after_failure(step, status, attempt)
+
+    def _attempts_allowed(self, step: Step, agent: str) -> int:
+        rule = self.policy.rule_for(agent)
+        if agent == step.agent:
+            retries = step.retries or RetryPolicy()
+            return max(retries.limit + 1, rule.max_attempts)
+        return rule.max_attempts
+
+    def _after_failure(self, step: Step, status: StepStatus, attempt: Attempt) -> None:
+        """The fallback tiers: retry, fallback agent, skip, fail."""
+        name, agent = step.name, attempt.agent
+        failure = attempt.message or attempt.reason or "failed"
+        this_iteration = [a for a in status.attempts if a.iteration == status.iteration]
+        tried = sum(1 for a in this_iteration if a.agent == agent)
+        if tried < self._attempts_allowed(step, agent):
+            retries = step.retries or RetryPolicy()
+            delay = min(
+                retries.backoff_seconds * retries.backoff_factor ** (tried - 1),
+                float(retries.max_backoff_seconds),
+            )
+            status.agent = agent
+            status.next_attempt_at = self.now + timedelta(seconds=delay)
+            status.message = f"attempt {attempt.attempt} failed: {failure}; retrying in {delay:g}s"
+            self._event("Warning", "StepRetrying", f"step {name}: {status.message}")
+            return
+        visited = {a.agent for a in this_iteration} | {step.agent}
+        fallback = self.policy.rule_for(agent).fallback
+        if fallback is not None and fallback not in visited and fallback in self.agent_names:
+            status.agent = fallback
+            status.next_attempt_at = self.now
+            status.fallback_used = True
+            status.message = f"agent {agent} failed: {failure}; using fallback agent {fallback}"
+            primary = f" (the step's agent is {step.agent})" if agent != step.agent else ""
+            self._event(
+                "Warning",
+                "FallbackUsed",
+                f"step {name}: agent {agent} failed{primary}: {failure}; "
+                f"falling back to agent {fallback}",
+            )
+            return
+        rule = self.policy.rule_for(step.agent)
+        if rule.skip_if_unavailable and rule.criticality != "critical":
+            self._skip(status, f"agent {agent} unavailable: {failure}", warning=True)
+            return
+        self._step_failed(status, failure)
+
+    # -- finishing steps --------------------------------------------------------------------
+
+    def _iteration_done(
+        self, step: Step, status: StepStatus, result: StepResult, *, cached: bool, agent: str
+    ) -> None:
+        status.result = result
+        cache_policy = step.cache or CachePolicy()
+        if not cached and agent == step.agent and cache_policy.enabled and status.cache_key:
+            self.actions.append(
+                WriteCache(
+                    key=status.cache_key,
+                    step=step.name,
+                    result=result,
+                    ttl_seconds=cache_policy.ttl_seconds,
+                )
+            )
+        message: str | None = None
+        if step.repeat is not None:
+            context = {
+                "result": result_view(result, status.iteration),
+                "steps": self._steps_view(step),
+                "workflow": self._workflow_view(),
+            }
+            try:
+                done = evaluate_bool(step.repeat.until, context)
+            except ExpressionError as e:
+                self._step_failed(status, f"repeat.until: {e}")
+                return
+            if not done and status.iteration < step.repeat.max_iterations:
+                status.iteration += 1
+                status.agent = step.agent
+                status.next_attempt_at = None
+                status.message = f"iteration {status.iteration}: until was false"
+                self._event(
+                    "Normal",
+                    "StepIterating",
+                    f"step {step.name}: until was false after iteration "
+                    f"{status.iteration - 1}; starting iteration {status.iteration}",
+                )
+                return
+            if not done:
+                message = "repeat: maxIterations reached before until was true"
+        status.phase = StepPhase.CACHED if cached else StepPhase.SUCCEEDED
+        status.message = message
+        status.finished_at = self.now
+        status.next_attempt_at = None
+        if not cached:
+            via = f" with fallback agent {agent}" if agent != step.agent else ""
+            self._event("Normal", "StepSucceeded", f"step {step.name} succeeded{via}")
+
+    def _skip(self, status: StepStatus, message: str, *, warning: bool) -> None:
+        status.phase = StepPhase.SKIPPED
+        status.message = message
+        status.finished_at = self.now
+        status.next_attempt_at = None
+        self._event(
+            "Warning" if warning else "Normal",
+            "StepSkipped",
+            f"step {status.name} skipped: {message}",
+        )
+
+    def _step_failed(self, status: StepStatus, message: str) -> None:
+        status.phase = StepPhase.FAILED
+        status.message = message
+        status.finished_at = self.now
+        status.next_attempt_at = None
+        self._event("Warning", "StepFailed", f"step {status.name} failed: {message}")
+        if self.failed_step is None:
+            self.failed_step = status.name
+
+    # -- starting steps ---------------------------------------------------------------------
+
+    def _launch(self) -> None:
+        if self.spec.suspend:
+            return
+        parallelism = self.spec.parallelism
+        running = sum(1 for s in self.status.steps if s.phase is StepPhase.RUNNING)
+        for name in topological_order(self.deps):
+            status = self.by_name[name]
+            step = self.steps[name]
+            if status.phase is StepPhase.RUNNING:
+                if status.attempts and status.attempts[-1].outcome == _RUNNING:
+                    continue
+                self._advance(step, status)
+            elif status.phase is StepPhase.PENDING:
+                if not self._ready(step, status):
+                    continue
+                if parallelism is not None and running >= parallelism:
+                    continue
+                if self.slots == 0:
+                    self._hold(WAITING_NAMESPACE_LIMIT)
+                    continue
+                status.phase = StepPhase.RUNNING
+                status.iteration = 1
+                status.agent = step.agent
+                status.started_at = self.now
+                status.message = None
+                running += 1
+                self._advance(step, status)
+            else:
+                continue
+            if status.phase is not StepPhase.RUNNING:
+                running -= 1
+            if self.failed_step is not None:
+                return
+
+    def _hold(self, why: str) -> None:
+        self.waiting = why
+        self._wake(self.now + timedelta(seconds=NAMESPACE_SLOT_RETRY_SECONDS))
+
+    def _ready(self, step: Step, status: StepStatus) -> bool:
+        """True when the step should start now; settles it when it is skipped instead."""
+        deps = self.deps[step.name]
+        if any(self.by_name[d].phase not in TERMINAL_STEP_PHASES for d in deps):
+            return False
+        explicit = step.depends_on
+        if explicit and all(self.by_name[d].phase is StepPhase.SKIPPED for d in explicit):
+            self._skip(
+                status,
+                f"every dependency was skipped ({', '.join(explicit)})",
+                warning=False,
+            )
+            return False
+        if step.when is not None:
+            context = {"steps": self._steps_view(step), "workflow": self._workflow_view()}
+            try:
+                go = evaluate_bool(step.when, context)
+            except ExpressionError as e:
+                self._step_failed(status, f"when: {e}")
+                return False
+            if not go:
+                self._skip(status, f"when: {step.when} was false", warning=False)
+                return False
+        return True
+
+    def _advance(self, step: Step, status: StepStatus) -> None:
+        """Start the step's next attempt, taking cached iterations as they come."""
+        while status.phase is StepPhase.RUNNING:
+            due = status.next_attempt_at
+            if due is not None and due > self.now:
+                self._wake(due)
+                return
+            agent_name = status.agent or step.agent
+            own = agent_name == step.agent
+            number = sum(1 for a in status.attempts if a.iteration == status.iteration) + 1
+            agent = resolve_agent(self.spec, step, agent_name)
+            allowed = self.limits.allowed_images
+            if allowed is not None and agent.image not in allowed:
+                self._step_failed(
+                    status,
+                    f"image {agent.image!r} of agent {agent_name!r} is not allowed "
+                    f"(allowed: {', '.join(sorted(allowed)) or 'none'})",
+                )
+                return
+            try:
+                prompt = self._render(step, status)
+            except TemplateError as e:
+                self._step_failed(status, f"prompt: {e}")
+                return
+            key: str | None = None
+            outcome: str | None = None
+            cache_policy = step.cache or CachePolicy()
+            if own and cache_policy.enabled:
+                key = cache_key(agent, prompt, self._upstream(step, status), status.iteration)
+                if number == 1:
+                    entry = self.cache(key)
+                    if entry is not None and entry.expires_at > self.now:
+                        status.cache_key = key
+                        self.outcomes.append(CacheOutcome(step=step.name, key=key, result="hit"))
+                        self._event(
+                            "Normal",
+                            "CacheHit",
+                            f"step {step.name}: result of iteration {status.iteration} "
+                            f"reused from cache ({key[:19]}…)",
+                        )
+                        self._iteration_done(
+                            step, status, entry.result, cached=True, agent=agent_name
+                        )
+                        continue
+                    outcome = "expired" if entry is not None else "miss"
+            if self.slots == 0:
+                self._hold(WAITING_NAMESPACE_LIMIT)
+                return
+            if self.slots is not None:
+                self.slots -= 1
+            if key is not None:
+                status.cache_key = key
+            if outcome is not None and key is not None:
+                self.outcomes.append(CacheOutcome(step=step.name, key=key, result=outcome))
+            self._create(step, status, agent_name, number, prompt, key)
+            return
+
+    def _create(
+        self,
+        step: Step,
+        status: StepStatus,
+        agent_name: str,
+        number: int,
+        prompt: str,
+        key: str | None,
+    ) -> None:
+        fallback = agent_name != step.agent
+        name = job_name(
+            self.workflow.metadata.name, step.name, self.status.run, status.iteration, number
+        )
+        status.attempts.append(
+            Attempt(
+                attempt=number,
+                agent=agent_name,
+                job_name=name,
+                iteration=status.iteration,
+                fallback=fallback,
+                started_at=self.now,
+                outcome="Running",
+            )
+        )
+        status.agent = agent_name
+        status.next_attempt_at = None
+        if fallback:
+            status.fallback_used = True
+        self.actions.append(
+            CreateJob(
+                job_name=name,
+                step=step.name,
+                run=self.status.run,
+                iteration=status.iteration,
+                attempt=number,
+                agent=resolve_agent(self.spec, step, agent_name),
+                fallback=fallback,
+                prompt=prompt,
+                cache_key=key,
+                timeout_seconds=step.timeout_seconds,
+            )
+        )
+        detail = f"agent {agent_name}, attempt {number}"
+        if step.repeat is not None:
+            detail += f", iteration {status.iteration}"
+        if fallback:
+            detail += ", fallback"
+        self._event("Normal", "StepStarted", f"step {step.name} started ({detail})")
+        self._wake(self.now + timedelta(seconds=LOST_JOB_GRACE_SECONDS))
+
+    # -- views of the other steps -----------------------------------------------------------
+
+    def _workflow_view(self) -> dict[str, Any]:
+        meta = self.workflow.metadata
+        return {"name": meta.name, "namespace": meta.namespace or ""}
+
+    def _steps_view(self, step: Step) -> dict[str, Any]:
+        return {
+            name: step_view(self.by_name[name], self.by_name[name].phase in RESULT_STEP_PHASES)
+            for name in self.ancestors(step.name)
+        }
+
+    def _render(self, step: Step, status: StepStatus) -> str:
+        referenced = {r.step for r in _template_references(step.prompt) if r.step is not None}
+        results: dict[str, StepResult] = {}
+        phases: dict[str, str] = {}
+        iterations: dict[str, int] = {}
+        for name in sorted(referenced):
+            if not self.ancestors.contains(step.name, name):
+                continue
+            other = self.by_name[name]
+            phases[name] = str(other.phase)
+            iterations[name] = other.iteration
+            if other.phase in RESULT_STEP_PHASES and other.result is not None:
+                results[name] = other.result
+        if step.repeat is not None and status.iteration > 1 and status.result is not None:
+            results[step.name] = status.result
+        context = PromptContext(
+            workflow=self.workflow.metadata.name,
+            namespace=self.workflow.metadata.namespace or "",
+            step=step.name,
+            iteration=status.iteration,
+            phases=phases,
+            iterations=iterations,
+        )
+        return render_prompt(step.prompt, results, context)
+
+    def _upstream(self, step: Step, status: StepStatus) -> dict[str, str]:
+        digests: dict[str, str] = {}
+        for name in self.deps[step.name]:
+            other = self.by_name[name]
+            if other.phase in RESULT_STEP_PHASES and other.result is not None:
+                digests[name] = result_digest(other.result)
+            else:
+                digests[name] = f"phase:{other.phase}"
+        if status.iteration > 1 and status.result is not None:
+            digests[step.name] = result_digest(status.result)
+        return digests
+
+    # -- the Workflow's outcome -------------------------------------------------------------
+
+    def _check_deadline(self) -> None:
+        seconds = self.spec.active_deadline_seconds
+        started = self.status.started_at
+        if seconds is None or started is None:
+            return
+        if all(s.phase in TERMINAL_STEP_PHASES for s in self.status.steps):
+            return
+        deadline = started + timedelta(seconds=seconds)
+        if self.now >= deadline:
+            message = f"workflow exceeded activeDeadlineSeconds ({seconds}s)"
+            self._fail_workflow(
+                "DeadlineExceeded", message, message, cancelled="cancelled: deadline exceeded"
+            )
+        else:
+            self._wake(deadline)
+
+    def _fail_workflow(self, reason: str, message: str, detail: str, *, cancelled: str) -> None:
+        status = self.status
+        for step in status.steps:
+            if step.phase is not StepPhase.RUNNING:
+                continue
+            for attempt in step.attempts:
+                if attempt.outcome != _RUNNING:
+                    continue
+                job = self.index.get((step.name, attempt.iteration, attempt.attempt))
+                if job is None or job.state is JobState.ACTIVE:
+                    self._delete(attempt.job_name, "workflow failed")
+                attempt.outcome = "Failed"
+                attempt.reason = "Cancelled"
+                attempt.message = "workflow failed"
+                attempt.finished_at = self.now
+            step.phase = StepPhase.FAILED
+            step.message = cancelled
+            step.finished_at = self.now
+            step.next_attempt_at = None
+        status.phase = WorkflowPhase.FAILED
+        status.message = message
+        if status.finished_at is None:
+            status.finished_at = self.now
+        self.stall = (reason, detail)
+        self._event("Warning", "WorkflowFailed", message)
+
+    def _conclude(self) -> None:
+        status = self.status
+        if status.phase is WorkflowPhase.FAILED:
+            return
+        if self.failed_step is None:
+            self.failed_step = next(
+                (s.name for s in status.steps if s.phase is StepPhase.FAILED), None
+            )
+        if self.failed_step is not None:
+            failed = self.by_name[self.failed_step]
+            message = f"step {failed.name} failed: {failed.message or 'failed'}"
+            self._fail_workflow(
+                "StepFailed", message, message, cancelled="cancelled: workflow failed"
+            )
+            return
+        if all(s.phase in TERMINAL_STEP_PHASES for s in status.steps):
+            status.phase = WorkflowPhase.SUCCEEDED
+            status.finished_at = status.finished_at or self.now
+            counts = step_counts(status.steps)
+            self._event("Normal", "WorkflowSucceeded", f"workflow succeeded: {counts}")
+            fallback, skipped = self._degraded_steps()
+            if fallback or skipped:
+                self._event("Warning", "WorkflowDegraded", _degraded_message(fallback, skipped))
+            return
+        started = any(s.phase is not StepPhase.PENDING for s in status.steps)
+        status.phase = WorkflowPhase.RUNNING if started else WorkflowPhase.PENDING
+
+    def _degraded_steps(self) -> tuple[list[str], list[str]]:
+        steps = self.status.steps
+        fallback = [s.name for s in steps if s.fallback_used]
+        # Only a skip after failed attempts (agent unavailable) degrades; `when` skips do not.
+        skipped = [s.name for s in steps if s.phase is StepPhase.SKIPPED and s.attempts]
+        return fallback, skipped
+
+    def _summarise(self) -> None:
+        status = self.status
+        steps = status.steps
+        generation = status.observed_generation
+        now = self.now
+        status.progress = progress(steps)
+        fallback, skipped = self._degraded_steps()
+        status.degraded = bool(fallback or skipped)
+        counts = step_counts(steps)
+        conditions = status.conditions
+        if status.phase is WorkflowPhase.FAILED:
+            reason, detail = self.stall or ("Failed", status.message or "failed")
+            message = status.message or "failed"
+            conditions = set_condition(
+                conditions, ConditionType.READY, "False", "Failed", message, generation, now
+            )
+            conditions = set_condition(
+                conditions,
+                ConditionType.STALLED,
+                "True",
+                reason,
+                _clip(detail, MAX_CONDITION_MESSAGE),
+                generation,
+                now,
+            )
+            conditions = set_condition(
+                conditions, ConditionType.RECONCILING, "False", "Failed", message, generation, now
+            )
+        elif status.phase is WorkflowPhase.SUCCEEDED:
+            status.message = counts
+            conditions = set_condition(
+                conditions, ConditionType.READY, "True", "Succeeded", counts, generation, now
+            )
+            conditions = set_condition(
+                conditions, ConditionType.RECONCILING, "False", "Succeeded", "", generation, now
+            )
+            conditions = set_condition(
+                conditions, ConditionType.STALLED, "False", "Succeeded", "", generation, now
+            )
+        else:
+            parts = [counts]
+            if self.spec.suspend:
+                parts.append("suspended")
+            if self.waiting:
+                parts.append(self.waiting)
+            status.message = "; ".join(parts)
+            reconciling = (
+                ("Suspended", "suspended")
+                if self.spec.suspend
+                else (
+                    "Progressing",
+                    status.progress,
+                )
+            )
+            conditions = set_condition(
+                conditions,
+                ConditionType.READY,
+                "False",
+                "Progressing",
+                status.message,
+                generation,
+                now,
+            )
+            conditions = set_condition(
+                conditions, ConditionType.RECONCILING, "True", *reconciling, generation, now
+            )
+            conditions = set_condition(
+                conditions, ConditionType.STALLED, "False", "Progressing", "", generation, now
+            )
+        if status.degraded:
+            conditions = set_condition(
+                conditions,
+                ConditionType.DEGRADED,
+                "True",
+                "FallbackUsed" if fallback else "StepSkipped",
+                _degraded_message(fallback, skipped),
+                generation,
+                now,
+            )
+        else:
+            conditions = set_condition(
+                conditions, ConditionType.DEGRADED, "False", "NotDegraded", "", generation, now
+            )
+        status.conditions = conditions
+
+    def _expire(self) -> None:
+        status = self.status
+        ttl = self.spec.ttl_seconds_after_finished
+        if ttl is None or status.phase not in TERMINAL_WORKFLOW_PHASES:
+            return
+        if status.finished_at is None:
+            return
+        expiry = status.finished_at + timedelta(seconds=ttl)
+        if self.now >= expiry:
+            self.actions.append(DeleteWorkflow(reason=f"ttlSecondsAfterFinished ({ttl}s) passed"))
+        else:
+            self._wake(expiry)
+
+
+def _degraded_message(fallback: list[str], skipped: list[str]) -> str:
+    parts = []
+    if fallback:
+        parts.append(f"fallback agent used by: {', '.join(fallback)}")
+    if skipped:
+        parts.append(f"skipped because their agent was unavailable: {', '.join(skipped)}")
+    return "; ".join(parts)

@@ -1,0 +1,157 @@
+"""Prompt templates: ``{{ steps.<name>.summary }}`` and friends, strictly and in one pass.
+
+References (whitespace inside the braces is ignored, nothing else is allowed):
+
+- ``{{ steps.<name>.summary }}``, ``.status``, ``.phase``, ``.iteration``,
+  ``.artifacts`` (paths joined with ", "), ``.metrics.<key>`` (camelCase: ``toolCalls``,
+  ``inputTokens``... or an extra metric's key; a metric the step did not report is "");
+- ``{{ workflow.name }}``, ``{{ workflow.namespace }}``, ``{{ step.name }}``,
+  ``{{ step.iteration }}``;
+- ``{{ steps.<this step>.summary }}`` etc. inside a ``repeat``: the previous iteration's result
+  ("" in the first iteration).
+
+A step that was skipped has no result: its result fields render as "" while
+``{{ steps.<name>.phase }}`` says ``Skipped``.  There are no expressions, filters or loops.
+Rendering is a single pass: a value that itself contains ``{{ ... }}`` is inserted literally
+and never rendered again.  ``\\{{`` writes a literal ``{{``.  Anything else between ``{{`` and
+``}}``, or a ``{{`` without its ``}}``, is a :class:`TemplateError`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+from agentflow.api.models import StepMetrics, StepResult
+
+_TOKEN = re.compile(r"\\\{\{|\{\{(?P<ref>[^{}]*)\}\}|\{\{")
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_METRIC_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+STEP_FIELDS = frozenset({"summary", "status", "phase", "iteration", "artifacts"})
+
+
+class TemplateError(ValueError):
+    """A prompt template that cannot be rendered; the message says why."""
+
+
+@dataclass(frozen=True)
+class PromptContext:
+    """What a prompt may refer to besides step results.
+
+    ``phases`` and ``iterations`` describe the steps the prompt may reference (a step named in
+    neither them nor the results is an unknown reference).  The step being rendered may always
+    refer to itself: its result in ``results`` is the previous iteration's.
+    """
+
+    workflow: str
+    namespace: str
+    step: str
+    iteration: int = 1
+    phases: Mapping[str, str] = field(default_factory=dict)
+    iterations: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One ``{{ ... }}`` in a template."""
+
+    text: str  # normalised: "steps.a.summary"
+    step: str | None  # the step it reads from ``steps.<name>``, if any
+
+    def __str__(self) -> str:
+        return f"{{{{ {self.text} }}}}"
+
+
+def _parse_reference(inner: str) -> Reference:
+    text = inner.strip()
+    parts = text.split(".")
+    if parts == ["workflow", "name"] or parts == ["workflow", "namespace"]:
+        return Reference(text, None)
+    if parts == ["step", "name"] or parts == ["step", "iteration"]:
+        return Reference(text, None)
+    if len(parts) >= 3 and parts[0] == "steps" and _NAME.match(parts[1]):
+        if len(parts) == 3 and parts[2] in STEP_FIELDS:
+            return Reference(text, parts[1])
+        if len(parts) == 4 and parts[2] == "metrics" and _METRIC_KEY.match(parts[3]):
+            return Reference(text, parts[1])
+    raise TemplateError(f"unknown reference {{{{ {text} }}}}")
+
+
+def _tokens(template: str) -> Iterator[tuple[re.Match[str], Reference | None]]:
+    """Each escape (reference None) and reference, in order; raises on a malformed one."""
+    for match in _TOKEN.finditer(template):
+        token = match.group(0)
+        if token == "\\{{":
+            yield match, None
+        elif match.group("ref") is None:
+            excerpt = template[match.start() : match.start() + 40].split("\n", 1)[0]
+            raise TemplateError(f"unterminated or malformed '{{{{' at {excerpt!r}")
+        else:
+            yield match, _parse_reference(match.group("ref"))
+
+
+def template_references(template: str) -> list[Reference]:
+    """Every reference in ``template``; raises TemplateError on a malformed one."""
+    return [ref for _, ref in _tokens(template) if ref is not None]
+
+
+def _number(value: float | int) -> str:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return str(value)
+
+
+def metric_values(metrics: StepMetrics) -> dict[str, float | int]:
+    """Reported metrics by camelCase key, extra metrics merged in (the named ones win)."""
+    named = metrics.model_dump(by_alias=True, exclude_none=True, exclude={"extra"})
+    return {**metrics.extra, **named}
+
+
+def _step_value(ref: Reference, results: Mapping[str, StepResult], ctx: PromptContext) -> str:
+    name = ref.step
+    assert name is not None
+    if name != ctx.step and name not in ctx.phases and name not in results:
+        raise TemplateError(f"unknown reference {ref}")
+    field_name = ref.text.split(".")[2]
+    if field_name == "phase":
+        return ctx.phases.get(name, "Running" if name == ctx.step else "")
+    if field_name == "iteration":
+        if name == ctx.step:
+            return str(max(ctx.iteration - 1, 0))
+        return str(ctx.iterations.get(name, 0))
+    result = results.get(name)
+    if result is None:
+        return ""
+    if field_name == "summary":
+        return result.summary
+    if field_name == "status":
+        return result.status or ""
+    if field_name == "artifacts":
+        return ", ".join(a.path for a in result.artifacts)
+    value = metric_values(result.metrics).get(ref.text.split(".")[3])
+    return "" if value is None else _number(value)
+
+
+def render_prompt(template: str, results: Mapping[str, StepResult], context: PromptContext) -> str:
+    """``template`` with its references replaced; raises TemplateError on an unknown one."""
+    out: list[str] = []
+    position = 0
+    for match, ref in _tokens(template):
+        out.append(template[position : match.start()])
+        position = match.end()
+        if ref is None:
+            out.append("{{")
+        elif ref.step is not None:
+            out.append(_step_value(ref, results, context))
+        elif ref.text == "workflow.name":
+            out.append(context.workflow)
+        elif ref.text == "workflow.namespace":
+            out.append(context.namespace)
+        elif ref.text == "step.name":
+            out.append(context.step)
+        else:
+            out.append(str(context.iteration))
+    out.append(template[position:])
+    return "".join(out)

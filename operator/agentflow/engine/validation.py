@@ -1,0 +1,94 @@
+"""Checks a WorkflowSpec beyond its schema: references between steps, agents and templates."""
+
+from __future__ import annotations
+
+from agentflow.api.models import WorkflowSpec
+from agentflow.engine.expressions import UNTIL_VARIABLES, WHEN_VARIABLES, check_expression
+from agentflow.engine.graph import Ancestors, find_cycle, step_dependencies
+from agentflow.engine.templating import TemplateError, template_references
+
+
+def validate_workflow(spec: WorkflowSpec) -> list[str]:
+    """Every problem with ``spec``, one message each, naming the field.
+
+    Unknown or duplicate ``dependsOn`` entries, dependency cycles, undeclared agents, CEL that
+    does not compile or reads unknown variables or non-upstream steps, and prompt references
+    that are malformed, unknown or not upstream.  A step may refer to itself only inside a
+    ``repeat`` (its previous iteration).
+    """
+    problems: list[str] = []
+    names = [s.name for s in spec.steps]
+    known = set(names)
+    agents = [a.name for a in spec.agents]
+    declared = ", ".join(agents) if agents else "none"
+    for i, step in enumerate(spec.steps):
+        seen: set[str] = set()
+        for dep in step.depends_on:
+            if dep in seen:
+                problems.append(f"spec.steps[{i}].dependsOn: duplicate step {dep!r}")
+            elif dep not in known:
+                problems.append(f"spec.steps[{i}].dependsOn: unknown step {dep!r}")
+            seen.add(dep)
+        if step.agent not in agents:
+            problems.append(
+                f"spec.steps[{i}].agent: unknown agent {step.agent!r} (declared: {declared})"
+            )
+
+    deps = step_dependencies(spec)
+    cycle = find_cycle(deps)
+    if cycle is not None:
+        problems.append(f"spec.steps: dependency cycle {' -> '.join(cycle)}")
+    ancestors = Ancestors(deps)
+
+    for i, step in enumerate(spec.steps):
+        name = step.name
+
+        if step.when is not None:
+            found, referenced = check_expression(step.when, WHEN_VARIABLES)
+            problems.extend(f"spec.steps[{i}].when: {p}" for p in found)
+            problems.extend(_not_upstream(i, "when", referenced, known, ancestors, name))
+        if step.repeat is not None:
+            found, referenced = check_expression(step.repeat.until, UNTIL_VARIABLES)
+            problems.extend(f"spec.steps[{i}].repeat.until: {p}" for p in found)
+            problems.extend(_not_upstream(i, "repeat.until", referenced, known, ancestors, name))
+        try:
+            refs = template_references(step.prompt)
+        except TemplateError as e:
+            problems.append(f"spec.steps[{i}].prompt: {e}")
+            continue
+        reported: set[str] = set()
+        for ref in refs:
+            other = ref.step
+            if other is None or other in reported:
+                continue
+            if other == name and step.repeat is not None:
+                continue
+            if other not in known:
+                problems.append(f"spec.steps[{i}].prompt: unknown reference {ref}")
+            elif not ancestors.contains(name, other):
+                problems.append(
+                    f"spec.steps[{i}].prompt: references step {other!r} "
+                    "which is not an upstream dependency"
+                )
+            reported.add(other)
+    return problems
+
+
+def _not_upstream(
+    index: int,
+    field: str,
+    referenced: set[str],
+    known: set[str],
+    ancestors: Ancestors,
+    step: str,
+) -> list[str]:
+    problems = []
+    for name in sorted(referenced):
+        if name not in known:
+            problems.append(f"spec.steps[{index}].{field}: unknown step {name!r}")
+        elif not ancestors.contains(step, name):
+            problems.append(
+                f"spec.steps[{index}].{field}: references step {name!r} "
+                "which is not an upstream dependency"
+            )
+    return problems
