@@ -188,6 +188,36 @@ def test_crd_schema_is_enforced(
 
 
 @pytest.mark.integration
+def test_workflow_crd_is_enforced_and_printed(namespace: str, kubectl: Kubectl) -> None:
+    # Same apply as the operator tests' fixture (server-side, same field manager), so the two
+    # can install the CRD in either order; it stays installed for them.
+    crd = REPO / "crds" / "agentflow.dev_workflows.yaml"
+    applied = kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
+    assert applied.returncode == 0, applied.stderr
+    established = kubectl(
+        "wait", "--for=condition=Established", "crd/workflows.agentflow.dev", "--timeout=60s"
+    )
+    assert established.returncode == 0, established.stderr
+
+    workflow = yaml.safe_load((REPO / "workflows" / "health-check.yaml").read_text())
+    invalid = yaml.safe_load(yaml.safe_dump(workflow))
+    invalid["metadata"]["name"] = "invalid"
+    invalid["spec"]["steps"][0]["name"] = "Not_A_Label"
+    rejected = kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(invalid))
+    assert rejected.returncode != 0
+    assert 'spec.steps[0].name: Invalid value: "Not_A_Label"' in rejected.stderr
+    assert "should match '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'" in rejected.stderr
+
+    accepted = kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(workflow))
+    assert accepted.returncode == 0, accepted.stderr
+    table = kubectl("get", "awf", "-n", namespace)
+    assert table.returncode == 0, table.stderr
+    header, *rows = table.stdout.splitlines()
+    assert header.split() == ["NAME", "PHASE", "PROGRESS", "DEGRADED", "AGE"]
+    assert [row.split()[0] for row in rows] == ["health-check"]
+
+
+@pytest.mark.integration
 def test_garbage_collector_deletes_dependents(api: client.ApiClient, namespace: str) -> None:
     core = client.CoreV1Api(api)
     owner = core.create_namespaced_config_map(
