@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
 
 GROUP = "agentflow.dev"
 VERSION = "v1alpha1"
@@ -241,7 +242,11 @@ class Step(Model):
     """Name of the agent in ``spec.agents`` that runs the step."""
     prompt: Annotated[str, Field(max_length=MAX_PROMPT_LENGTH)] = ""
     """Prompt given to the agent; may refer to results of earlier steps."""
-    depends_on: list[StepName] = Field(default_factory=list, max_length=MAX_DEPENDS_ON)
+    depends_on: list[StepName] = Field(
+        default_factory=list,
+        max_length=MAX_DEPENDS_ON,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
     """Names of steps that must finish first (strategy DAG)."""
     when: Expression | None = None
     """CEL condition; when false the step is skipped."""
@@ -541,6 +546,14 @@ class Criticality(StrEnum):
     LOW = "low"
 
 
+# criticality and skipIfUnavailable have defaults, so the API server has set both when it runs.
+_CRITICAL_IS_NOT_SKIPPED: JsonDict = {
+    "rule": "!(self.criticality == 'critical' && self.skipIfUnavailable)",
+    "message": "skipIfUnavailable must be false for a critical agent",
+    "fieldPath": ".skipIfUnavailable",
+}
+
+
 class FallbackRule(Model):
     """What to do when one agent fails."""
 
@@ -551,7 +564,8 @@ class FallbackRule(Model):
                     "rule": "!has(self.fallback) || self.fallback != self.agent",
                     "message": "fallback must differ from the rule's agent",
                     "fieldPath": ".fallback",
-                }
+                },
+                _CRITICAL_IS_NOT_SKIPPED,
             ]
         }
     )
@@ -570,6 +584,14 @@ class FallbackRule(Model):
 
 class DefaultFallbackRule(Model):
     """Applies to agents without a rule of their own."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _CRITICAL_IS_NOT_SKIPPED,
+            ]
+        }
+    )
 
     fallback: AgentName | None = None
     """Agent that runs the step instead once the attempts are used up."""
