@@ -85,13 +85,21 @@ def cluster() -> Iterator[LocalCluster]:
     with (TEST_STATE_DIR / "users.lock").open("w") as users:
         fcntl.flock(users, fcntl.LOCK_SH)
         owned = LocalCluster(TEST_STATE_DIR)
-        owned.start()
-        yield _with_node(owned)
         try:
-            fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return  # another session still uses it
-        owned.stop()
+            owned.start()
+            yield _with_node(owned)
+        finally:
+            if _last_user(users.fileno()):
+                owned.stop()
+
+
+def _last_user(lock_fd: int) -> bool:
+    """Trade our shared lock for an exclusive one: possible only if no other session holds it."""
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 @pytest.fixture(scope="session")
