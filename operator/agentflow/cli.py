@@ -17,6 +17,11 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def main() -> None:
+    """Run multi-step AI-agent workflows on Kubernetes."""
+
+
 @app.command()
 def operator(
     namespace: Annotated[
