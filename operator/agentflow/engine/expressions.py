@@ -65,17 +65,17 @@ def check_expression(expression: str, variables: frozenset[str]) -> tuple[list[s
         program = compile_expression(expression)
     except ExpressionError as e:
         return [f"invalid CEL: {e}"], set()
-    problems: list[str] = []
     if _HYPHENATED.search(expression):
-        problems.append('a step name with "-" must be written steps["name"] in CEL')
-    else:
-        bound: set[str] = set()
-        for match in _MACRO_VARIABLE.finditer(expression):
-            bound.update(v for v in match.group("var", "var2") if v)
-        unknown = sorted(set(program.variables()) - variables - bound)
-        if unknown:
-            allowed = ", ".join(sorted(variables))
-            problems.append(f"unknown variable {unknown[0]!r} (available: {allowed})")
+        # Reading further would report the name's first half as an unknown step.
+        return ['a step name with "-" must be written steps["name"] in CEL'], set()
+    problems: list[str] = []
+    bound: set[str] = set()
+    for match in _MACRO_VARIABLE.finditer(expression):
+        bound.update(v for v in match.group("var", "var2") if v)
+    unknown = sorted(set(program.variables()) - variables - bound)
+    if unknown:
+        allowed = ", ".join(sorted(variables))
+        problems.append(f"unknown variable {unknown[0]!r} (available: {allowed})")
     steps = {m.group("attr") or m.group("key") for m in _STEP_REFERENCE.finditer(expression)}
     return problems, steps
 

@@ -71,7 +71,9 @@ def workflow(
     )
 
 
-def fallback_policy(*rules: dict[str, Any], default: dict[str, Any] | None = None) -> FallbackPolicy:
+def fallback_policy(
+    *rules: dict[str, Any], default: dict[str, Any] | None = None
+) -> FallbackPolicy:
     spec = AgentFallbackPolicySpec.model_validate({"rules": list(rules), "default": default})
     resolved = resolve_policy(spec, "test-policy")
     assert resolved.error is None, resolved.error

@@ -1,0 +1,167 @@
+"""validate_workflow and step_dependencies: each problem named by its field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from agentflow.api.models import AgentTemplate, WorkflowSpec
+from agentflow.engine import step_dependencies, validate_workflow
+
+from .world import step
+
+
+def spec(*steps: Any, agents: tuple[str, ...] = ("a",), **fields: Any) -> WorkflowSpec:
+    return WorkflowSpec.model_validate(
+        {
+            "steps": [s.model_dump() for s in steps],
+            "agents": [AgentTemplate(name=n) for n in agents],
+            **fields,
+        }
+    )
+
+
+def test_a_valid_spec_has_no_problems() -> None:
+    valid = spec(
+        step("diff"),
+        step(
+            "audit", depends_on=["diff"], when="steps.diff.artifacts.exists(f, f.startsWith('x'))"
+        ),
+        step(
+            "notes",
+            depends_on=["audit"],
+            prompt="{{ steps.diff.summary }} {{ steps.audit.metrics.score }} {{ workflow.name }}",
+            repeat={"until": 'result.summary.contains("ok") && steps["diff"].phase == "Succeeded"'},
+        ),
+        step(
+            "loop",
+            depends_on=["notes"],
+            prompt="{{ steps.loop.summary }}",
+            repeat={"until": "true"},
+        ),
+        strategy="DAG",
+    )
+    assert validate_workflow(valid) == []
+
+
+@pytest.mark.parametrize(
+    ("workflow_spec", "expected"),
+    [
+        (
+            spec(step("a"), step("b", depends_on=["x"]), strategy="DAG"),
+            ["spec.steps[1].dependsOn: unknown step 'x'"],
+        ),
+        (
+            spec(step("a"), step("b", depends_on=["a", "a"]), strategy="DAG"),
+            ["spec.steps[1].dependsOn: duplicate step 'a'"],
+        ),
+        (
+            spec(step("a", depends_on=["b"]), step("b", depends_on=["a"]), strategy="DAG"),
+            ["spec.steps: dependency cycle a -> b -> a"],
+        ),
+        (
+            spec(step("a", depends_on=["a"]), strategy="DAG"),
+            ["spec.steps: dependency cycle a -> a"],
+        ),
+        (
+            # Sequential: c follows b follows a, so a waiting for c is a cycle.
+            spec(step("a", depends_on=["c"]), step("b"), step("c")),
+            ["spec.steps: dependency cycle a -> c -> b -> a"],
+        ),
+        (
+            spec(step("a"), step("b", agent="foo"), agents=("a", "b")),
+            ["spec.steps[1].agent: unknown agent 'foo' (declared: a, b)"],
+        ),
+        (
+            spec(step("a", agent="foo"), agents=()),
+            ["spec.steps[0].agent: unknown agent 'foo' (declared: none)"],
+        ),
+        (
+            spec(step("a", when="steps.x ==")),
+            ["spec.steps[0].when: invalid CEL: "],
+        ),
+        (
+            spec(step("a"), step("b", when="result.summary == ''")),
+            ["spec.steps[1].when: unknown variable 'result' (available: steps, workflow)"],
+        ),
+        (
+            spec(step("a"), step("b", when="steps.nope.phase == 'Succeeded'")),
+            ["spec.steps[1].when: unknown step 'nope'"],
+        ),
+        (
+            spec(step("a"), step("b", when="steps.a.phase == 'Succeeded'"), strategy="Parallel"),
+            ["spec.steps[1].when: references step 'a' which is not an upstream dependency"],
+        ),
+        (
+            spec(step("my-step"), step("b", when="steps.my-step.phase == 'Succeeded'")),
+            ['spec.steps[1].when: a step name with "-" must be written steps["name"] in CEL'],
+        ),
+        (
+            spec(step("a", repeat={"until": "result.iteration >"})),
+            ["spec.steps[0].repeat.until: invalid CEL: "],
+        ),
+        (
+            spec(step("a"), step("b"), step("c"), step("d", prompt="{{ steps.nope.summary }}")),
+            ["spec.steps[3].prompt: unknown reference {{ steps.nope.summary }}"],
+        ),
+        (
+            spec(step("a"), step("b", prompt="{{ steps.c.summary }}"), step("c")),
+            ["spec.steps[1].prompt: references step 'c' which is not an upstream dependency"],
+        ),
+        (
+            spec(step("a", prompt="{{ steps.a.summary }}")),
+            ["spec.steps[0].prompt: references step 'a' which is not an upstream dependency"],
+        ),
+        (
+            spec(step("a", prompt="{{ steps.a.colour }}")),
+            ["spec.steps[0].prompt: unknown reference {{ steps.a.colour }}"],
+        ),
+        (
+            spec(step("a", prompt="unclosed {{ workflow.name")),
+            ["spec.steps[0].prompt: unterminated or malformed '{{'"],
+        ),
+    ],
+)
+def test_each_problem_names_its_field(workflow_spec: WorkflowSpec, expected: list[str]) -> None:
+    problems = validate_workflow(workflow_spec)
+    assert len(problems) == len(expected), problems
+    for problem, start in zip(problems, expected, strict=True):
+        assert problem.startswith(start), problem
+
+
+def test_every_problem_is_reported() -> None:
+    problems = validate_workflow(
+        spec(
+            step("a", agent="x", depends_on=["ghost"]),
+            step("b", when="1 +", prompt="{{ steps.zzz.summary }}"),
+            strategy="DAG",
+        )
+    )
+    assert [p.split(":")[0] for p in problems] == [
+        "spec.steps[0].dependsOn",
+        "spec.steps[0].agent",
+        "spec.steps[1].when",
+        "spec.steps[1].prompt",
+    ]
+
+
+def test_step_dependencies_per_strategy() -> None:
+    steps = (step("a"), step("b"), step("c", depends_on=["a"]))
+    assert step_dependencies(spec(*steps)) == {"a": [], "b": ["a"], "c": ["b", "a"]}
+    assert step_dependencies(spec(*steps, strategy="Parallel")) == {"a": [], "b": [], "c": ["a"]}
+    assert step_dependencies(spec(*steps, strategy="DAG")) == {"a": [], "b": [], "c": ["a"]}
+
+
+def test_validating_a_long_chain_is_fast_enough_to_run_every_pass() -> None:
+    import time
+
+    chain = [step("s0")] + [
+        step(
+            f"s{i}", prompt=f"{{{{ steps.s{i - 1}.summary }}}}", when=f"steps.s{i - 1}.phase != ''"
+        )
+        for i in range(1, 256)
+    ]
+    started = time.perf_counter()
+    assert validate_workflow(spec(*chain)) == []
+    assert time.perf_counter() - started < 1.0  # quadratic work would take far longer
