@@ -45,7 +45,9 @@ def operator(
     step_service_account: Annotated[
         str | None, typer.Option(help="ServiceAccount for step pods.")
     ] = None,
-    kubeconfig: Annotated[str | None, typer.Option(help="Kubeconfig (default: in-cluster).")] = None,
+    kubeconfig: Annotated[
+        str | None, typer.Option(help="Kubeconfig (default: in-cluster).")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the operator (the same as ``kopf run -m agentflow.main``)."""

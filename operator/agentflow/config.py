@@ -29,7 +29,9 @@ class OperatorConfig:
     # The Lease used for leader election and as the watch heartbeat.
     lease_name: str = "agentflow-operator"
     lease_namespace: str = "default"
-    identity: str = field(default_factory=lambda: os.environ.get("HOSTNAME", "agentflow") + f"-{os.getpid()}")
+    identity: str = field(
+        default_factory=lambda: os.environ.get("HOSTNAME", "agentflow") + f"-{os.getpid()}"
+    )
     lease_duration: float = 15.0
     renew_interval: float = 5.0
     cache_sweep_interval: float = 300.0

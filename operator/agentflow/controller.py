@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -160,12 +159,30 @@ def invalid_object_status(
     status.message = f"invalid spec: {message}"
     status.finished_at = status.finished_at or now
     status.conditions = [
-        Condition(type=ConditionType.READY, status="False", reason="InvalidSpec",
-                  message=message, last_transition_time=now, observed_generation=generation),
-        Condition(type=ConditionType.STALLED, status="True", reason="InvalidSpec",
-                  message=message, last_transition_time=now, observed_generation=generation),
-        Condition(type=ConditionType.RECONCILING, status="False", reason="InvalidSpec",
-                  message="", last_transition_time=now, observed_generation=generation),
+        Condition(
+            type=ConditionType.READY,
+            status="False",
+            reason="InvalidSpec",
+            message=message,
+            last_transition_time=now,
+            observed_generation=generation,
+        ),
+        Condition(
+            type=ConditionType.STALLED,
+            status="True",
+            reason="InvalidSpec",
+            message=message,
+            last_transition_time=now,
+            observed_generation=generation,
+        ),
+        Condition(
+            type=ConditionType.RECONCILING,
+            status="False",
+            reason="InvalidSpec",
+            message="",
+            last_transition_time=now,
+            observed_generation=generation,
+        ),
     ]
     return status
 
@@ -320,8 +337,10 @@ def record_metrics(
         primary = step.attempts[0].agent if step.attempts else (step.agent or "unknown")
         for attempt in step.attempts:
             prev = old_attempts.get(attempt.job_name)
-            if prev is None and attempt.fallback and not any(
-                a.fallback for a in old_attempts.values()
+            if (
+                prev is None
+                and attempt.fallback
+                and not any(a.fallback for a in old_attempts.values())
             ):
                 m.fallbacks.labels(
                     namespace=namespace, agent=primary, fallback_agent=attempt.agent
@@ -358,8 +377,8 @@ def record_metrics(
                 m.agent_tokens.labels(namespace=namespace, agent=agent, direction="output").inc(
                     metrics.output_tokens
                 )
-    for outcome in plan.cache_outcomes:
-        m.cache_requests.labels(result=outcome.result).inc()
+    for lookup in plan.cache_outcomes:
+        m.cache_requests.labels(result=lookup.result).inc()
     terminal = (WorkflowPhase.SUCCEEDED, WorkflowPhase.FAILED)
     if new.phase in terminal and (old is None or old.phase != new.phase):
         m.workflows_finished.labels(
@@ -413,7 +432,7 @@ class Conflict:
 
 async def _reconcile_once(
     rt: Runtime, key: Key, body: Mapping[str, Any], gather: Callable[[], Observations]
-) -> float | None | Conflict:
+) -> float | Conflict | None:
     namespace, name = key
     meta = body.get("metadata") or {}
     now = now_utc()

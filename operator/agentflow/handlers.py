@@ -9,11 +9,13 @@ persist nothing, so the operator never writes annotations onto them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -48,7 +50,7 @@ def _runtime(memo: Any) -> Runtime:
 
 
 def post_event(body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
-    kopf.event(dict(body), type=type_, reason=reason, message=message[:1024])
+    kopf.event(cast(kopf.Body, body), type=type_, reason=reason, message=message[:1024])
 
 
 def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
@@ -85,6 +87,14 @@ def health(rt: Runtime) -> tuple[bool, str]:
     if age > limit:
         return False, f"no watch event for {age:.0f}s (heartbeat lease not seen)"
     return True, "ok"
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In a pod: the service account; elsewhere: $KUBECONFIG, read when the operator starts."""
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return kopf.login_with_service_account(**kwargs)
+    return kopf.login_with_kubeconfig(**kwargs)
 
 
 @kopf.on.startup()
@@ -143,58 +153,62 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.index("batch", "v1", "jobs", labels={LABEL_WORKFLOW: kopf.PRESENT})
-def step_jobs(body: kopf.Body, namespace: str, **_: Any) -> dict[Key, JobSummary] | None:
+def step_jobs(body: kopf.Body, namespace: str | None, **_: Any) -> dict[Key, JobSummary] | None:
     summary = summarize_job(body)
-    return {(namespace, summary.workflow): summary} if summary else None
+    return {(namespace or "", summary.workflow): summary} if summary else None
 
 
 @kopf.index("", "v1", "pods", labels={LABEL_WORKFLOW: kopf.PRESENT})
-def step_pods(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict[Key, PodSummary] | None:
+def step_pods(
+    body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
+) -> dict[Key, PodSummary] | None:
     summary = summarize_pod(body)
-    return {(namespace, labels[LABEL_WORKFLOW]): summary} if summary else None
+    return {(namespace or "", labels[LABEL_WORKFLOW]): summary} if summary else None
 
 
 @kopf.index("batch", "v1", "jobs", labels={LABEL_WORKFLOW: kopf.PRESENT})
-def active_step_jobs(body: kopf.Body, namespace: str, **_: Any) -> dict[str, str] | None:
+def active_step_jobs(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, str] | None:
     summary = summarize_job(body)
     if summary is None or summary.state is not JobState.ACTIVE:
         return None
-    return {namespace: summary.name}
+    return {namespace or "": summary.name}
 
 
 @kopf.index(*POLICIES)
-def fallback_policies(spec: kopf.Spec, namespace: str, name: str, **_: Any) -> dict[Key, dict[str, Any]]:
-    return {(namespace, name): dict(spec)}
+def fallback_policies(
+    spec: kopf.Spec, namespace: str | None, name: str, **_: Any
+) -> dict[Key, dict[str, Any]]:
+    return {(namespace or "", name): dict(spec)}
 
 
 @kopf.index("", "v1", "configmaps", labels={LABEL_CACHE: kopf.PRESENT})
-def cache_entries(body: kopf.Body, namespace: str, **_: Any) -> dict[Key, CacheEntry] | None:
+def cache_entries(body: kopf.Body, namespace: str | None, **_: Any) -> dict[Key, CacheEntry] | None:
     entry = controller.cache_entry_from_configmap(body)
-    return {(namespace, entry.key): entry} if entry else None
+    return {(namespace or "", entry.key): entry} if entry else None
 
 
 # ---- wake-ups -------------------------------------------------------------------------------
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_WORKFLOW: kopf.PRESENT})
-def job_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+def job_changed(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
     rt = _runtime(memo)
     rt.metrics.watch_events.labels(resource="jobs").inc()
-    rt.wake((namespace, labels[LABEL_WORKFLOW]))
+    rt.wake((namespace or "", labels[LABEL_WORKFLOW]))
 
 
 @kopf.on.event("", "v1", "pods", labels={LABEL_WORKFLOW: kopf.PRESENT})
-def pod_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+def pod_changed(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
     rt = _runtime(memo)
     rt.metrics.watch_events.labels(resource="pods").inc()
-    rt.wake((namespace, labels[LABEL_WORKFLOW]))
+    rt.wake((namespace or "", labels[LABEL_WORKFLOW]))
 
 
 @kopf.on.event(*WORKFLOWS)
-def workflow_changed(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+def workflow_changed(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
     rt = _runtime(memo)
     rt.metrics.watch_events.labels(resource="workflows").inc()
-    rt.wake((namespace, name))
+    rt.wake((namespace or "", name))
 
 
 @kopf.on.event("coordination.k8s.io", "v1", "leases")
@@ -210,14 +224,14 @@ async def policy_changed(
     type: str | None,
     body: kopf.Body,
     spec: kopf.Spec,
-    namespace: str,
+    namespace: str | None,
     name: str,
     memo: kopf.Memo,
     **_: Any,
 ) -> None:
     """Validate the policy into its status, and let this namespace's Workflows re-plan."""
     rt = _runtime(memo)
-    rt.wake_namespace(namespace)
+    rt.wake_namespace(namespace or "")
     if type == "DELETED" or not rt.is_leader:
         return
     try:
@@ -228,25 +242,43 @@ async def policy_changed(
     generation = body.get("metadata", {}).get("generation")
     if problems:
         conditions = [
-            Condition(type=ConditionType.READY, status="False", reason="InvalidPolicy",
-                      message="; ".join(problems), last_transition_time=now,
-                      observed_generation=generation),
-            Condition(type=ConditionType.STALLED, status="True", reason="InvalidPolicy",
-                      message="; ".join(problems), last_transition_time=now,
-                      observed_generation=generation),
+            Condition(
+                type=ConditionType.READY,
+                status="False",
+                reason="InvalidPolicy",
+                message="; ".join(problems),
+                last_transition_time=now,
+                observed_generation=generation,
+            ),
+            Condition(
+                type=ConditionType.STALLED,
+                status="True",
+                reason="InvalidPolicy",
+                message="; ".join(problems),
+                last_transition_time=now,
+                observed_generation=generation,
+            ),
         ]
     else:
         conditions = [
-            Condition(type=ConditionType.READY, status="True", reason="Valid", message="",
-                      last_transition_time=now, observed_generation=generation),
+            Condition(
+                type=ConditionType.READY,
+                status="True",
+                reason="Valid",
+                message="",
+                last_transition_time=now,
+                observed_generation=generation,
+            ),
         ]
     old = body.get("status") or {}
-    old_summary = [(c.get("type"), c.get("status"), c.get("message")) for c in old.get("conditions", [])]
+    old_summary = [
+        (c.get("type"), c.get("status"), c.get("message")) for c in old.get("conditions", [])
+    ]
     new_summary = [(c.type, c.status, c.message) for c in conditions]
     if old_summary == new_summary and old.get("observedGeneration") == generation:
         return
     await rt.kube.patch_policy_status(
-        namespace,
+        namespace or "",
         name,
         {
             "observedGeneration": generation,
@@ -261,42 +293,49 @@ async def policy_changed(
 @kopf.daemon(*WORKFLOWS, id="reconcile", cancellation_timeout=1.0)
 async def workflow_daemon(
     body: kopf.Body,
-    namespace: str,
+    namespace: str | None,
     name: str,
     stopped: kopf.DaemonStopped,
     memo: kopf.Memo,
-    step_jobs: kopf.Index[Key, JobSummary],
-    step_pods: kopf.Index[Key, PodSummary],
-    active_step_jobs: kopf.Index[str, str],
-    fallback_policies: kopf.Index[Key, dict[str, Any]],
-    cache_entries: kopf.Index[Key, CacheEntry],
-    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
-    **_: Any,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    **indexes: Any,
 ) -> None:
+    step_jobs: kopf.Index[Key, JobSummary] = indexes["step_jobs"]
+    step_pods: kopf.Index[Key, PodSummary] = indexes["step_pods"]
+    active_step_jobs: kopf.Index[str, str] = indexes["active_step_jobs"]
+    fallback_policies: kopf.Index[Key, dict[str, Any]] = indexes["fallback_policies"]
+    cache_entries: kopf.Index[Key, CacheEntry] = indexes["cache_entries"]
     rt = _runtime(memo)
-    key: Key = (namespace, name)
+    key: Key = (namespace or "", name)
     wakeup = rt.wakeup(key)
 
     def gather() -> Observations:
-        policies = {n: spec for (ns, n), specs in fallback_policies.items() if ns == namespace
-                    for spec in specs}
+        policies = {
+            n: spec
+            for (ns, n), specs in fallback_policies.items()
+            if ns == (namespace or "")
+            for spec in specs
+        }
 
         def lookup(cache_key: str) -> CacheEntry | None:
-            entries = list(cache_entries.get((namespace, cache_key), []))
-            return max(entries, key=lambda e: e.expires_at) if entries else None
+            freshest: CacheEntry | None = None
+            for entry in cache_entries.get((namespace or "", cache_key), []):
+                if freshest is None or entry.expires_at > freshest.expires_at:
+                    freshest = entry
+            return freshest
 
         return Observations(
             jobs=list(step_jobs.get(key, [])),
             pods=list(step_pods.get(key, [])),
             policies=policies,
             cache=lookup,
-            active_jobs_in_namespace=len(active_step_jobs.get(namespace, [])),
+            active_jobs_in_namespace=len(active_step_jobs.get(namespace or "", [])),
         )
 
     try:
         while not stopped:
             wakeup.clear()
-            delay: float | None = RESYNC_SECONDS
+            delay = RESYNC_SECONDS
             if rt.is_leader:
                 try:
                     requeue = await controller.reconcile(rt, key, body, gather)
@@ -304,10 +343,11 @@ async def workflow_daemon(
                 except Exception:
                     logger.exception("reconcile failed; retrying")
                     delay = 5.0
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wakeup.wait(), timeout=max(delay, 0.05))
-            except TimeoutError:
-                pass
     finally:
-        if stopped.reason is not None and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
+        if (
+            stopped.reason is not None
+            and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED
+        ):
             rt.forget(key)

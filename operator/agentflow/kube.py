@@ -17,7 +17,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 import kubernetes
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 logger = logging.getLogger(__name__)
 
@@ -81,11 +81,11 @@ def load_api_client(kubeconfig: str | None = None, context: str | None = None) -
     configuration = kubernetes.client.Configuration()
     if kubeconfig is None:
         try:
-            kubernetes.config.load_incluster_config(client_configuration=configuration)
+            kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
             return _tuned(configuration)
         except kubernetes.config.ConfigException:
             pass
-    kubernetes.config.load_kube_config(
+    kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
         config_file=kubeconfig, context=context, client_configuration=configuration
     )
     return _tuned(configuration)
@@ -127,20 +127,20 @@ class Kube:
         await self.limiter.acquire()
         verb = method.lower()
         try:
-            response = await asyncio.to_thread(self._call, method, path, body, query, content_type)
-        except ApiException as e:
-            if self.count:
-                self.count(verb, e.status or 0)
-            parsed: dict[str, Any] | None = None
-            if e.body:
-                try:
-                    parsed = json.loads(e.body)
-                except ValueError:
-                    parsed = None
-            raise ApiError(e.status or 0, e.reason or "error", parsed) from None
+            status, data = await asyncio.to_thread(
+                self._call, method, path, body, query, content_type
+            )
+        except ApiException as e:  # transport-level failures surface as ApiException too
+            status, data = e.status or 0, (e.body or "").encode()
         if self.count:
-            self.count(verb, response.status)
-        data = response.data
+            self.count(verb, status)
+        if status >= 400 or status == 0:
+            parsed: dict[str, Any] | None = None
+            try:
+                parsed = json.loads(data) if data else None
+            except ValueError:
+                parsed = None
+            raise ApiError(status, "error", parsed if isinstance(parsed, dict) else None)
         if raw:
             return data
         return json.loads(data) if data else {}
@@ -152,17 +152,26 @@ class Kube:
         body: Any,
         query: list[tuple[str, Any]] | None,
         content_type: str,
-    ) -> Any:
-        return self.api_client.call_api(
-            path,
+    ) -> tuple[int, bytes]:
+        client = self.api_client
+        _method, url, headers, serialized, post = client.param_serialize(
             method,
+            path,
             query_params=query or [],
             header_params={"Accept": "application/json", "Content-Type": content_type},
             body=body,
             auth_settings=["BearerToken"],
-            _preload_content=False,
+        )
+        response = client.call_api(
+            _method,
+            url,
+            header_params=headers,
+            body=serialized,
+            post_params=post,
             _request_timeout=self.timeout,
         )
+        data: bytes = response.read() or b""
+        return response.status, data
 
     # -- workflows ------------------------------------------------------------------------
 
@@ -202,7 +211,9 @@ class Kube:
     async def delete_workflow(self, namespace: str, name: str, uid: str) -> None:
         body = {"preconditions": {"uid": uid}, "propagationPolicy": "Background"}
         try:
-            await self.request("DELETE", WORKFLOWS.format(namespace=namespace) + f"/{name}", body=body)
+            await self.request(
+                "DELETE", WORKFLOWS.format(namespace=namespace) + f"/{name}", body=body
+            )
         except ApiError as e:
             if e.status not in (404, 409):
                 raise
@@ -235,7 +246,9 @@ class Kube:
             return CreateResult(CreateOutcome.EXISTS)
         if existing.get("metadata", {}).get("deletionTimestamp"):
             return CreateResult(CreateOutcome.FOREIGN, f"job {name} is still being deleted")
-        return CreateResult(CreateOutcome.FOREIGN, f"job {name} exists and is not owned by this run")
+        return CreateResult(
+            CreateOutcome.FOREIGN, f"job {name} exists and is not owned by this run"
+        )
 
     async def delete_job(self, namespace: str, name: str) -> None:
         # Without a propagation policy, deleting a batch/v1 Job orphans its pods.
@@ -290,7 +303,10 @@ class Kube:
             return
         meta = manifest["metadata"]
         patch = {
-            "metadata": {"labels": meta.get("labels", {}), "annotations": meta.get("annotations", {})},
+            "metadata": {
+                "labels": meta.get("labels", {}),
+                "annotations": meta.get("annotations", {}),
+            },
             "data": manifest.get("data", {}),
         }
         path = CONFIGMAPS.format(namespace=meta["namespace"]) + f"/{meta['name']}"
@@ -303,7 +319,9 @@ class Kube:
             if e.status != 404:
                 raise
 
-    async def list_configmaps(self, namespace: str | None, label_selector: str) -> list[dict[str, Any]]:
+    async def list_configmaps(
+        self, namespace: str | None, label_selector: str
+    ) -> list[dict[str, Any]]:
         path = CONFIGMAPS.format(namespace=namespace) if namespace else "/api/v1/configmaps"
         result = await self.request("GET", path, query=[("labelSelector", label_selector)])
         items: list[dict[str, Any]] = result.get("items") or []

@@ -60,8 +60,10 @@ class LeaderElector:
         lease = await self.kube.get_lease(self.namespace, self.name)
         spec: dict[str, Any] = (lease or {}).get("spec") or {}
         holder = spec.get("holderIdentity")
-        if lease is not None and holder not in (None, "", self.identity) and not lease_expired(
-            spec, now
+        if (
+            lease is not None
+            and holder not in (None, "", self.identity)
+            and not lease_expired(spec, now)
         ):
             return False
         transitions = int(spec.get("leaseTransitions") or 0)

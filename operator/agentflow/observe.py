@@ -128,8 +128,11 @@ def summarize_pod(pod: Mapping[str, Any]) -> PodSummary | None:
     job_name = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
     if not job_name:
         return None
-    summary = PodSummary(job_name=job_name, name=meta.get("name", ""),
-                         created_at=_time(meta.get("creationTimestamp")))
+    summary = PodSummary(
+        job_name=job_name,
+        name=meta.get("name", ""),
+        created_at=_time(meta.get("creationTimestamp")),
+    )
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
     if not statuses:
         return summary
@@ -162,19 +165,23 @@ def observe(
     failed attempt; the caller deletes its Job.
     """
     pods_by_job: dict[str, PodSummary] = {}
-    for pod in pods:
-        current = pods_by_job.get(pod.job_name)
-        if current is None or pod.terminated or not current.terminated:
-            pods_by_job[pod.job_name] = pod
+    for candidate in pods:
+        current = pods_by_job.get(candidate.job_name)
+        if current is None or candidate.terminated or not current.terminated:
+            pods_by_job[candidate.job_name] = candidate
     observed: list[ObservedJob] = []
     stuck: list[str] = []
     for job in jobs:
         pod = pods_by_job.get(job.name)
         state, reason, message = job.state, job.reason, job.message
         finished = job.finished_at
-        if state is not JobState.ACTIVE and (pod is None or not pod.terminated):
-            if finished is not None and now - finished < POD_STATUS_GRACE:
-                state = JobState.ACTIVE
+        if (
+            state is not JobState.ACTIVE
+            and (pod is None or not pod.terminated)
+            and finished is not None
+            and now - finished < POD_STATUS_GRACE
+        ):
+            state = JobState.ACTIVE
         if state is JobState.ACTIVE and job.deleting:
             state, reason = JobState.FAILED, "JobDeleted"
             message = "the step's Job was deleted before it finished"

@@ -66,14 +66,26 @@ class OperatorProcess:
     def start(self) -> None:
         self.starts += 1
         log = self.log_path.open("ab")
-        env = {**os.environ, "AGENTFLOW_LEASE_DURATION": "6", "AGENTFLOW_LEASE_RENEW_INTERVAL": "2", **self.env}
+        env = {
+            **os.environ,
+            "AGENTFLOW_LEASE_DURATION": "6",
+            "AGENTFLOW_LEASE_RENEW_INTERVAL": "2",
+            **self.env,
+        }
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "agentflow.cli", "operator",
-                "--kubeconfig", str(self.kubeconfig),
-                "--metrics-port", str(self.metrics_port),
-                "--metrics-host", "127.0.0.1",
-                "--log-format", "json",
+                sys.executable,
+                "-m",
+                "agentflow.cli",
+                "operator",
+                "--kubeconfig",
+                str(self.kubeconfig),
+                "--metrics-port",
+                str(self.metrics_port),
+                "--metrics-host",
+                "127.0.0.1",
+                "--log-format",
+                "json",
                 *self.extra_args,
             ],
             stdout=log,
@@ -148,14 +160,19 @@ def kubectl_session(kubeconfig: Path) -> Callable[..., subprocess.CompletedProce
     def run(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [binary, "--kubeconfig", str(kubeconfig), *args],
-            capture_output=True, text=True, input=input, timeout=120,
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=120,
         )
 
     return run
 
 
 @pytest.fixture(scope="session")
-def operator(crds: None, kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+def operator(
+    crds: None, kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
     process = OperatorProcess(kubeconfig=kubeconfig, log_dir=tmp_path_factory.mktemp("operator"))
     process.start()
     yield process

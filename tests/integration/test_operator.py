@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -15,8 +16,8 @@ from tests.integration.workflows import (
     condition,
     events,
     get,
-    job_env,
     items,
+    job_env,
     policy,
     script_agent,
     step,
@@ -46,15 +47,20 @@ def test_finance_feature_runs_sequentially_and_feeds_outputs_forward(
         "services/finance/test-validation.ts",
         "services/finance/vat.ts",
     }
-    jobs = {j["metadata"]["labels"]["agentflow.dev/step"]: j for j in step_jobs(kubectl, namespace, "finance-feature")}
+    jobs = {
+        j["metadata"]["labels"]["agentflow.dev/step"]: j
+        for j in step_jobs(kubectl, namespace, "finance-feature")
+    }
     assert len(jobs) == 4
     # The validator's summary reached the next step's prompt, as data in the environment.
     assert FINANCE_SUMMARY in (job_env(jobs["implement"], "AGENTFLOW_PROMPT") or "")
     # Sequential: each step started only after the previous one finished.
     order = ["validate-requirements", "implement", "write-tests", "review"]
-    for before, after in zip(order, order[1:], strict=False):
+    for before, after in itertools.pairwise(order):
         assert step(wf, before)["finishedAt"] <= step(wf, after)["startedAt"]
-    ready = kubectl("wait", "-n", namespace, "--for=condition=Ready", "awf/finance-feature", "--timeout=5s")
+    ready = kubectl(
+        "wait", "-n", namespace, "--for=condition=Ready", "awf/finance-feature", "--timeout=5s"
+    )
     assert ready.returncode == 0, ready.stderr
     table = kubectl("get", "-n", namespace, "awf")
     assert table.returncode == 0
@@ -65,7 +71,9 @@ def test_finance_feature_runs_sequentially_and_feeds_outputs_forward(
     assert {"StepStarted", "StepSucceeded", "WorkflowSucceeded"} <= reasons
 
 
-def test_health_check_runs_in_parallel(operator: OperatorProcess, kubectl: Kubectl, namespace: str) -> None:
+def test_health_check_runs_in_parallel(
+    operator: OperatorProcess, kubectl: Kubectl, namespace: str
+) -> None:
     apply(kubectl, namespace, REPO / "workflows" / "health-check.yaml")
     wf = wait_finished(kubectl, namespace, "health-check")
     assert wf["status"]["phase"] == "Succeeded", wf["status"]
@@ -82,9 +90,16 @@ def test_performance_optimization_iterates_until_target(
     optimize = step(wf, "optimize")
     assert optimize["iteration"] == 3
     assert optimize["result"]["metrics"]["extra"]["p95LatencyMs"] == 180
-    jobs = [j for j in step_jobs(kubectl, namespace, "performance-optimization")
-            if j["metadata"]["labels"]["agentflow.dev/step"] == "optimize"]
-    assert sorted(j["metadata"]["labels"]["agentflow.dev/iteration"] for j in jobs) == ["1", "2", "3"]
+    jobs = [
+        j
+        for j in step_jobs(kubectl, namespace, "performance-optimization")
+        if j["metadata"]["labels"]["agentflow.dev/step"] == "optimize"
+    ]
+    assert sorted(j["metadata"]["labels"]["agentflow.dev/iteration"] for j in jobs) == [
+        "1",
+        "2",
+        "3",
+    ]
     # The second iteration saw the first one's result.
     second = next(j for j in jobs if j["metadata"]["labels"]["agentflow.dev/iteration"] == "2")
     assert "310 ms" in (job_env(second, "AGENTFLOW_PROMPT") or "")
@@ -100,22 +115,34 @@ def test_release_review_dag_with_conditional_steps(
     assert step(wf, "performance-review")["phase"] == "Skipped"
     assert step(wf, "release-notes")["phase"] == "Succeeded"
     assert wf["status"]["degraded"] is False  # a false `when` is not a degradation
-    steps_with_jobs = {j["metadata"]["labels"]["agentflow.dev/step"] for j in step_jobs(kubectl, namespace, "release-review")}
+    steps_with_jobs = {
+        j["metadata"]["labels"]["agentflow.dev/step"]
+        for j in step_jobs(kubectl, namespace, "release-review")
+    }
     assert "performance-review" not in steps_with_jobs
 
 
 def test_fallback_agent_takes_over_and_the_run_is_degraded(
     operator: OperatorProcess, kubectl: Kubectl, namespace: str
 ) -> None:
-    apply(kubectl, namespace, [
-        policy("fallbacks", [{"agent": "primary", "fallback": "backup", "criticality": "high"}]),
-        workflow(
-            "with-fallback",
-            [{"name": "work", "agent": "primary", "prompt": "do the work"}],
-            [script_agent("primary", fail="always"), script_agent("backup", report="## Summary\nbackup did it\n")],
-            fallbackPolicyRef={"name": "fallbacks"},
-        ),
-    ])
+    apply(
+        kubectl,
+        namespace,
+        [
+            policy(
+                "fallbacks", [{"agent": "primary", "fallback": "backup", "criticality": "high"}]
+            ),
+            workflow(
+                "with-fallback",
+                [{"name": "work", "agent": "primary", "prompt": "do the work"}],
+                [
+                    script_agent("primary", fail="always"),
+                    script_agent("backup", report="## Summary\nbackup did it\n"),
+                ],
+                fallbackPolicyRef={"name": "fallbacks"},
+            ),
+        ],
+    )
     wf = wait_finished(kubectl, namespace, "with-fallback")
     assert wf["status"]["phase"] == "Succeeded", wf["status"]
     assert wf["status"]["degraded"] is True
@@ -132,22 +159,37 @@ def test_fallback_agent_takes_over_and_the_run_is_degraded(
 def test_skippable_step_is_skipped_when_fallback_also_fails(
     operator: OperatorProcess, kubectl: Kubectl, namespace: str
 ) -> None:
-    apply(kubectl, namespace, [
-        policy("skips", [
-            {"agent": "flaky", "fallback": "flaky-backup", "criticality": "low", "skipIfUnavailable": True},
-        ]),
-        workflow(
-            "with-skip",
-            [
-                {"name": "optional", "agent": "flaky", "prompt": "nice to have"},
-                {"name": "main", "agent": "solid", "prompt": "the real work"},
-            ],
-            [script_agent("flaky", fail="always"), script_agent("flaky-backup", fail="always"),
-             script_agent("solid")],
-            strategy="Parallel",
-            fallbackPolicyRef={"name": "skips"},
-        ),
-    ])
+    apply(
+        kubectl,
+        namespace,
+        [
+            policy(
+                "skips",
+                [
+                    {
+                        "agent": "flaky",
+                        "fallback": "flaky-backup",
+                        "criticality": "low",
+                        "skipIfUnavailable": True,
+                    },
+                ],
+            ),
+            workflow(
+                "with-skip",
+                [
+                    {"name": "optional", "agent": "flaky", "prompt": "nice to have"},
+                    {"name": "main", "agent": "solid", "prompt": "the real work"},
+                ],
+                [
+                    script_agent("flaky", fail="always"),
+                    script_agent("flaky-backup", fail="always"),
+                    script_agent("solid"),
+                ],
+                strategy="Parallel",
+                fallbackPolicyRef={"name": "skips"},
+            ),
+        ],
+    )
     wf = wait_finished(kubectl, namespace, "with-skip")
     assert wf["status"]["phase"] == "Succeeded", wf["status"]
     assert wf["status"]["degraded"] is True
@@ -159,19 +201,23 @@ def test_skippable_step_is_skipped_when_fallback_also_fails(
 def test_critical_failure_fails_the_run_and_stops_running_jobs(
     operator: OperatorProcess, kubectl: Kubectl, namespace: str
 ) -> None:
-    apply(kubectl, namespace, [
-        policy("critical", [{"agent": "validator", "criticality": "critical"}]),
-        workflow(
-            "critical-failure",
-            [
-                {"name": "validate", "agent": "validator", "prompt": "validate"},
-                {"name": "slow", "agent": "slowpoke", "prompt": "takes long"},
-            ],
-            [script_agent("validator", fail="always"), script_agent("slowpoke", sleep=120)],
-            strategy="Parallel",
-            fallbackPolicyRef={"name": "critical"},
-        ),
-    ])
+    apply(
+        kubectl,
+        namespace,
+        [
+            policy("critical", [{"agent": "validator", "criticality": "critical"}]),
+            workflow(
+                "critical-failure",
+                [
+                    {"name": "validate", "agent": "validator", "prompt": "validate"},
+                    {"name": "slow", "agent": "slowpoke", "prompt": "takes long"},
+                ],
+                [script_agent("validator", fail="always"), script_agent("slowpoke", sleep=120)],
+                strategy="Parallel",
+                fallbackPolicyRef={"name": "critical"},
+            ),
+        ],
+    )
     wf = wait_finished(kubectl, namespace, "critical-failure")
     assert wf["status"]["phase"] == "Failed"
     stalled = condition(wf, "Stalled")
@@ -181,8 +227,11 @@ def test_critical_failure_fails_the_run_and_stops_running_jobs(
     assert ready is not None and ready["status"] == "False"
 
     def slow_job_gone() -> bool:
-        jobs = [j for j in step_jobs(kubectl, namespace, "critical-failure")
-                if j["metadata"]["labels"]["agentflow.dev/step"] == "slow"]
+        jobs = [
+            j
+            for j in step_jobs(kubectl, namespace, "critical-failure")
+            if j["metadata"]["labels"]["agentflow.dev/step"] == "slow"
+        ]
         return all(j["metadata"].get("deletionTimestamp") for j in jobs)
 
     wait_for(slow_job_gone, 30, what="the slow step's Job to be stopped")
@@ -192,11 +241,21 @@ def test_critical_failure_fails_the_run_and_stops_running_jobs(
 def test_report_larger_than_termination_message_arrives_through_output_ref(
     operator: OperatorProcess, kubectl: Kubectl, namespace: str
 ) -> None:
-    apply(kubectl, namespace, [workflow(
-        "big-output",
-        [{"name": "write", "agent": "verbose", "prompt": "write a lot"}],
-        [script_agent("verbose", report="## Summary\nlots of detail\n", output_bytes=200_000)],
-    )])
+    apply(
+        kubectl,
+        namespace,
+        [
+            workflow(
+                "big-output",
+                [{"name": "write", "agent": "verbose", "prompt": "write a lot"}],
+                [
+                    script_agent(
+                        "verbose", report="## Summary\nlots of detail\n", output_bytes=200_000
+                    )
+                ],
+            )
+        ],
+    )
     wf = wait_finished(kubectl, namespace, "big-output")
     assert wf["status"]["phase"] == "Succeeded", wf["status"]
     result = step(wf, "write")["result"]
@@ -263,7 +322,10 @@ def test_cache_reuses_results_and_a_prompt_change_reruns_only_dependents(
     assert rerun["status"]["phase"] == "Succeeded", rerun["status"]
     assert rerun["status"]["observedGeneration"] == 2
     assert [step(rerun, s)["phase"] for s in ("plan", "build", "review", "ship")] == [
-        "Cached", "Cached", "Succeeded", "Succeeded"
+        "Cached",
+        "Cached",
+        "Succeeded",
+        "Succeeded",
     ]
     assert _step_names_with_jobs(kubectl, namespace, "second", 2) == {"review", "ship"}
 
@@ -271,18 +333,22 @@ def test_cache_reuses_results_and_a_prompt_change_reruns_only_dependents(
 def test_invalid_workflow_fails_with_a_message_naming_the_field_and_others_still_run(
     operator: OperatorProcess, kubectl: Kubectl, namespace: str
 ) -> None:
-    apply(kubectl, namespace, [
-        workflow(
-            "cyclic",
-            [
-                {"name": "a", "agent": "x", "dependsOn": ["b"]},
-                {"name": "b", "agent": "x", "dependsOn": ["a"]},
-            ],
-            [script_agent("x")],
-            strategy="DAG",
-        ),
-        workflow("fine", [{"name": "only", "agent": "x"}], [script_agent("x")]),
-    ])
+    apply(
+        kubectl,
+        namespace,
+        [
+            workflow(
+                "cyclic",
+                [
+                    {"name": "a", "agent": "x", "dependsOn": ["b"]},
+                    {"name": "b", "agent": "x", "dependsOn": ["a"]},
+                ],
+                [script_agent("x")],
+                strategy="DAG",
+            ),
+            workflow("fine", [{"name": "only", "agent": "x"}], [script_agent("x")]),
+        ],
+    )
     bad = wait_finished(kubectl, namespace, "cyclic")
     assert bad["status"]["phase"] == "Failed"
     assert "spec.steps" in bad["status"]["message"] and "cycle" in bad["status"]["message"]
@@ -293,7 +359,9 @@ def test_invalid_workflow_fails_with_a_message_naming_the_field_and_others_still
     assert good["status"]["phase"] == "Succeeded"
 
 
-def test_schema_rejects_invalid_workflow_with_the_field_named(kubectl: Kubectl, namespace: str, operator: OperatorProcess) -> None:
+def test_schema_rejects_invalid_workflow_with_the_field_named(
+    kubectl: Kubectl, namespace: str, operator: OperatorProcess
+) -> None:
     bad = workflow("bad", [{"name": "Not_A_DNS_Label", "agent": "x"}], [script_agent("x")])
     result = kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(bad))
     assert result.returncode != 0
@@ -303,14 +371,25 @@ def test_schema_rejects_invalid_workflow_with_the_field_named(kubectl: Kubectl, 
 def test_deleting_a_workflow_deletes_its_jobs(
     operator: OperatorProcess, kubectl: Kubectl, namespace: str
 ) -> None:
-    apply(kubectl, namespace, [workflow(
-        "to-delete", [{"name": "wait", "agent": "slow"}], [script_agent("slow", sleep=120)],
-    )])
+    apply(
+        kubectl,
+        namespace,
+        [
+            workflow(
+                "to-delete",
+                [{"name": "wait", "agent": "slow"}],
+                [script_agent("slow", sleep=120)],
+            )
+        ],
+    )
     wait_for(lambda: step_jobs(kubectl, namespace, "to-delete"), 60, what="the step Job")
     result = kubectl("delete", "-n", namespace, "awf/to-delete", "--wait=true", "--timeout=60s")
     assert result.returncode == 0, result.stderr
-    wait_for(lambda: not step_jobs(kubectl, namespace, "to-delete"), 60, what="Jobs to be collected")
+    wait_for(
+        lambda: not step_jobs(kubectl, namespace, "to-delete"), 60, what="Jobs to be collected"
+    )
     wait_for(
         lambda: not items(kubectl, namespace, "pods", "agentflow.dev/workflow=to-delete"),
-        60, what="pods to be collected",
+        60,
+        what="pods to be collected",
     )

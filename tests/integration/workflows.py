@@ -46,7 +46,9 @@ def items(kubectl: Kubectl, namespace: str, kind: str, selector: str = "") -> li
     return found
 
 
-def wait_finished(kubectl: Kubectl, namespace: str, name: str, timeout: float = 120) -> dict[str, Any]:
+def wait_finished(
+    kubectl: Kubectl, namespace: str, name: str, timeout: float = 120
+) -> dict[str, Any]:
     def finished() -> dict[str, Any] | None:
         wf = get(kubectl, namespace, "workflows.agentflow.dev", name)
         if wf and (wf.get("status") or {}).get("phase") in TERMINAL:
@@ -86,14 +88,20 @@ def job_env(job: dict[str, Any], name: str) -> str | None:
 
 def events(kubectl: Kubectl, namespace: str, name: str) -> list[dict[str, Any]]:
     return [
-        e for e in items(kubectl, namespace, "events")
+        e
+        for e in items(kubectl, namespace, "events")
         if e.get("involvedObject", {}).get("name") == name
         and e.get("involvedObject", {}).get("kind") == "Workflow"
     ]
 
 
-def script_agent(name: str, report: str | None = None, fail: str | None = None,
-                 sleep: float | None = None, output_bytes: int | None = None) -> dict[str, Any]:
+def script_agent(
+    name: str,
+    report: str | None = None,
+    fail: str | None = None,
+    sleep: float | None = None,
+    output_bytes: int | None = None,
+) -> dict[str, Any]:
     env: list[dict[str, str]] = []
     if report is not None:
         env.append({"name": "AGENTFLOW_SCRIPT_REPORT", "value": report})
@@ -106,8 +114,9 @@ def script_agent(name: str, report: str | None = None, fail: str | None = None,
     return {"name": name, "provider": "script", "env": env}
 
 
-def workflow(name: str, steps: list[dict[str, Any]], agents: list[dict[str, Any]],
-             **spec: Any) -> dict[str, Any]:
+def workflow(
+    name: str, steps: list[dict[str, Any]], agents: list[dict[str, Any]], **spec: Any
+) -> dict[str, Any]:
     return {
         "apiVersion": "agentflow.dev/v1alpha1",
         "kind": "Workflow",

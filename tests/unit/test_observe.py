@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from agentflow.engine.types import JobState
+from agentflow.observe import observe, summarize_job, summarize_pod
+
+NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+LABELS = {
+    "agentflow.dev/workflow": "wf",
+    "agentflow.dev/step": "s",
+    "agentflow.dev/run": "2",
+    "agentflow.dev/iteration": "1",
+    "agentflow.dev/attempt": "3",
+    "agentflow.dev/agent": "a",
+}
+
+
+def _ts(delta: float) -> str:
+    return (NOW + timedelta(seconds=delta)).isoformat().replace("+00:00", "Z")
+
+
+def _job(conditions: list[dict[str, Any]] | None = None, **meta: Any) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": "wf-s-2-1-3",
+            "labels": LABELS,
+            "creationTimestamp": _ts(-100),
+            **meta,
+        },
+        "status": {"conditions": conditions or [], "startTime": _ts(-99)},
+    }
+
+
+def _pod(state: dict[str, Any], created: float = -99) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": "p",
+            "labels": {"batch.kubernetes.io/job-name": "wf-s-2-1-3"},
+            "creationTimestamp": _ts(created),
+        },
+        "status": {"containerStatuses": [{"state": state}]},
+    }
+
+
+def test_job_labels_become_the_attempt_identity() -> None:
+    summary = summarize_job(_job())
+    assert summary is not None
+    assert (summary.step, summary.run, summary.iteration, summary.attempt) == ("s", 2, 1, 3)
+    assert summary.state is JobState.ACTIVE
+    assert summarize_job({"metadata": {"name": "x", "labels": {}}}) is None
+
+
+def test_finished_job_reports_exit_code_and_termination_message() -> None:
+    job = summarize_job(
+        _job([{"type": "Complete", "status": "True", "lastTransitionTime": _ts(-5)}])
+    )
+    pod = summarize_pod(
+        _pod(
+            {
+                "terminated": {
+                    "exitCode": 0,
+                    "message": '{"v":1}',
+                    "startedAt": _ts(-50),
+                    "finishedAt": _ts(-6),
+                }
+            }
+        )
+    )
+    assert job and pod
+    (seen,), stuck = observe([job], [pod], NOW)
+    assert seen.state is JobState.SUCCEEDED
+    assert seen.termination_message == '{"v":1}'
+    assert seen.exit_code == 0
+    assert stuck == []
+
+
+def test_a_finished_job_waits_briefly_for_its_pod_status() -> None:
+    job = summarize_job(
+        _job([{"type": "Complete", "status": "True", "lastTransitionTime": _ts(-1)}])
+    )
+    assert job
+    (seen,), _ = observe([job], [], NOW)
+    assert seen.state is JobState.ACTIVE
+    (later,), _ = observe([job], [], NOW + timedelta(seconds=30))
+    assert later.state is JobState.SUCCEEDED
+
+
+def test_failed_job_carries_the_reason() -> None:
+    job = summarize_job(
+        _job(
+            [
+                {
+                    "type": "Failed",
+                    "status": "True",
+                    "reason": "DeadlineExceeded",
+                    "message": "too slow",
+                    "lastTransitionTime": _ts(-30),
+                }
+            ]
+        )
+    )
+    assert job
+    (seen,), _ = observe([job], [], NOW)
+    assert seen.state is JobState.FAILED and seen.reason == "DeadlineExceeded"
+
+
+def test_pod_stuck_on_image_pull_fails_the_attempt_after_a_grace_period() -> None:
+    job = summarize_job(_job())
+    fresh = summarize_pod(
+        _pod({"waiting": {"reason": "ErrImagePull", "message": "no such image"}}, -5)
+    )
+    old = summarize_pod(
+        _pod({"waiting": {"reason": "ImagePullBackOff", "message": "no such image"}}, -90)
+    )
+    assert job and fresh and old
+    (seen,), stuck = observe([job], [fresh], NOW)
+    assert seen.state is JobState.ACTIVE and stuck == []
+    (seen,), stuck = observe([job], [old], NOW)
+    assert seen.state is JobState.FAILED and seen.reason == "ImagePullBackOff"
+    assert stuck == ["wf-s-2-1-3"]
+
+
+def test_a_job_deleted_by_hand_is_a_failed_attempt() -> None:
+    job = summarize_job(_job(deletionTimestamp=_ts(-1)))
+    assert job
+    (seen,), _ = observe([job], [], NOW)
+    assert seen.state is JobState.FAILED and seen.reason == "JobDeleted"
