@@ -3,8 +3,8 @@
 The models in :mod:`agentflow.api.models` are the single source of the API.  Their JSON schema
 (draft 2020-12, as pydantic writes it) is turned into a Kubernetes *structural schema*: every
 ``$ref`` inlined, ``X | None`` written as ``nullable``, no ``const``/``anyOf``/``title``, and
-only keywords that ``apiextensions.k8s.io/v1`` accepts.  Anything the rewriter cannot express
-is an error, never silently dropped.
+only keywords that ``apiextensions.k8s.io/v1`` accepts.  A constraint the rewriter cannot
+express is an error, never silently dropped (only titles and examples are).
 
 Usage (``make crds``)::
 
@@ -168,6 +168,7 @@ def _rewrite(
         elif key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
             bound = "minimum" if key == "exclusiveMinimum" else "maximum"
             if merged.get("type") == "integer":
+                # pydantic only accepts integer bounds on int fields.
                 out[bound] = value + 1 if bound == "minimum" else value - 1
             else:
                 out[bound] = value
