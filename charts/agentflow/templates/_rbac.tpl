@@ -1,0 +1,57 @@
+{{/*
+The operator's API rights, shared by the ClusterRole (rbac.scope cluster) and the per-namespace
+Roles (rbac.scope namespaced).  Least privilege: no Secrets (agents get them through
+secretKeyRef, which the kubelet resolves, not the operator), no pods/exec, no update of specs.
+Each rule names the code path that needs it.
+*/}}
+{{- define "agentflow.operatorRules" -}}
+# kopf watches Workflows and patches its finalizer and handler-state annotations;
+# kube.Kube.get_workflow re-reads one after a conflict; kube.Kube.delete_workflow
+# enforces spec.ttlSecondsAfterFinished.
+- apiGroups: ["agentflow.dev"]
+  resources: ["workflows"]
+  verbs: ["get", "list", "watch", "patch", "delete"]
+# kube.Kube.patch_workflow_status writes phase, steps and conditions.
+- apiGroups: ["agentflow.dev"]
+  resources: ["workflows/status"]
+  verbs: ["get", "patch"]
+# kopf watches AgentFallbackPolicies (and patches its annotations) to resolve fallbacks.
+- apiGroups: ["agentflow.dev"]
+  resources: ["agentfallbackpolicies"]
+  verbs: ["get", "list", "watch", "patch"]
+# kube.Kube.patch_policy_status reports whether a policy is valid.
+- apiGroups: ["agentflow.dev"]
+  resources: ["agentfallbackpolicies/status"]
+  verbs: ["get", "patch"]
+# The Job watch feeds observe.py; kube.Kube.create_job starts a step attempt (get: the
+# idempotency check after a 409); kube.Kube.delete_job stops timed-out and cancelled steps.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "delete"]
+# The Pod watch gives termination messages; kube.Kube.read_job_log lists a Job's pod.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
+# kube.Kube.read_job_log reads a full report that did not fit the termination message.
+- apiGroups: [""]
+  resources: ["pods/log"]
+  verbs: ["get"]
+# Step outputs and cache entries: kube.Kube.create_configmap, replace_configmap_data,
+# list_configmaps (cache lookups and the expiry sweep) and delete_configmap.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# handlers.heartbeat watches the operator's Lease (field selector on its name) as proof that
+# the watches are alive; RBAC cannot narrow list/watch to one name, so this is read-only on all.
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["get", "list", "watch"]
+# Step and workflow events: RecordEvent actions and kopf's own event posting (core/v1).
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+# The same events through events.k8s.io/v1, which newer clients use.
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
