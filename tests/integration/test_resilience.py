@@ -1,4 +1,4 @@
-"""Checkpoint and resume: the operator killed at random moments loses nothing, duplicates nothing."""
+"""Checkpoint and resume: an operator killed at random moments loses and duplicates nothing."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
                     "name": step,
                     "agent": "worker",
                     "prompt": f"{step} for run {i}"
-                    + (" after {{ steps.%s.summary }}" % STEPS[n - 1] if n else ""),
+                    + (f" after {{{{ steps.{STEPS[n - 1]}.summary }}}}" if n else ""),
                 }
                 for n, step in enumerate(STEPS)
             ],
