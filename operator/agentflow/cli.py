@@ -1,13 +1,35 @@
-"""The ``agentflow`` command line (also installed as ``kubectl-agentflow``)."""
+"""The ``agentflow`` command line (also installed as ``kubectl-agentflow``).
+
+``operator`` runs the operator.  The other commands are for people: ``validate`` and ``graph``
+work offline on files; ``submit``, ``get``, ``describe``, ``logs``, ``retry``, ``rerun``,
+``suspend``, ``resume`` and ``cache`` talk to the cluster of the kubeconfig; ``dev`` brings up a
+local cluster with the operator and runs an example.  Exit codes: 0 success, 1 failure (an
+invalid file, a Failed workflow), 2 timeout, 3 cluster unreachable, 4 workflow not found.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
-from typing import Annotated
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
+from rich.console import Console
+
+from agentflow.console.cluster import (
+    EXIT_FAILED,
+    EXIT_NOT_FOUND,
+    Cluster,
+    ConsoleError,
+    Target,
+)
+from agentflow.console.graph import GraphFormat
 
 app = typer.Typer(
     name="agentflow",
@@ -15,11 +37,71 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+cache_app = typer.Typer(help="The step result cache (ConfigMaps labelled agentflow.dev/cache).")
+app.add_typer(cache_app, name="cache", no_args_is_help=True)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+# Wide enough that tables and messages stay on one line when the output is not a terminal.
+PIPE_WIDTH = 200
+EXIT_INTERRUPTED = 130
+
+NamespaceOption = Annotated[
+    str | None,
+    typer.Option("--namespace", "-n", help="Namespace (default: the context's, else default)."),
+]
+
+
+def _console(stderr: bool = False) -> Console:
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal:
+        console = Console(stderr=stderr, highlight=False, width=PIPE_WIDTH)
+    return console
+
+
+def _fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
+    _console(stderr=True).print(message, style="red", soft_wrap=True, markup=False)
+    return typer.Exit(code)
+
+
+def cli_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn a ConsoleError into its one-line message and exit code (no traceback)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except ConsoleError as e:
+            raise _fail(e.message, e.exit_code) from None
+        except KeyboardInterrupt:
+            _console(stderr=True).print("interrupted; anything submitted keeps running")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+
+    return wrapper
 
 
 @app.callback()
-def main() -> None:
+def main(
+    ctx: typer.Context,
+    kubeconfig: Annotated[
+        str | None, typer.Option(help="Kubeconfig file (default: $KUBECONFIG, ~/.kube/config).")
+    ] = None,
+    context: Annotated[str | None, typer.Option(help="Kubeconfig context to use.")] = None,
+    namespace: NamespaceOption = None,
+) -> None:
     """Run multi-step AI-agent workflows on Kubernetes."""
+    ctx.obj = Target(kubeconfig=kubeconfig, context=context, namespace=namespace)
+
+
+def _connect(ctx: typer.Context, namespace: str | None = None) -> tuple[Cluster, str]:
+    """The cluster of the global options, and the namespace a command works in."""
+    target: Target = ctx.obj if isinstance(ctx.obj, Target) else Target()
+    cluster = Cluster(target)
+    return cluster, namespace or cluster.namespace
+
+
+def _token() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
 @app.command()
@@ -85,5 +167,362 @@ def operator(
     )
 
 
+# ---- offline: validate and graph ----------------------------------------------------------
+
+
+@app.command()
+def validate(
+    files: Annotated[list[str], typer.Argument(help="YAML files with Workflows and policies.")],
+) -> None:
+    """Check Workflows and AgentFallbackPolicies offline, as the operator would judge them."""
+    from agentflow.console.checks import validate_documents
+    from agentflow.console.documents import load_files
+
+    out = _console()
+    documents, file_errors = load_files(files)
+    report = validate_documents(documents)
+    for line in report.valid:
+        out.print(f"OK {line}", style="green", soft_wrap=True, markup=False)
+    for line in report.notes:
+        out.print(f"note: {line}", style="dim", soft_wrap=True, markup=False)
+    errors = file_errors + report.errors
+    for line in errors:
+        out.print(line, style="red", soft_wrap=True, markup=False)
+    checked = len(report.valid) + len(report.invalid)
+    if errors:
+        raise _fail(f"{len(errors)} error(s); {len(report.valid)} of {checked} resource(s) valid")
+    out.print(f"{len(report.valid)} resource(s) valid", soft_wrap=True)
+
+
+@app.command()
+@cli_errors
+def graph(
+    file: Annotated[str, typer.Argument(help="A YAML file with one or more Workflows.")],
+    fmt: Annotated[GraphFormat, typer.Option("--format", help="Output format.")] = (
+        GraphFormat.MERMAID
+    ),
+    name: Annotated[str | None, typer.Option(help="The Workflow, if the file has several.")] = (
+        None
+    ),
+) -> None:
+    """Print a Workflow's step graph (Mermaid or Graphviz DOT)."""
+    from agentflow.console import graph as graphs
+    from agentflow.console.checks import validate_documents
+    from agentflow.console.documents import DocumentError, load_file
+
+    try:
+        documents = load_file(file)
+    except DocumentError as e:
+        raise ConsoleError(str(e)) from None
+    candidates = [d for d in documents if d.kind == "Workflow" and (name is None or d.name == name)]
+    if not candidates:
+        which = f"named {name!r} " if name else ""
+        raise ConsoleError(f"{file}: no Workflow {which}in the file")
+    if len(candidates) > 1:
+        names = ", ".join(d.name or "?" for d in candidates)
+        raise ConsoleError(f"{file}: {len(candidates)} Workflows ({names}): pick one with --name")
+    report = validate_documents(candidates, require_policy_refs=False)
+    if not report.workflows:
+        raise ConsoleError("\n".join(report.errors))
+    for problem in report.errors:  # drawable, but say what the operator will reject
+        _console(stderr=True).print(f"warning: {problem}", soft_wrap=True, markup=False)
+    typer.echo(graphs.render(report.workflows[0][1], fmt), nl=False)
+
+
+# ---- the cluster --------------------------------------------------------------------------
+
+
+@app.command()
+@cli_errors
+def submit(
+    ctx: typer.Context,
+    files: Annotated[list[str], typer.Argument(help="YAML files to apply.")],
+    namespace: NamespaceOption = None,
+    watch: Annotated[
+        bool, typer.Option("--watch/--no-watch", help="Follow the Workflows until they finish.")
+    ] = False,
+    timeout: Annotated[
+        float | None, typer.Option(help="With --watch: give up after this many seconds (exit 2).")
+    ] = None,
+) -> None:
+    """Apply every document (server-side apply); with --watch, follow the Workflows live.
+
+    Exit code with --watch: 0 when every Workflow succeeds, 1 when one fails, 2 on timeout.
+    """
+    from agentflow.console.checks import validate_documents
+    from agentflow.console.documents import load_files
+    from agentflow.console.watch import watch as follow
+
+    documents, file_errors = load_files(files)
+    report = validate_documents(documents, require_policy_refs=False)
+    if file_errors or report.errors:
+        raise ConsoleError("\n".join([*file_errors, *report.errors]))
+    for doc in documents:
+        if namespace and doc.namespace and doc.namespace != namespace:
+            raise ConsoleError(
+                f"{doc.path}: {doc.label} is in namespace {doc.namespace}, not {namespace} (-n)"
+            )
+    cluster, ns = _connect(ctx, namespace)
+    out = _console()
+    refs: list[tuple[str, str]] = []
+    # Policies first: a Workflow that arrives before its policy would fail on "not found".
+    for doc in sorted(documents, key=lambda d: d.kind == "Workflow"):
+        applied, created = cluster.apply(doc.body, doc.namespace or ns)
+        where = (applied.get("metadata") or {}).get("namespace")
+        suffix = f" in namespace {where}" if where else ""
+        out.print(f"{doc.label} {'created' if created else 'configured'}{suffix}", markup=False)
+        if doc.kind == "Workflow" and doc.name and where:
+            refs.append((where, doc.name))
+    if watch and refs:
+        raise typer.Exit(follow(cluster, refs, out, timeout=timeout))
+
+
+@app.command()
+@cli_errors
+def get(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="One Workflow (default: all).")] = None,
+    namespace: NamespaceOption = None,
+    all_namespaces: Annotated[
+        bool, typer.Option("--all-namespaces", "-A", help="Workflows of every namespace.")
+    ] = False,
+) -> None:
+    """List Workflows: phase, progress, degraded, age and message."""
+    from agentflow.console.views import workflows_table
+
+    cluster, ns = _connect(ctx, namespace)
+    if name is not None:
+        items = [cluster.get_workflow(ns, name)]
+    else:
+        items = cluster.list_workflows(None if all_namespaces else ns)
+    out = _console()
+    if not items:
+        where = "any namespace" if all_namespaces else f"namespace {ns}"
+        out.print(f"No workflows found in {where}.")
+        return
+    out.print(workflows_table(items, all_namespaces, datetime.now(UTC)))
+
+
+@app.command()
+@cli_errors
+def describe(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The Workflow.")],
+    namespace: NamespaceOption = None,
+) -> None:
+    """A Workflow in full: steps with results and attempts, conditions and recent events."""
+    from agentflow.console.views import describe as render
+
+    cluster, ns = _connect(ctx, namespace)
+    obj = cluster.get_workflow(ns, name)
+    events = cluster.events(ns, "Workflow", name, (obj.get("metadata") or {}).get("uid"))
+    out = _console()
+    for part in render(obj, events, datetime.now(UTC)):
+        out.print(part, soft_wrap=False)
+
+
+@app.command()
+@cli_errors
+def logs(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The Workflow.")],
+    step: Annotated[str, typer.Argument(help="The step.")],
+    attempt: Annotated[
+        int | None, typer.Option(help="Attempt number (default: the step's latest).")
+    ] = None,
+    iteration: Annotated[
+        int | None, typer.Option(help="Iteration of a repeated step (default: the latest).")
+    ] = None,
+    namespace: NamespaceOption = None,
+) -> None:
+    """A step's full report: its output ConfigMap if it has one, else its Job's pod log."""
+    from agentflow.console.views import status_of
+    from agentflow.controller import OUTPUT_DATA_KEY, output_configmap_name
+
+    cluster, ns = _connect(ctx, namespace)
+    obj = cluster.get_workflow(ns, name)
+    status = status_of(obj).step(step)
+    if status is None:
+        known = ", ".join(s.get("name", "?") for s in (obj.get("spec") or {}).get("steps", []))
+        raise ConsoleError(
+            f"workflow {name!r} has no step {step!r} (steps: {known})", EXIT_NOT_FOUND
+        )
+    attempts = [
+        a
+        for a in status.attempts
+        if (attempt is None or a.attempt == attempt)
+        and (iteration is None or a.iteration == iteration)
+    ]
+    if (attempt is not None or iteration is not None) and not attempts:
+        raise ConsoleError(f"step {step!r} has no such attempt", EXIT_NOT_FOUND)
+    chosen = attempts[-1] if attempts else None
+    result = status.result
+    # The stored full report belongs to the Job that produced the result.
+    output_ref = result.output_ref if result else None
+    if output_ref and (chosen is None or output_configmap_name(chosen.job_name) == output_ref):
+        cm = cluster.get_configmap(ns, output_ref)
+        if cm is not None and OUTPUT_DATA_KEY in (cm.get("data") or {}):
+            typer.echo(cm["data"][OUTPUT_DATA_KEY], nl=False)
+            return
+    if chosen is None:
+        if result is not None:
+            _console(stderr=True).print(
+                f"step {step} ran no Job (phase {status.phase.value}); its summary:"
+            )
+            typer.echo(result.summary)
+            return
+        raise ConsoleError(f"step {step!r} has not run yet (phase {status.phase.value})")
+    text = cluster.job_pod_log(ns, chosen.job_name)
+    if text is None:
+        raise ConsoleError(
+            f"no log for job {chosen.job_name}: its pod is gone (Jobs are deleted an hour "
+            "after they finish)"
+        )
+    typer.echo(text, nl=not text.endswith("\n"))
+
+
+def _annotate(ctx: typer.Context, name: str, namespace: str | None, annotation: str) -> str:
+    cluster, ns = _connect(ctx, namespace)
+    token = _token()
+    cluster.patch_workflow(ns, name, {"metadata": {"annotations": {annotation: token}}})
+    return token
+
+
+@app.command()
+@cli_errors
+def retry(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The Workflow.")],
+    namespace: NamespaceOption = None,
+) -> None:
+    """Run a Failed Workflow's failed (and never started) steps again; the rest is kept."""
+    from agentflow.console.views import status_of
+
+    cluster, ns = _connect(ctx, namespace)
+    phase = status_of(cluster.get_workflow(ns, name)).phase.value
+    token = _annotate(ctx, name, ns, "agentflow.dev/retry")
+    out = _console()
+    out.print(f"retry requested for {ns}/{name} (agentflow.dev/retry={token})", markup=False)
+    if phase != "Failed":
+        out.print(f"note: the workflow is {phase}; a retry only acts on a Failed workflow")
+
+
+@app.command()
+@cli_errors
+def rerun(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The Workflow.")],
+    namespace: NamespaceOption = None,
+) -> None:
+    """Run every step of a Workflow again (unchanged steps may come from the cache)."""
+    token = _annotate(ctx, name, namespace, "agentflow.dev/rerun")
+    _console().print(f"rerun requested for {name} (agentflow.dev/rerun={token})", markup=False)
+
+
+def _set_suspend(ctx: typer.Context, name: str, namespace: str | None, value: bool) -> None:
+    cluster, ns = _connect(ctx, namespace)
+    cluster.patch_workflow(ns, name, {"spec": {"suspend": value}})
+    _console().print(f"workflow {ns}/{name} {'suspended' if value else 'resumed'}", markup=False)
+
+
+@app.command()
+@cli_errors
+def suspend(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The Workflow.")],
+    namespace: NamespaceOption = None,
+) -> None:
+    """Start no new step Jobs (running ones finish): sets spec.suspend."""
+    _set_suspend(ctx, name, namespace, True)
+
+
+@app.command()
+@cli_errors
+def resume(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The Workflow.")],
+    namespace: NamespaceOption = None,
+) -> None:
+    """Let a suspended Workflow continue: clears spec.suspend."""
+    _set_suspend(ctx, name, namespace, False)
+
+
+def _cache_rows(cluster: Cluster, namespace: str | None) -> list[Any]:
+    from agentflow.console.cache import CACHE_SELECTOR, CacheRow
+
+    rows = [CacheRow.of(cm) for cm in cluster.list_configmaps(namespace, CACHE_SELECTOR)]
+    return sorted(rows, key=lambda r: (r.namespace, r.step, r.created or datetime.min))
+
+
+@cache_app.command("ls")
+@cli_errors
+def cache_ls(
+    ctx: typer.Context,
+    namespace: NamespaceOption = None,
+    all_namespaces: Annotated[bool, typer.Option("--all-namespaces", "-A")] = False,
+) -> None:
+    """List cached step results: step, key, created, expires."""
+    from agentflow.console.views import cache_table
+
+    cluster, ns = _connect(ctx, namespace)
+    rows = _cache_rows(cluster, None if all_namespaces else ns)
+    out = _console()
+    if not rows:
+        out.print(
+            f"No cache entries in {'any namespace' if all_namespaces else f'namespace {ns}'}."
+        )
+        return
+    out.print(cache_table(rows, datetime.now(UTC), all_namespaces))
+
+
+@cache_app.command("purge")
+@cli_errors
+def cache_purge(
+    ctx: typer.Context,
+    namespace: NamespaceOption = None,
+    all_namespaces: Annotated[bool, typer.Option("--all-namespaces", "-A")] = False,
+    expired_only: Annotated[bool, typer.Option(help="Delete only expired entries.")] = False,
+) -> None:
+    """Delete cached step results, so that the next runs execute every step."""
+    cluster, ns = _connect(ctx, namespace)
+    now = datetime.now(UTC)
+    rows = _cache_rows(cluster, None if all_namespaces else ns)
+    doomed = [r for r in rows if not expired_only or r.expired(now)]
+    deleted = sum(1 for r in doomed if cluster.delete_configmap(r.namespace, r.name))
+    kept = len(rows) - len(doomed)
+    _console().print(f"deleted {deleted} cache entr{'y' if deleted == 1 else 'ies'}, kept {kept}")
+
+
+# ---- the local development environment ----------------------------------------------------
+
+
+@app.command()
+@cli_errors
+def dev(
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Local cluster state (default: $AGENTFLOW_STATE_DIR, .agentflow/cluster)."
+        ),
+    ] = None,
+    exit_when_done: Annotated[
+        bool, typer.Option(help="Exit with the example's result: 0 Succeeded, 1 Failed, 2 timeout.")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the example.")] = 600.0,
+    stop: Annotated[bool, typer.Option("--stop", help="Stop the operator and the cluster.")] = (
+        False
+    ),
+) -> None:
+    """Local cluster + CRDs + operator + the finance-feature example, watched to the end."""
+    from agentflow.console.devenv import run_dev, stop_dev
+    from agentflow.localcluster import default_state_dir
+
+    state = state_dir or default_state_dir()
+    if stop:
+        stop_dev(_console(), state)
+        return
+    raise typer.Exit(run_dev(_console(), state, exit_when_done, timeout))
+
+
 if __name__ == "__main__":
-    app()
+    app(prog_name="agentflow")

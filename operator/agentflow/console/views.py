@@ -1,0 +1,358 @@
+"""Rich renderables for Workflows, their steps, events and cache entries (no I/O here)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from agentflow.api.models import (
+    ConditionType,
+    StepPhase,
+    StepStatus,
+    WorkflowStatus,
+)
+from agentflow.console.cache import CacheRow
+from agentflow.console.timefmt import age, duration, parse_time
+
+PHASE_STYLES = {
+    "Pending": "dim",
+    "Running": "cyan",
+    "Succeeded": "green",
+    "Failed": "bold red",
+    "Skipped": "yellow",
+    "Cached": "blue",
+}
+SUMMARY_WIDTH = 72
+
+
+def phase_text(phase: str) -> Text:
+    return Text(phase, style=PHASE_STYLES.get(phase, ""))
+
+
+def status_of(obj: Mapping[str, Any]) -> WorkflowStatus:
+    """The Workflow's status (empty before the operator has written one)."""
+    try:
+        return WorkflowStatus.model_validate(obj.get("status") or {})
+    except ValidationError:
+        return WorkflowStatus()
+
+
+def one_line(text: str | None, width: int = SUMMARY_WIDTH) -> str:
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def spec_steps(obj: Mapping[str, Any]) -> list[dict[str, Any]]:
+    steps = (obj.get("spec") or {}).get("steps") or []
+    return [s for s in steps if isinstance(s, dict)]
+
+
+def is_current(obj: Mapping[str, Any]) -> bool:
+    """The status answers the latest spec and rerun/retry request (not an earlier run's)."""
+    meta = obj.get("metadata") or {}
+    raw = obj.get("status") or {}
+    if not raw:
+        return False
+    generation = meta.get("generation")
+    observed = raw.get("observedGeneration")
+    if generation is not None and (observed is None or observed < generation):
+        return False
+    annotations = meta.get("annotations") or {}
+    for annotation, token in (
+        ("agentflow.dev/rerun", "rerunToken"),
+        ("agentflow.dev/retry", "retryToken"),
+    ):
+        wanted = annotations.get(annotation)
+        if wanted and raw.get(token) != wanted:
+            return False
+    return True
+
+
+def cache_cell(step: StepStatus) -> str:
+    if step.phase is StepPhase.CACHED:
+        return "hit"
+    if step.cache_key is None:
+        return ""
+    return "miss" if step.attempts else ""
+
+
+def step_rows(obj: Mapping[str, Any]) -> list[tuple[str, StepStatus]]:
+    """Each spec step with its status (Pending before the operator has seen it)."""
+    status = status_of(obj)
+    agents = {s.get("name"): s.get("agent", "") for s in spec_steps(obj)}
+    rows = []
+    for name, agent in agents.items():
+        if not isinstance(name, str):
+            continue
+        step = status.step(name) or StepStatus(name=name, agent=agent or None)
+        rows.append((agent or "", step))
+    return rows
+
+
+def steps_table(obj: Mapping[str, Any]) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("STEP", "PHASE", "AGENT", "ATTEMPTS", "FALLBACK", "CACHE", "ITERATION"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("SUMMARY", no_wrap=True, overflow="ellipsis", max_width=SUMMARY_WIDTH)
+    for spec_agent, step in step_rows(obj):
+        summary = step.result.summary if step.result and step.result.summary else step.message
+        table.add_row(
+            step.name,
+            phase_text(step.phase.value),
+            step.agent or spec_agent,
+            str(len(step.attempts)) if step.attempts else "",
+            "yes" if step.fallback_used else "",
+            cache_cell(step),
+            str(step.iteration) if step.iteration else "",
+            one_line(summary),
+        )
+    return table
+
+
+def degraded_reasons(obj: Mapping[str, Any]) -> list[str]:
+    status = status_of(obj)
+    if not status.degraded:
+        return []
+    condition = status.condition(ConditionType.DEGRADED)
+    if condition is not None and condition.status == "True" and condition.message:
+        return [condition.message]
+    reasons = [f"step {s.name}: a fallback agent ran" for s in status.steps if s.fallback_used]
+    reasons += [
+        f"step {s.name}: skipped after its agent failed"
+        for s in status.steps
+        if s.phase is StepPhase.SKIPPED and s.attempts
+    ]
+    return reasons
+
+
+def workflow_header(obj: Mapping[str, Any]) -> Text:
+    meta = obj.get("metadata") or {}
+    status = status_of(obj)
+    text = Text()
+    text.append(f"{meta.get('namespace', '')}/{meta.get('name', '')}", style="bold")
+    text.append("  ")
+    if obj.get("status"):
+        text.append_text(phase_text(status.phase.value))
+        if status.progress:
+            text.append(f"  {status.progress}")
+        if status.run > 1:
+            text.append(f"  run {status.run}")
+        if status.degraded:
+            text.append("  degraded", style="yellow")
+    else:
+        text.append("waiting for the operator", style="dim")
+    return text
+
+
+def workflow_view(obj: Mapping[str, Any]) -> Group:
+    """A Workflow as the live view shows it: header, steps, message, degraded reasons."""
+    parts: list[RenderableType] = [workflow_header(obj), steps_table(obj)]
+    status = status_of(obj)
+    if status.message and obj.get("status"):
+        parts.append(Text(f"message: {status.message}", style="dim"))
+    parts.extend(Text(f"degraded: {r}", style="yellow") for r in degraded_reasons(obj))
+    return Group(*parts)
+
+
+def workflows_table(
+    items: Sequence[Mapping[str, Any]], all_namespaces: bool, now: datetime
+) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    if all_namespaces:
+        table.add_column("NAMESPACE", no_wrap=True)
+    for column in ("NAME", "PHASE", "PROGRESS", "DEGRADED", "AGE"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("MESSAGE", no_wrap=True, overflow="ellipsis", max_width=80)
+    for obj in sorted(
+        items, key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"])
+    ):
+        meta = obj["metadata"]
+        status = status_of(obj)
+        has_status = bool(obj.get("status"))
+        row: list[str | Text] = [meta["name"]]
+        if all_namespaces:
+            row.insert(0, meta.get("namespace", ""))
+        row += [
+            phase_text(status.phase.value) if has_status else Text("-", style="dim"),
+            status.progress or "-",
+            str(status.degraded).lower() if has_status else "-",
+            age(meta.get("creationTimestamp"), now),
+            one_line(status.message, 80),
+        ]
+        table.add_row(*row)
+    return table
+
+
+def _metrics_line(step: StepStatus) -> str:
+    if step.result is None:
+        return ""
+    named = step.result.metrics.model_dump(by_alias=True, exclude_none=True, exclude={"extra"})
+    values = {**named, **step.result.metrics.extra}
+    return ", ".join(
+        f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()
+    )
+
+
+def _clock(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def _step_details(step: StepStatus, agent: str) -> list[RenderableType]:
+    out: list[RenderableType] = []
+    title = Text()
+    title.append(step.name, style="bold")
+    title.append("  ")
+    title.append_text(phase_text(step.phase.value))
+    title.append(f"  agent {step.agent or agent}")
+    if step.iteration > 1:
+        title.append(f"  iteration {step.iteration}")
+    if step.fallback_used:
+        title.append("  fallback used", style="yellow")
+    out.append(title)
+    if step.message:
+        out.append(Text(f"  message: {step.message}"))
+    result = step.result
+    if result is not None:
+        out.append(Text(f"  summary: {result.summary}"))
+        if result.status:
+            out.append(Text(f"  reported status: {result.status}"))
+        if result.artifacts:
+            listed = ", ".join(f"{a.path} ({a.action})" for a in result.artifacts)
+            out.append(Text(f"  artifacts: {listed}"))
+        metrics = _metrics_line(step)
+        if metrics:
+            out.append(Text(f"  metrics: {metrics}"))
+        if result.output_ref:
+            note = " (truncated in status)" if result.truncated else ""
+            out.append(Text(f"  full report: ConfigMap {result.output_ref}{note}"))
+    if step.cache_key:
+        out.append(Text(f"  cache key: {step.cache_key}", style="dim"))
+    for attempt in step.attempts:
+        line = (
+            f"  attempt {attempt.attempt} (iteration {attempt.iteration}): agent {attempt.agent}"
+            f"{' (fallback)' if attempt.fallback else ''}, job {attempt.job_name}, "
+            f"{attempt.outcome}"
+        )
+        if attempt.exit_code is not None:
+            line += f", exit code {attempt.exit_code}"
+        if attempt.reason:
+            line += f", {attempt.reason}"
+        if attempt.message:
+            line += f": {one_line(attempt.message, 200)}"
+        line += f" [{_clock(attempt.started_at)} .. {_clock(attempt.finished_at)}]"
+        out.append(Text(line, style="red" if attempt.outcome == "Failed" else ""))
+    if step.next_attempt_at is not None:
+        out.append(Text(f"  next attempt at {_clock(step.next_attempt_at)}"))
+    return out
+
+
+def describe(
+    obj: Mapping[str, Any], events: Sequence[Mapping[str, Any]], now: datetime
+) -> list[RenderableType]:
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    status = status_of(obj)
+    has_status = bool(obj.get("status"))
+    policy = (spec.get("fallbackPolicyRef") or {}).get("name") or "(namespace default)"
+    fields = [
+        ("Name", meta.get("name", "")),
+        ("Namespace", meta.get("namespace", "")),
+        (
+            "Created",
+            f"{_clock(parse_time(meta.get('creationTimestamp')))} "
+            f"({age(meta.get('creationTimestamp'), now)} ago)",
+        ),
+        ("Strategy", spec.get("strategy", "Sequential")),
+        ("Fallback policy", policy),
+        ("Suspended", str(bool(spec.get("suspend"))).lower()),
+        (
+            "Phase",
+            status.phase.value if has_status else "- (no status yet: is the operator running?)",
+        ),
+        ("Run", str(status.run)),
+        ("Progress", status.progress or "-"),
+        ("Degraded", str(status.degraded).lower()),
+        ("Started", _clock(status.started_at)),
+        ("Finished", _clock(status.finished_at)),
+        ("Message", status.message or ""),
+    ]
+    header = Table.grid(padding=(0, 2))
+    header.add_column(style="bold", no_wrap=True)
+    header.add_column()
+    for key, value in fields:
+        header.add_row(f"{key}:", value)
+    out: list[RenderableType] = [header]
+    out.extend(Text(f"Degraded: {r}", style="yellow") for r in degraded_reasons(obj))
+    out += [Text(""), Text("Steps:", style="bold"), steps_table(obj), Text("")]
+    for agent, step in step_rows(obj):
+        out.extend(_step_details(step, agent))
+    out += [Text(""), Text("Conditions:", style="bold")]
+    conditions = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("TYPE", "STATUS", "REASON", "AGE"):
+        conditions.add_column(column, no_wrap=True)
+    conditions.add_column("MESSAGE", overflow="fold")
+    for c in status.conditions:
+        conditions.add_row(c.type, c.status, c.reason, age(c.last_transition_time, now), c.message)
+    out.append(conditions if status.conditions else Text("  (none)"))
+    out += [Text(""), Text("Events:", style="bold")]
+    out.append(events_table(events, now) if events else Text("  (none)"))
+    return out
+
+
+def event_time(event: Mapping[str, Any]) -> datetime | None:
+    for key in ("lastTimestamp", "eventTime", "firstTimestamp"):
+        when = parse_time(event.get(key))
+        if when is not None:
+            return when
+    return parse_time((event.get("metadata") or {}).get("creationTimestamp"))
+
+
+def events_table(events: Sequence[Mapping[str, Any]], now: datetime) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("LAST SEEN", "TYPE", "REASON"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("MESSAGE", overflow="fold")
+    epoch = datetime.min.replace(tzinfo=UTC)
+    for event in sorted(events, key=lambda e: event_time(e) or epoch):
+        when = event_time(event)
+        count = event.get("count") or 1
+        seen = duration((now - when).total_seconds()) if when else "-"
+        if count > 1:
+            seen += f" (x{count})"
+        table.add_row(
+            seen,
+            Text(event.get("type", ""), style="red" if event.get("type") == "Warning" else ""),
+            event.get("reason", ""),
+            event.get("message", ""),
+        )
+    return table
+
+
+def cache_table(entries: Sequence[CacheRow], now: datetime, all_namespaces: bool) -> Table:
+    """Cache ConfigMaps (see ``agentflow.controller.cache_configmap``)."""
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    if all_namespaces:
+        table.add_column("NAMESPACE", no_wrap=True)
+    for column in ("NAME", "STEP", "KEY", "CREATED", "EXPIRES"):
+        table.add_column(column, no_wrap=True)
+    for row in entries:
+        cells: list[str | Text] = [row.name, row.step, row.key[:16] if row.key else "-"]
+        if all_namespaces:
+            cells.insert(0, row.namespace)
+        cells.append(f"{age(row.created, now)} ago" if row.created else "-")
+        if row.expires is None:
+            cells.append("-")
+        elif row.expired(now):
+            cells.append(
+                Text(f"expired {duration((now - row.expires).total_seconds())} ago", style="yellow")
+            )
+        else:
+            cells.append(f"in {duration((row.expires - now).total_seconds())}")
+        table.add_row(*cells)
+    return table
