@@ -1,0 +1,148 @@
+"""The Dockerfiles in images/.  No container engine runs here, so they are parsed and checked
+for structure: a builder and a runtime stage, the pinned base, the non-root user the chart's
+securityContext expects, an entrypoint that exists in the package, and COPY sources that exist
+in the build context (the repository root)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shlex
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGES = REPO / "images"
+BASE = "python:3.12-slim-bookworm"
+KEYWORDS = {
+    "FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME",
+    "USER", "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL",
+}  # fmt: skip
+ENTRYPOINTS = {
+    "operator.Dockerfile": ["agentflow", "operator"],
+    "agent-runner.Dockerfile": ["python", "-m", "agentflow.runner"],
+}
+
+
+@dataclass
+class Stage:
+    base: str
+    name: str | None
+    instructions: list[tuple[str, str]] = field(default_factory=list)
+
+    def all(self, keyword: str) -> list[str]:
+        return [args for kw, args in self.instructions if kw == keyword]
+
+
+@dataclass
+class Dockerfile:
+    args_before_from: dict[str, str]
+    stages: list[Stage]
+    comments: str
+
+
+def parse(path: Path) -> Dockerfile:
+    """Instructions with line continuations joined; comments kept apart."""
+    logical: list[str] = []
+    comments: list[str] = []
+    pending = ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if line.startswith("#"):
+            comments.append(line)
+            continue
+        if not line and not pending:
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        logical.append(pending + line)
+        pending = ""
+    assert not pending, f"{path.name}: a line continuation runs off the end"
+
+    args: dict[str, str] = {}
+    stages: list[Stage] = []
+    for line in logical:
+        keyword, _, rest = line.partition(" ")
+        keyword = keyword.upper()
+        assert keyword in KEYWORDS, f"{path.name}: unknown instruction {keyword!r}"
+        rest = rest.strip()
+        if keyword == "FROM":
+            m = re.fullmatch(r"(\S+)(?:\s+AS\s+(\S+))?", rest, re.IGNORECASE)
+            assert m, f"{path.name}: cannot parse FROM {rest!r}"
+            stages.append(Stage(base=m[1], name=m[2]))
+        elif not stages:
+            assert keyword == "ARG", f"{path.name}: {keyword} before the first FROM"
+            name, _, default = rest.partition("=")
+            args[name] = default
+        else:
+            stages[-1].instructions.append((keyword, rest))
+    return Dockerfile(args, stages, "\n".join(comments))
+
+
+@pytest.fixture(params=sorted(ENTRYPOINTS), ids=lambda name: name.removesuffix(".Dockerfile"))
+def dockerfile(request: pytest.FixtureRequest) -> tuple[str, Dockerfile]:
+    name: str = request.param
+    return name, parse(IMAGES / name)
+
+
+def test_there_are_exactly_the_two_images() -> None:
+    assert sorted(p.name for p in IMAGES.glob("*.Dockerfile")) == sorted(ENTRYPOINTS)
+
+
+def test_multi_stage_build_on_the_pinned_base(dockerfile: tuple[str, Dockerfile]) -> None:
+    _, df = dockerfile
+    assert df.args_before_from == {"PYTHON_IMAGE": BASE}
+    assert [(s.base, s.name) for s in df.stages] == [
+        ("${PYTHON_IMAGE}", "builder"),
+        ("${PYTHON_IMAGE}", None),
+    ]
+    assert "sha256:" in df.comments, "the digest pinning note is missing"
+    builder, runtime = df.stages
+    assert any("pip wheel" in run for run in builder.all("RUN"))
+    copies = runtime.all("COPY")
+    assert copies and all(c.startswith("--from=builder ") for c in copies)
+    # Nothing is downloaded into the runtime image.
+    assert not any("pip" in run or "apt-get" in run for run in runtime.all("RUN"))
+    assert not runtime.all("ADD")
+
+
+def test_runs_as_the_non_root_user_the_chart_expects(dockerfile: tuple[str, Dockerfile]) -> None:
+    _, df = dockerfile
+    runtime = df.stages[-1]
+    users = runtime.all("USER")
+    assert users == ["65532:65532"]
+    # USER comes after every RUN, so nothing after it runs as root.
+    keywords = [kw for kw, _ in runtime.instructions]
+    assert keywords.index("USER") > max(
+        (i for i, kw in enumerate(keywords) if kw == "RUN"), default=-1
+    )
+
+
+def test_entrypoint_exists_in_the_package(dockerfile: tuple[str, Dockerfile]) -> None:
+    name, df = dockerfile
+    (entrypoint,) = df.stages[-1].all("ENTRYPOINT")
+    argv = json.loads(entrypoint)  # exec form: no shell between the runtime and Python
+    assert argv == ENTRYPOINTS[name]
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    if argv[0] == "agentflow":
+        assert project["scripts"]["agentflow"] == "agentflow.cli:app"
+    else:
+        module = argv[2]
+        assert importlib.util.find_spec(module) is not None, f"{module} does not exist"
+
+
+def test_copy_sources_exist_in_the_build_context(dockerfile: tuple[str, Dockerfile]) -> None:
+    name, df = dockerfile
+    for copy in df.stages[0].all("COPY"):
+        *sources, _dest = shlex.split(copy)
+        for source in sources:
+            assert not source.startswith("--"), copy
+            assert (REPO / source).exists(), f"{name}: COPY source {source} is missing"
+    # The build installs the project, whose metadata names its readme.
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["readme"] in df.stages[0].all("COPY")[0].split()
