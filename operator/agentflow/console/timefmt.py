@@ -19,10 +19,11 @@ def parse_time(value: Any) -> datetime | None:
 
 
 def duration(seconds: float) -> str:
-    """Like kubectl's ages: ``42s``, ``5m``, ``3h``, ``2d`` (one unit, rounded down)."""
+    """Like kubectl's ages: ``90s``, ``5m``, ``3h``, ``2d``: one unit, rounded down, and the
+    next larger unit only from two of it on."""
     seconds = max(0, int(seconds))
     for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
-        if seconds >= size * (2 if unit != "m" else 1):
+        if seconds >= 2 * size:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
 
