@@ -437,7 +437,7 @@ def _parse_markdown(text: str, builder: _Builder) -> None:
     for section in sections:
         body = lines[section.start : section.end]
         if section.kind == "summary" and summary is None:
-            summary = _paragraphs(body)
+            summary = _paragraphs([line for line in body if not _is_status_line(line)])
         elif section.kind == "actions":
             actions = sum(1 for line in body if _bullet_text(line) is not None)
             builder.add_extra("actionsTaken", builder.extra.get("actionsTaken", 0) + actions)
@@ -475,8 +475,13 @@ def _paragraphs(lines: list[str]) -> str:
 
 
 def _first_paragraph(lines: list[str]) -> str:
-    kept = [line for line in lines if not _STATUS_LINE.match(line)]
+    kept = [line for line in lines if not _is_status_line(line)]
     return _paragraphs(kept).split("\n\n", 1)[0]
+
+
+def _is_status_line(line: str) -> bool:
+    """A ``Status: success`` line: it states the status, it is not part of the summary."""
+    return _status_from_lines([line]) is not None
 
 
 def _bullet_text(line: str) -> str | None:

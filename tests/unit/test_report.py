@@ -191,6 +191,8 @@ def test_summary_keeps_paragraphs_and_falls_back_to_the_opening_text() -> None:
         "Title paragraph."
     )
     assert parse_report("Status: success\nShipped.\n").summary == "Shipped."
+    stated = parse_report("## Summary\nShipped.\n**Status:** success\nStatus: the rest.\n")
+    assert (stated.summary, stated.status) == ("Shipped.\nStatus: the rest.", "success")
 
 
 def test_unicode_and_empty_reports() -> None:

@@ -1,0 +1,5 @@
+"""``python -m agentflow.runner``."""
+
+from agentflow.runner.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,128 @@
+"""Run one agent: configure, call the provider, print the report, write the termination message."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import FrameType
+
+from agentflow.api.models import Provider, StepResult
+from agentflow.report import encode_termination_message, parse_report
+from agentflow.runner.command import run_command
+from agentflow.runner.config import (
+    DEFAULT_TERMINATION_MESSAGE_PATH,
+    EXIT_CONFIG,
+    EXIT_TERMINATED,
+    ConfigError,
+    RunnerConfig,
+    load_config,
+    termination_message_path,
+)
+from agentflow.runner.llm import run_llm
+from agentflow.runner.outcome import Outcome, ProviderError, Terminated, failure_outcome
+from agentflow.runner.script import run_script
+
+PROVIDERS: dict[Provider, Callable[[RunnerConfig], Outcome]] = {
+    Provider.SCRIPT: run_script,
+    Provider.COMMAND: run_command,
+    Provider.ANTHROPIC: run_llm,
+    Provider.OPENAI: run_llm,
+}
+
+
+def _on_sigterm(signum: int, _frame: FrameType | None) -> None:
+    # Once: the runner then finishes its report while the kubelet's grace period lasts.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated()
+
+
+def run(config: RunnerConfig) -> Outcome:
+    try:
+        return PROVIDERS[config.provider](config)
+    except ConfigError as error:
+        return failure_outcome(f"configuration error: {error}", EXIT_CONFIG)
+    except ProviderError as error:
+        return failure_outcome(str(error), error.exit_code)
+    except Terminated:
+        return failure_outcome("terminated (SIGTERM) before the agent finished", EXIT_TERMINATED)
+    except Exception as error:
+        # A bug in the runner: still leave a result that says so.  The exception's text stays
+        # on stderr only, as it could quote anything.
+        traceback.print_exc()
+        name = type(error).__name__
+        return failure_outcome(f"internal error in the {config.provider.value} provider: {name}")
+
+
+def step_result(outcome: Outcome) -> StepResult:
+    """The result to report: the report's, with the outcome's verdict where it says none."""
+    result = parse_report(outcome.report)
+    update: dict[str, object] = {}
+    if outcome.exit_code != 0:
+        update["status"] = "failure"
+        if not result.summary and outcome.reason:
+            update["summary"] = outcome.reason
+    elif result.status is None:
+        update["status"] = "success"
+    if outcome.output_truncated:
+        update["truncated"] = True
+    return result.model_copy(update=update)
+
+
+def write_termination_message(path: Path, message: str) -> None:
+    if str(path) == DEFAULT_TERMINATION_MESSAGE_PATH and not path.exists():
+        # Not in a container (the kubelet provides this file): a manual run, report on stdout.
+        return
+    try:
+        path.write_text(message, encoding="utf-8")
+    except OSError as error:
+        # Outside a pod (a manual run) there may be no such file: the report is on stdout.
+        print(
+            f"agentflow-runner: could not write the termination message to {path}: "
+            f"{error.strerror or error}",
+            file=sys.stderr,
+        )
+
+
+def finish(outcome: Outcome, path: Path) -> int:
+    if not outcome.streamed:
+        try:
+            sys.stdout.buffer.write(outcome.report)
+            sys.stdout.buffer.flush()
+        except OSError:
+            pass  # nobody reads stdout; the termination message still carries the result
+    if outcome.exit_code != 0 and outcome.reason:
+        print(f"agentflow-runner: {outcome.reason}", file=sys.stderr)
+    result = step_result(outcome)
+    write_termination_message(
+        path, encode_termination_message(result, full_size=len(outcome.report))
+    )
+    return outcome.exit_code
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    environment = dict(os.environ if env is None else env)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    path = termination_message_path(environment)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
+    try:
+        try:
+            config = load_config(arguments, environment)
+        except ConfigError as error:
+            return finish(failure_outcome(f"configuration error: {error}", EXIT_CONFIG), path)
+        path = config.termination_message_path
+        return finish(run(config), path)
+    except Terminated:
+        # SIGTERM while printing or writing: say so, briefly.
+        outcome = failure_outcome("terminated (SIGTERM)", EXIT_TERMINATED)
+        message = encode_termination_message(step_result(outcome), full_size=len(outcome.report))
+        write_termination_message(path, message)
+        return EXIT_TERMINATED
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,747 @@
+"""The agent runner, run as the agent image runs it: ``python -m agentflow.runner`` with env."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentflow.api.models import Artifact, StepResult
+from agentflow.report import (
+    TERMINATION_MESSAGE_LIMIT,
+    decode_termination_message,
+    parse_report,
+)
+
+MiB = 1024 * 1024
+API_KEY = "sk-test-8f3a2c1e-do-not-print"
+
+SAMPLE = """\
+## Summary
+Validated Bangladesh VAT and tax compliance requirements for the new feature.
+
+## Files Created/Modified
+- Created: services/finance/test-validation.ts
+- Modified: services/finance/vat.ts
+
+## Metrics
+- Tool calls: 5
+- Files read: 12
+
+## Status
+success
+"""
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: bytes
+    stderr: str
+    message: str
+
+    @property
+    def report(self) -> str:
+        return self.stdout.decode("utf-8", "replace")
+
+    @property
+    def result(self) -> StepResult:
+        return decode_termination_message(self.message)
+
+
+def runner_env(tmp_path: Path, **env: str) -> dict[str, str]:
+    # A clean environment: no proxies, no keys from the developer's shell.
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LANG": "C.UTF-8",
+        "AGENTFLOW_TERMINATION_MESSAGE_PATH": str(tmp_path / "termination-log"),
+        "AGENTFLOW_WORKFLOW": "finance-feature",
+        "AGENTFLOW_NAMESPACE": "team-a",
+        "AGENTFLOW_STEP": "vat-check",
+        "AGENTFLOW_AGENT": "tax-checker",
+        **env,
+    }
+
+
+def collect(tmp_path: Path, returncode: int, stdout: bytes, stderr: bytes) -> Run:
+    path = tmp_path / "termination-log"
+    message = path.read_text(encoding="utf-8") if path.exists() else ""
+    run = Run(returncode, stdout, stderr.decode("utf-8", "replace"), message)
+    assert len(message.encode("utf-8")) <= TERMINATION_MESSAGE_LIMIT
+    assert API_KEY not in run.report + run.stderr + run.message
+    return run
+
+
+def run_runner(tmp_path: Path, *args: str, timeout: float = 120, **env: str) -> Run:
+    completed = subprocess.run(
+        [sys.executable, "-m", "agentflow.runner", *args],
+        env=runner_env(tmp_path, **env),
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
+    return collect(tmp_path, completed.returncode, completed.stdout, completed.stderr)
+
+
+def wait_for(condition: Any, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        threading.Event().wait(0.02)
+
+
+def catches_sigterm(pid: int) -> bool:
+    """The process has installed its SIGTERM handler (the SigCgt mask in /proc)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    mask = next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(mask, 16) & (1 << (signal.SIGTERM - 1)))
+
+
+def without_digest(result: StepResult) -> StepResult:
+    return result.model_copy(update={"digest": None})
+
+
+# ---------------------------------------------------------------------------------------------
+# script
+# ---------------------------------------------------------------------------------------------
+
+
+def test_script_default_report(tmp_path: Path) -> None:
+    run = run_runner(tmp_path, AGENTFLOW_PROMPT="\n  Check the VAT rates  \nin detail")
+    assert run.returncode == 0, run.stderr
+    assert "tax-checker completed step vat-check (iteration 1, attempt 1)" in run.report
+    assert "Check the VAT rates" in run.report
+    result = run.result
+    assert result == parse_report(run.stdout)
+    assert result.status == "success"
+    assert result.digest == "sha256:" + hashlib.sha256(run.stdout).hexdigest()
+    assert not result.truncated
+    assert json.loads(run.message)["size"] == len(run.stdout)
+
+
+def test_script_template_is_substituted_safely(tmp_path: Path) -> None:
+    template = (
+        "## Summary\n{agent} ran {step} #{iteration}.{attempt} of {namespace}/{workflow} "
+        "with {model}: {prompt}\nLeft alone: {0} {unknown} {prompt.__class__} {{step}}\n"
+        "## Metrics\n- Score: 0.{iteration}\n"
+    )
+    run = run_runner(
+        tmp_path,
+        AGENTFLOW_SCRIPT_REPORT=template,
+        AGENTFLOW_PROMPT="use {step} and {0.__class__}",
+        AGENTFLOW_ITERATION="2",
+        AGENTFLOW_ATTEMPT="3",
+        AGENTFLOW_MODEL="m1",
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.report == (
+        "## Summary\ntax-checker ran vat-check #2.3 of team-a/finance-feature "
+        "with m1: use {step} and {0.__class__}\n"
+        "Left alone: {0} {unknown} {prompt.__class__} {vat-check}\n## Metrics\n- Score: 0.2\n"
+    )
+    assert run.result.metrics.extra == {"score": 0.2}
+    assert run.result.status == "success"
+
+
+def test_script_report_per_iteration(tmp_path: Path) -> None:
+    env = {
+        "AGENTFLOW_SCRIPT_REPORT": "## Summary\nNot yet.\n## Metrics\n- Coverage: 50\n",
+        "AGENTFLOW_SCRIPT_REPORT_3": "## Summary\nDone.\n## Metrics\n- Coverage: 95\n",
+    }
+    coverage = {}
+    for iteration in ("1", "2", "3"):
+        run = run_runner(tmp_path, AGENTFLOW_ITERATION=iteration, **env)
+        assert run.returncode == 0, run.stderr
+        coverage[iteration] = run.result.metrics.extra["coverage"]
+    assert coverage == {"1": 50, "2": 50, "3": 95}
+
+
+@pytest.mark.parametrize(
+    ("setting", "attempt", "exit_code"),
+    [
+        ("always", "1", 1),
+        ("never", "1", 0),
+        ("attempts<=2", "2", 1),
+        ("attempts <= 2", "3", 0),
+        ("7", "1", 7),
+        ("0", "1", 0),
+    ],
+)
+def test_script_fail_modes(tmp_path: Path, setting: str, attempt: str, exit_code: int) -> None:
+    run = run_runner(tmp_path, AGENTFLOW_SCRIPT_FAIL=setting, AGENTFLOW_ATTEMPT=attempt)
+    assert run.returncode == exit_code, run.stderr
+    if exit_code:
+        expected = f"scripted failure on attempt {attempt} (AGENTFLOW_SCRIPT_FAIL={setting})"
+        assert run.result.status == "failure"
+        assert run.result.summary == expected
+        assert expected in run.stderr
+        assert without_digest(parse_report(run.stdout)) == without_digest(run.result)
+    else:
+        assert run.result.status == "success"
+
+
+@pytest.mark.parametrize(
+    ("env", "complaint"),
+    [
+        ({"AGENTFLOW_SCRIPT_FAIL": "sometimes"}, "AGENTFLOW_SCRIPT_FAIL='sometimes'"),
+        ({"AGENTFLOW_SCRIPT_FAIL": "300"}, "AGENTFLOW_SCRIPT_FAIL='300'"),
+        ({"AGENTFLOW_SCRIPT_SLEEP_SECONDS": "nan"}, "AGENTFLOW_SCRIPT_SLEEP_SECONDS"),
+        ({"AGENTFLOW_SCRIPT_SLEEP_SECONDS": "-1"}, "AGENTFLOW_SCRIPT_SLEEP_SECONDS"),
+        ({"AGENTFLOW_SCRIPT_OUTPUT_BYTES": "lots"}, "AGENTFLOW_SCRIPT_OUTPUT_BYTES"),
+        ({"AGENTFLOW_SCRIPT_TOKENS": "1,2,3"}, "AGENTFLOW_SCRIPT_TOKENS"),
+        ({"AGENTFLOW_PROVIDER": "magic"}, "AGENTFLOW_PROVIDER='magic'"),
+        ({"AGENTFLOW_ITERATION": "first"}, "AGENTFLOW_ITERATION='first'"),
+        ({"AGENTFLOW_ATTEMPT": "0"}, "AGENTFLOW_ATTEMPT=0"),
+    ],
+)
+def test_configuration_errors(tmp_path: Path, env: dict[str, str], complaint: str) -> None:
+    run = run_runner(tmp_path, **env)
+    assert run.returncode == 2
+    assert complaint in run.result.summary
+    assert complaint in run.stderr
+    assert run.result.status == "failure"
+
+
+def test_unknown_flags_are_a_configuration_error(tmp_path: Path) -> None:
+    run = run_runner(tmp_path, "--bogus")
+    assert run.returncode == 2
+    assert "unrecognized arguments: --bogus" in run.result.summary
+
+
+def test_flags_override_the_environment(tmp_path: Path) -> None:
+    run = run_runner(
+        tmp_path,
+        "--prompt",
+        "From the flag",
+        "--step",
+        "flag-step",
+        "--iteration",
+        "4",
+        "--agent",
+        "flag-agent",
+        "--termination-message-path",
+        str(tmp_path / "termination-log"),
+        AGENTFLOW_PROMPT="From the env",
+        AGENTFLOW_TERMINATION_MESSAGE_PATH=str(tmp_path / "unused"),
+    )
+    assert run.returncode == 0, run.stderr
+    assert "flag-agent completed step flag-step (iteration 4, attempt 1)" in run.report
+    assert "From the flag" in run.report
+    assert run.result.metrics.extra["iteration"] == 4
+    assert not (tmp_path / "unused").exists()
+
+
+def test_script_sleeps(tmp_path: Path) -> None:
+    started = time.monotonic()
+    run = run_runner(tmp_path, AGENTFLOW_SCRIPT_SLEEP_SECONDS="0.5")
+    assert run.returncode == 0
+    assert time.monotonic() - started >= 0.5
+
+
+def test_script_tokens(tmp_path: Path) -> None:
+    both = run_runner(tmp_path, AGENTFLOW_SCRIPT_TOKENS="1200,340").result.metrics
+    assert (both.input_tokens, both.output_tokens) == (1200, 340)
+    only_output = run_runner(tmp_path, AGENTFLOW_SCRIPT_TOKENS="90").result.metrics
+    assert (only_output.input_tokens, only_output.output_tokens) == (None, 90)
+
+
+def test_huge_output_is_truncated_in_the_termination_message(tmp_path: Path) -> None:
+    run = run_runner(
+        tmp_path,
+        AGENTFLOW_SCRIPT_REPORT=SAMPLE,
+        AGENTFLOW_SCRIPT_OUTPUT_BYTES=str(10 * MiB),
+    )
+    assert run.returncode == 0, run.stderr
+    assert 10 * MiB < len(run.stdout) < 10 * MiB + 1024
+    assert run.report.startswith(SAMPLE.rstrip("\n") + "\n\n## Details\n")
+    result = run.result
+    assert result.truncated
+    assert json.loads(run.message)["size"] == len(run.stdout)
+    assert result.digest == "sha256:" + hashlib.sha256(run.stdout).hexdigest()
+    assert result.summary.startswith("Validated Bangladesh VAT")
+    assert result.metrics.tool_calls == 5
+    assert result.artifacts == parse_report(SAMPLE).artifacts
+
+
+def test_sigterm_while_working_writes_a_failure(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "agentflow.runner"],
+        env=runner_env(tmp_path, AGENTFLOW_SCRIPT_SLEEP_SECONDS="600"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for(lambda: catches_sigterm(process.pid), "the runner's SIGTERM handler")
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    run = collect(tmp_path, process.returncode, stdout, stderr)
+    assert run.returncode == 143
+    assert run.result.status == "failure"
+    assert "terminated (SIGTERM)" in run.result.summary
+
+
+# ---------------------------------------------------------------------------------------------
+# command
+# ---------------------------------------------------------------------------------------------
+
+ECHO_AGENT = """
+import os, sys
+prompt = sys.stdin.read()
+assert prompt == os.environ["AGENTFLOW_PROMPT"], "stdin and env differ"
+print("## Summary")
+print("Prompt was: " + prompt)
+print("Step " + os.environ["AGENTFLOW_STEP"] + " attempt " + os.environ["AGENTFLOW_ATTEMPT"])
+print("## Files Created/Modified")
+print("- Created: " + sys.argv[1])
+print("## Metrics")
+print("- Tool calls: 3")
+"""
+
+
+def command(*argv: str) -> str:
+    return json.dumps(list(argv))
+
+
+def test_command_gets_the_prompt_and_its_output_is_the_report(tmp_path: Path) -> None:
+    prompt = "Check $HOME; `id` $(touch pwned) 'quotes' \"and\" ünïcode"
+    run = run_runner(
+        tmp_path,
+        AGENTFLOW_PROVIDER="command",
+        AGENTFLOW_COMMAND=command(sys.executable, "-c", ECHO_AGENT, "$HOME/out.ts"),
+        AGENTFLOW_PROMPT=prompt,
+        AGENTFLOW_ATTEMPT="2",
+    )
+    assert run.returncode == 0, run.stderr
+    assert f"Prompt was: {prompt}\n" in run.report
+    result = run.result
+    assert result.summary == f"Prompt was: {prompt}\nStep vat-check attempt 2"
+    assert result.artifacts == [Artifact(path="$HOME/out.ts", action="created")]
+    assert result.metrics.tool_calls == 3
+    assert result.status == "success"
+    assert result == parse_report(run.stdout).model_copy(update={"status": "success"})
+    assert not list(tmp_path.glob("pwned")) and not Path("pwned").exists()
+
+
+def test_command_exit_code_propagates(tmp_path: Path) -> None:
+    script = "print('## Summary\\nHalf done.\\n\\n## Status\\nsuccess'); raise SystemExit(5)"
+    run = run_runner(
+        tmp_path,
+        AGENTFLOW_PROVIDER="command",
+        AGENTFLOW_COMMAND=command(sys.executable, "-c", script),
+    )
+    assert run.returncode == 5
+    assert run.result.status == "failure"
+    assert run.result.summary == "Half done."
+    assert "exited with code 5" in run.stderr
+
+
+def test_command_failure_without_output_says_why(tmp_path: Path) -> None:
+    run = run_runner(
+        tmp_path,
+        AGENTFLOW_PROVIDER="command",
+        AGENTFLOW_COMMAND=command(sys.executable, "-c", "raise SystemExit(3)"),
+    )
+    assert run.returncode == 3
+    assert run.stdout == b""
+    assert run.result.status == "failure"
+    assert run.result.summary == f"{sys.executable} exited with code 3"
+
+
+def test_command_killed_by_a_signal(tmp_path: Path) -> None:
+    script = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
+    run = run_runner(
+        tmp_path,
+        AGENTFLOW_PROVIDER="command",
+        AGENTFLOW_COMMAND=command(sys.executable, "-c", script),
+    )
+    assert run.returncode == 128 + signal.SIGKILL
+    assert "killed by signal 9 SIGKILL" in run.result.summary
+
+
+@pytest.mark.parametrize(
+    ("setting", "exit_code", "complaint"),
+    [
+        (None, 2, "AGENTFLOW_COMMAND is not set"),
+        ("echo hello", 2, "AGENTFLOW_COMMAND is not valid JSON"),
+        ('"echo hello"', 2, "must be a JSON array of strings"),
+        ('["echo", 1]', 2, "must be a JSON array of strings"),
+        ("[]", 2, "must be a JSON array of strings"),
+        ('["/nonexistent/agent"]', 127, "command not found: /nonexistent/agent"),
+        ('["{tmp}/not-executable"]', 126, "command not executable: {tmp}/not-executable"),
+        ('["{tmp}/not-a-program"]', 126, "could not start {tmp}/not-a-program: Exec format"),
+    ],
+)
+def test_command_errors(
+    tmp_path: Path, setting: str | None, exit_code: int, complaint: str
+) -> None:
+    (tmp_path / "not-executable").write_text("#!/bin/sh\necho hi\n")
+    (tmp_path / "not-a-program").write_bytes(b"\x00\x01 not an executable format")
+    (tmp_path / "not-a-program").chmod(0o755)
+    env = {"AGENTFLOW_PROVIDER": "command"}
+    if setting is not None:
+        env["AGENTFLOW_COMMAND"] = setting.replace("{tmp}", str(tmp_path))
+    run = run_runner(tmp_path, **env)
+    assert run.returncode == exit_code
+    assert complaint.replace("{tmp}", str(tmp_path)) in run.result.summary
+    assert run.result.status == "failure"
+
+
+def test_command_that_ignores_stdin(tmp_path: Path) -> None:
+    # A prompt bigger than a pipe buffer, never read: the runner must not block on it.
+    run = run_runner(
+        tmp_path,
+        AGENTFLOW_PROVIDER="command",
+        AGENTFLOW_COMMAND=command(sys.executable, "-c", "print('## Summary\\nignored it')"),
+        AGENTFLOW_PROMPT="p" * 100_000,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.result.summary == "ignored it"
+
+
+def test_command_output_is_capped_at_10_mib(tmp_path: Path) -> None:
+    script = (
+        "import sys\n"
+        "sys.stdout.write('## Summary\\nBig.\\n## Metrics\\n- Errors: 0\\n## Details\\n')\n"
+        "block = 'x' * 1023 + '\\n'\n"
+        "for _ in range(11 * 1024): sys.stdout.write(block)\n"
+    )
+    run = run_runner(
+        tmp_path,
+        AGENTFLOW_PROVIDER="command",
+        AGENTFLOW_COMMAND=command(sys.executable, "-c", script),
+    )
+    assert run.returncode == 0, run.stderr
+    assert len(run.stdout) == 10 * MiB
+    result = run.result
+    assert result.truncated
+    assert result.summary == "Big."
+    assert result.metrics.errors == 0
+    assert result.digest == "sha256:" + hashlib.sha256(run.stdout).hexdigest()
+    assert "kept the first 10485760 bytes" in run.stderr
+
+
+def test_sigterm_stops_the_command(tmp_path: Path) -> None:
+    started = tmp_path / "started"
+    script = (
+        "import os, pathlib, time\n"
+        f"pathlib.Path({str(started)!r}).write_text(str(os.getpid()))\n"
+        "time.sleep(600)\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "agentflow.runner"],
+        env=runner_env(
+            tmp_path,
+            AGENTFLOW_PROVIDER="command",
+            AGENTFLOW_COMMAND=command(sys.executable, "-c", script),
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for(lambda: started.exists() and started.read_text() != "", "the agent to start")
+        wait_for(lambda: catches_sigterm(process.pid), "the runner's SIGTERM handler")
+        child = int(started.read_text())
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    run = collect(tmp_path, process.returncode, stdout, stderr)
+    assert run.returncode == 143
+    assert "terminated (SIGTERM)" in run.result.summary
+    assert not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# anthropic and openai, against a local fake API
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+    # Hold the answer until the fake API is closed (to provoke a client timeout).
+    stall: bool = False
+
+
+@dataclass
+class Request:
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+class FakeApi:
+    def __init__(self) -> None:
+        self.replies: list[Reply] = []
+        self.requests: list[Request] = []
+        self.closing = threading.Event()
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", "0"))
+                body = json.loads(self.rfile.read(length) or b"null")
+                api.requests.append(
+                    Request(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                )
+                reply = api.replies.pop(0) if api.replies else Reply(500, {"error": "no reply"})
+                if reply.stall:
+                    api.closing.wait(60)
+                    return
+                data = json.dumps(reply.body).encode()
+                self.send_response(reply.status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.closing.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake_api() -> Iterator[FakeApi]:
+    api = FakeApi()
+    yield api
+    api.close()
+
+
+def anthropic_reply(text: str, input_tokens: int = 120, output_tokens: int = 45) -> Reply:
+    return Reply(
+        200,
+        {
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": "end_turn",
+            "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+        },
+    )
+
+
+def openai_reply(text: str) -> Reply:
+    return Reply(
+        200,
+        {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 310, "completion_tokens": 72, "total_tokens": 382},
+        },
+    )
+
+
+def run_anthropic(tmp_path: Path, api: FakeApi, **env: str) -> Run:
+    settings = {
+        "AGENTFLOW_PROVIDER": "anthropic",
+        "ANTHROPIC_API_KEY": API_KEY,
+        "ANTHROPIC_BASE_URL": api.url,
+        "AGENTFLOW_MODEL": "test-model",
+        "AGENTFLOW_PROMPT": "Validate the VAT rules.",
+        **env,
+    }
+    return run_runner(tmp_path, **settings)
+
+
+def test_anthropic(tmp_path: Path, fake_api: FakeApi) -> None:
+    fake_api.replies.append(anthropic_reply(SAMPLE))
+    run = run_anthropic(tmp_path, fake_api)
+    assert run.returncode == 0, run.stderr
+    assert "- Files read: 12\n- Input tokens: 120\n- Output tokens: 45\n\n## Status" in run.report
+    result = run.result
+    assert (result.metrics.tool_calls, result.metrics.input_tokens) == (5, 120)
+    assert result.metrics.output_tokens == 45
+    assert result.status == "success"
+    assert len(result.artifacts) == 2
+
+    [request] = fake_api.requests
+    assert request.path == "/v1/messages"
+    assert request.headers["x-api-key"] == API_KEY
+    assert request.headers["anthropic-version"] == "2023-06-01"
+    assert request.body["model"] == "test-model"
+    assert request.body["max_tokens"] == 4096
+    assert request.body["messages"] == [{"role": "user", "content": "Validate the VAT rules."}]
+    assert "## Files Created/Modified" in request.body["system"]
+    assert "vat-check" in request.body["system"]
+
+
+def test_openai(tmp_path: Path, fake_api: FakeApi) -> None:
+    fake_api.replies.append(openai_reply("## Summary\nDone.\n"))
+    run = run_runner(
+        tmp_path,
+        AGENTFLOW_PROVIDER="openai",
+        OPENAI_API_KEY=API_KEY,
+        OPENAI_BASE_URL=fake_api.url + "/v1",
+        AGENTFLOW_MODEL="test-model",
+        AGENTFLOW_MAX_TOKENS="1000",
+        AGENTFLOW_PROMPT="Validate the VAT rules.",
+    )
+    assert run.returncode == 0, run.stderr
+    assert (
+        run.report == "## Summary\nDone.\n\n## Metrics\n- Input tokens: 310\n- Output tokens: 72\n"
+    )
+    assert run.result.summary == "Done."
+    assert (run.result.metrics.input_tokens, run.result.metrics.output_tokens) == (310, 72)
+
+    [request] = fake_api.requests
+    assert request.path == "/v1/chat/completions"
+    assert request.headers["authorization"] == f"Bearer {API_KEY}"
+    assert request.body["model"] == "test-model"
+    assert request.body["max_completion_tokens"] == 1000
+    system, user = request.body["messages"]
+    assert system["role"] == "system" and "## Metrics" in system["content"]
+    assert user == {"role": "user", "content": "Validate the VAT rules."}
+
+
+def test_openai_base_url_without_a_path_gets_v1(tmp_path: Path, fake_api: FakeApi) -> None:
+    fake_api.replies.append(openai_reply('{"summary": "as json", "metrics": {"toolCalls": 2}}'))
+    run = run_runner(
+        tmp_path,
+        AGENTFLOW_PROVIDER="openai",
+        OPENAI_API_KEY=API_KEY,
+        OPENAI_BASE_URL=fake_api.url,
+    )
+    assert run.returncode == 0, run.stderr
+    assert fake_api.requests[0].path == "/v1/chat/completions"
+    assert "max_completion_tokens" not in fake_api.requests[0].body
+    assert fake_api.requests[0].body["model"] == "gpt-4o-mini"
+    assert json.loads(run.report)["metrics"] == {
+        "toolCalls": 2,
+        "inputTokens": 310,
+        "outputTokens": 72,
+    }
+    assert run.result.summary == "as json"
+
+
+def test_api_error_is_reported_without_retry(tmp_path: Path, fake_api: FakeApi) -> None:
+    error = {
+        "type": "error",
+        "error": {"type": "authentication_error", "message": "invalid x-api-key"},
+    }
+    fake_api.replies.append(Reply(401, error))
+    run = run_anthropic(tmp_path, fake_api)
+    assert run.returncode == 1
+    assert len(fake_api.requests) == 1
+    expected = "anthropic API returned HTTP 401"
+    assert expected in run.result.summary and expected in run.stderr
+    assert "authentication_error: invalid x-api-key" in run.result.summary
+    assert run.result.status == "failure"
+
+
+def test_api_error_messages_never_show_the_key(tmp_path: Path, fake_api: FakeApi) -> None:
+    fake_api.replies.append(Reply(403, {"error": {"message": f"key {API_KEY} is revoked"}}))
+    run = run_anthropic(tmp_path, fake_api)
+    assert run.returncode == 1
+    assert "key [redacted] is revoked" in run.result.summary
+
+
+def test_one_retry_on_429_then_success(tmp_path: Path, fake_api: FakeApi) -> None:
+    fake_api.replies += [
+        Reply(429, {"error": {"message": "slow down"}}, {"Retry-After": "0"}),
+        anthropic_reply("## Summary\nSecond time lucky.\n"),
+    ]
+    run = run_anthropic(tmp_path, fake_api)
+    assert run.returncode == 0, run.stderr
+    assert len(fake_api.requests) == 2
+    assert run.result.summary == "Second time lucky."
+    assert "HTTP 429; retrying" in run.stderr
+
+
+def test_only_one_retry_on_5xx(tmp_path: Path, fake_api: FakeApi) -> None:
+    overloaded = Reply(529, {"error": {"message": "overloaded"}}, {"Retry-After": "0"})
+    fake_api.replies += [overloaded, overloaded, anthropic_reply("never reached")]
+    run = run_anthropic(tmp_path, fake_api)
+    assert run.returncode == 1
+    assert len(fake_api.requests) == 2
+    assert "HTTP 529" in run.result.summary and "overloaded" in run.result.summary
+
+
+def test_redirects_are_not_followed(tmp_path: Path, fake_api: FakeApi) -> None:
+    fake_api.replies.append(Reply(307, {}, {"Location": "http://127.0.0.1:9/steal"}))
+    run = run_anthropic(tmp_path, fake_api)
+    assert run.returncode == 1
+    assert "HTTP 307" in run.result.summary
+    assert len(fake_api.requests) == 1
+
+
+def test_timeout(tmp_path: Path, fake_api: FakeApi) -> None:
+    fake_api.replies.append(Reply(200, {}, stall=True))
+    run = run_anthropic(tmp_path, fake_api, AGENTFLOW_HTTP_TIMEOUT_SECONDS="0.5")
+    assert run.returncode == 1
+    assert "did not answer within 0.5s" in run.result.summary
+
+
+def test_unreachable_api(tmp_path: Path, fake_api: FakeApi) -> None:
+    url = fake_api.url
+    fake_api.close()
+    run = run_runner(
+        tmp_path, AGENTFLOW_PROVIDER="openai", OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=url + "/v1"
+    )
+    assert run.returncode == 1
+    assert f"could not reach the openai API at {url}/v1/chat/completions" in run.result.summary
+
+
+def test_answer_without_text(tmp_path: Path, fake_api: FakeApi) -> None:
+    fake_api.replies.append(Reply(200, {"content": [], "usage": {}}))
+    run = run_anthropic(tmp_path, fake_api)
+    assert run.returncode == 1
+    assert "without any text content" in run.result.summary
+
+
+@pytest.mark.parametrize(
+    ("env", "complaint"),
+    [
+        ({"ANTHROPIC_API_KEY": ""}, "ANTHROPIC_API_KEY is not set"),
+        ({"ANTHROPIC_BASE_URL": "file:///etc/passwd"}, "is not an http(s) URL"),
+        ({"AGENTFLOW_HTTP_TIMEOUT_SECONDS": "0"}, "AGENTFLOW_HTTP_TIMEOUT_SECONDS"),
+        (
+            {"ANTHROPIC_BASE_URL": f"http://user:{API_KEY}@127.0.0.1:9"},
+            "base URL 'http://127.0.0.1:9' has credentials in it",
+        ),
+    ],
+)
+def test_llm_configuration_errors(
+    tmp_path: Path, fake_api: FakeApi, env: dict[str, str], complaint: str
+) -> None:
+    run = run_anthropic(tmp_path, fake_api, **env)
+    assert run.returncode == 2
+    assert complaint in run.result.summary
+    assert fake_api.requests == []
