@@ -394,21 +394,23 @@ class LocalCluster:
         argv: Callable[[dict[str, int]], list[str]],
         ready: Callable[[dict[str, int]], bool],
         deadline: float,
+        fixed: dict[str, int] | None = None,
     ) -> dict[str, int]:
-        """Start a component on fresh ports; pick others if another process took them first."""
-        for attempt in range(_PORT_ATTEMPTS):
-            ports = {p: free_port() for p in port_names}
+        """Start a component on fresh ports (or ``fixed`` ones); retry a port clash elsewhere."""
+        attempts = 1 if fixed else _PORT_ATTEMPTS
+        for attempt in range(attempts):
+            ports = dict(fixed) if fixed else {p: free_port() for p in port_names}
             launch = self._spawn(name, argv(ports), ports)
             try:
                 self._wait_ready(launch, functools.partial(ready, ports), deadline)
                 return ports
             except LocalClusterError:
                 clash = "address already in use" in log_tail(Path(launch.record.log)).lower()
-                if not clash or attempt == _PORT_ATTEMPTS - 1:
+                if not clash or attempt == attempts - 1:
                     raise
         raise AssertionError("unreachable")
 
-    def _start_etcd(self, deadline: float) -> None:
+    def _start_etcd(self, deadline: float, fixed: dict[str, int] | None = None) -> None:
         def argv(ports: dict[str, int]) -> list[str]:
             client = f"http://127.0.0.1:{ports['client']}"
             peer = f"http://127.0.0.1:{ports['peer']}"
@@ -437,9 +439,9 @@ class LocalCluster:
             except (OSError, ValueError):
                 return False
 
-        self._start_with_ports(ETCD, ("client", "peer"), argv, ready, deadline)
+        self._start_with_ports(ETCD, ("client", "peer"), argv, ready, deadline, fixed)
 
-    def _start_apiserver(self, deadline: float) -> None:
+    def _start_apiserver(self, deadline: float, fixed: dict[str, int] | None = None) -> None:
         etcd_port = self._read_records()[ETCD].ports["client"]
         p = self.pki_dir
 
@@ -483,6 +485,7 @@ class LocalCluster:
             argv,
             lambda ports: self._apiserver_ready(f"https://127.0.0.1:{ports['secure']}"),
             deadline,
+            fixed,
         )
 
     def _start_controller_manager(self, deadline: float) -> None:
@@ -580,6 +583,37 @@ class LocalCluster:
         with self._locked():
             self._stop_components((NODE,))
 
+    # ------------------------------------------------------------------ API outage
+
+    def stop_apiserver(self, crash: bool = False) -> None:
+        """Stop kube-apiserver and etcd only, keeping their records (ports) for a restart.
+
+        The controller manager, the node and any client keep running against the same
+        address and see the outage a real control-plane restart causes.  ``crash`` sends
+        SIGKILL at once, as in a machine failure, instead of a graceful SIGTERM.
+        """
+        with self._locked():
+            records = self._read_records()
+            for name in (APISERVER, ETCD):
+                rec = records.get(name)
+                if rec is not None:
+                    self._terminate_group(name, rec, graceful=not crash)
+
+    def start_apiserver(self, timeout: float = 120.0) -> None:
+        """Start etcd and kube-apiserver again on the ports they had, so kubeconfigs stay valid.
+
+        Fails if another process took one of those ports meanwhile.
+        """
+        with self._locked():
+            records = self._read_records()
+            if ETCD not in records or APISERVER not in records:
+                raise LocalClusterError(f"no etcd/kube-apiserver recorded in {self.state_file}")
+            deadline = time.monotonic() + timeout
+            if not records[ETCD].alive():
+                self._start_etcd(deadline, dict(records[ETCD].ports))
+            if not records[APISERVER].alive():
+                self._start_apiserver(deadline, dict(records[APISERVER].ports))
+
     # ------------------------------------------------------------------ stop
 
     def stop(self) -> None:
@@ -595,14 +629,15 @@ class LocalCluster:
                 self._terminate_group(name, rec)
             self._record(name, None)
 
-    def _terminate_group(self, name: str, rec: ComponentRecord) -> None:
+    def _terminate_group(self, name: str, rec: ComponentRecord, graceful: bool = True) -> None:
         # The group id is the leader's pid (start_new_session).  If that pid now belongs to an
         # unrelated process, the group is not ours; if the leader is gone, any process still in
         # the group is a child of ours (Linux does not hand out a pid still used as a pgid).
         if process_start_ticks(rec.pid) not in (None, rec.start_ticks):
             return
         child = self._children.pop(name, None)
-        for sig, grace in ((signal.SIGTERM, STOP_GRACE_SECONDS), (signal.SIGKILL, 5.0)):
+        signals = ((signal.SIGTERM, STOP_GRACE_SECONDS),) if graceful else ()
+        for sig, grace in (*signals, (signal.SIGKILL, 5.0)):
             if not group_members(rec.pid):
                 break
             with contextlib.suppress(ProcessLookupError):
