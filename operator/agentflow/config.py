@@ -56,6 +56,7 @@ class OperatorConfig:
             ),
             qps=float(os.environ.get("AGENTFLOW_API_QPS", "50")),
             burst=int(os.environ.get("AGENTFLOW_API_BURST", "100")),
+            lease_name=os.environ.get("AGENTFLOW_LEASE_NAME") or "agentflow-operator",
             lease_namespace=os.environ.get("AGENTFLOW_LEASE_NAMESPACE")
             or os.environ.get("POD_NAMESPACE", "default"),
             lease_duration=float(os.environ.get("AGENTFLOW_LEASE_DURATION", "15")),

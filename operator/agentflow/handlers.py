@@ -33,6 +33,7 @@ from agentflow.engine.types import LABEL_CACHE, LABEL_WORKFLOW, CacheEntry, JobS
 from agentflow.kube import Kube, load_api_client
 from agentflow.leader import LeaderElector
 from agentflow.metrics import MetricsServer, OperatorMetrics
+from agentflow.metricsauth import MetricsAuthorizer
 from agentflow.observe import JobSummary, PodSummary, summarize_job, summarize_pod
 
 logger = logging.getLogger("agentflow.handlers")
@@ -126,7 +127,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         on_change=leadership,
     )
     server = MetricsServer(
-        metrics, host=config.metrics_host, port=config.metrics_port, health=lambda: health(rt)
+        metrics,
+        host=config.metrics_host,
+        port=config.metrics_port,
+        health=lambda: health(rt),
+        authorizer=MetricsAuthorizer(kube) if config.metrics_auth else None,
     )
     await server.start()
     memo.metrics_server = server

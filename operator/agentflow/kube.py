@@ -26,6 +26,8 @@ POLICIES = "/apis/agentflow.dev/v1alpha1/namespaces/{namespace}/agentfallbackpol
 JOBS = "/apis/batch/v1/namespaces/{namespace}/jobs"
 PODS = "/api/v1/namespaces/{namespace}/pods"
 CONFIGMAPS = "/api/v1/namespaces/{namespace}/configmaps"
+TOKEN_REVIEWS = "/apis/authentication.k8s.io/v1/tokenreviews"
+SUBJECT_ACCESS_REVIEWS = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
 
 MERGE_PATCH = "application/merge-patch+json"
 
@@ -74,6 +76,16 @@ class CreateOutcome(StrEnum):
 class CreateResult:
     outcome: CreateOutcome
     message: str = ""
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    """Who a bearer token belongs to, as a TokenReview says."""
+
+    username: str
+    uid: str = ""
+    groups: tuple[str, ...] = ()
+    extra: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 def load_api_client(kubeconfig: str | None = None, context: str | None = None) -> Any:
@@ -355,3 +367,47 @@ class Kube:
                 return None
             raise
         return result
+
+    # -- authentication and authorization of callers (metrics) ------------------------------
+
+    async def review_token(self, token: str) -> UserInfo | None:
+        """The user a bearer token authenticates as (TokenReview), or None when it does not.
+
+        The token goes only into the request body; it is never logged or put in an error.
+        """
+        body = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": {"token": token},
+        }
+        result = await self.request("POST", TOKEN_REVIEWS, body=body)
+        status = result.get("status") or {}
+        user = status.get("user") or {}
+        if not status.get("authenticated") or not user.get("username"):
+            return None
+        extra = user.get("extra") or {}
+        return UserInfo(
+            username=str(user["username"]),
+            uid=str(user.get("uid") or ""),
+            groups=tuple(str(g) for g in user.get("groups") or ()),
+            extra=tuple(sorted((str(k), tuple(str(v) for v in vs)) for k, vs in extra.items())),
+        )
+
+    async def may_access_path(self, user: UserInfo, path: str, verb: str) -> bool:
+        """Whether ``user`` may ``verb`` the non-resource URL ``path`` (SubjectAccessReview)."""
+        spec: dict[str, Any] = {
+            "user": user.username,
+            "groups": list(user.groups),
+            "nonResourceAttributes": {"path": path, "verb": verb},
+        }
+        if user.uid:
+            spec["uid"] = user.uid
+        if user.extra:
+            spec["extra"] = {key: list(values) for key, values in user.extra}
+        body = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": spec,
+        }
+        result = await self.request("POST", SUBJECT_ACCESS_REVIEWS, body=body)
+        return bool((result.get("status") or {}).get("allowed"))
