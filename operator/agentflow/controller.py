@@ -208,6 +208,7 @@ class Runtime:
     outputs_stored: set[str] = field(default_factory=set)
     phases: dict[Key, str] = field(default_factory=dict)
     last_heartbeat: float = field(default_factory=time.monotonic)
+    cache_names: set[Key] = field(default_factory=set)
     is_leader: bool = True
 
     def wakeup(self, key: Key) -> asyncio.Event:
@@ -304,18 +305,43 @@ async def store_outputs(
 async def execute(
     rt: Runtime, body: Mapping[str, Any], wf: WorkflowRef, actions: Sequence[Action], now: datetime
 ) -> None:
+    fields = {"workflow": wf.name, "namespace": wf.namespace}
     for action in actions:
         if isinstance(action, CreateJob):
             created = await rt.kube.create_job(build_step_job(wf, action, rt.config.job))
+            logger.info(
+                "step job %s: %s",
+                created.outcome.value,
+                action.job_name,
+                extra={
+                    **fields,
+                    "step": action.step,
+                    "run": action.run,
+                    "iteration": action.iteration,
+                    "attempt": action.attempt,
+                    "agent": action.agent.name,
+                    "job": action.job_name,
+                },
+            )
             if created.outcome is CreateOutcome.FOREIGN:
                 rt.post_event(body, "Warning", "JobConflict", created.message)
         elif isinstance(action, DeleteJob):
             await rt.kube.delete_job(wf.namespace, action.job_name)
+            logger.info(
+                "step job deleted: %s (%s)",
+                action.job_name,
+                action.reason,
+                extra={**fields, "job": action.job_name},
+            )
         elif isinstance(action, RecordEvent):
             rt.post_event(body, action.type, action.reason, action.message)
+            logger.info(
+                "%s: %s", action.reason, action.message, extra={**fields, "reason": action.reason}
+            )
         elif isinstance(action, WriteCache):
             await rt.kube.replace_configmap_data(cache_configmap(wf.namespace, action, now))
         elif isinstance(action, DeleteWorkflow):
+            logger.info("deleting finished workflow: %s", action.reason, extra=fields)
             await rt.kube.delete_workflow(wf.namespace, wf.name, wf.uid)
 
 

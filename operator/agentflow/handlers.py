@@ -43,6 +43,8 @@ POLICIES = (GROUP, VERSION, "agentfallbackpolicies")
 # A Workflow's daemon re-plans at least this often even when nothing happens (level trigger).
 RESYNC_SECONDS = 300.0
 HEARTBEAT_STALE_FACTOR = 4.0
+# How often each cache entry is checked for expiry (decorators are read at import time).
+CACHE_SWEEP_SECONDS = float(os.environ.get("AGENTFLOW_CACHE_SWEEP_SECONDS", "60"))
 
 
 def _runtime(memo: Any) -> Runtime:
@@ -136,7 +138,33 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     await server.start()
     memo.metrics_server = server
     memo.elector = elector
-    memo.tasks = [asyncio.create_task(elector.run(), name="leader-election")]
+    memo.tasks = [
+        asyncio.create_task(elector.run(), name="leader-election"),
+        asyncio.create_task(sweep_cache(rt), name="cache-sweeper"),
+    ]
+
+
+async def sweep_cache(rt: Runtime) -> None:
+    """Delete expired cache entries (a stale entry is never used, but it takes space).
+
+    One LIST per interval, rather than a kopf timer per entry: timers put a finalizer on each
+    ConfigMap, which would block deleting cache entries while the operator is down.
+    """
+    while True:
+        await asyncio.sleep(CACHE_SWEEP_SECONDS)
+        if not rt.is_leader:
+            continue
+        try:
+            scopes: list[str | None] = list(rt.config.namespaces) or [None]
+            now = datetime.now(UTC)
+            for scope in scopes:
+                for cm in await rt.kube.list_configmaps(scope, LABEL_CACHE):
+                    entry = controller.cache_entry_from_configmap(cm)
+                    if entry is None or entry.expires_at <= now:
+                        meta = cm["metadata"]
+                        await rt.kube.delete_configmap(meta["namespace"], meta["name"])
+        except Exception as e:  # the next round tries again
+            logger.warning("cache sweep failed: %s", e)
 
 
 @kopf.on.cleanup()
@@ -190,6 +218,19 @@ def fallback_policies(
 def cache_entries(body: kopf.Body, namespace: str | None, **_: Any) -> dict[Key, CacheEntry] | None:
     entry = controller.cache_entry_from_configmap(body)
     return {(namespace or "", entry.key): entry} if entry else None
+
+
+@kopf.on.event("", "v1", "configmaps", labels={LABEL_CACHE: kopf.PRESENT})
+def cache_entry_changed(
+    type: str | None, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
+) -> None:
+    rt = _runtime(memo)
+    key = (namespace or "", name)
+    if type == "DELETED":
+        rt.cache_names.discard(key)
+    else:
+        rt.cache_names.add(key)
+    rt.metrics.cache_entries.set(len(rt.cache_names))
 
 
 # ---- wake-ups -------------------------------------------------------------------------------

@@ -70,6 +70,7 @@ class OperatorProcess:
             **os.environ,
             "AGENTFLOW_LEASE_DURATION": "6",
             "AGENTFLOW_LEASE_RENEW_INTERVAL": "2",
+            "AGENTFLOW_CACHE_SWEEP_SECONDS": "3",
             **self.env,
         }
         self.proc = subprocess.Popen(

@@ -393,3 +393,40 @@ def test_deleting_a_workflow_deletes_its_jobs(
         60,
         what="pods to be collected",
     )
+
+
+def test_expired_cache_entries_are_swept_and_children_carry_no_operator_bookkeeping(
+    operator: OperatorProcess, kubectl: Kubectl, namespace: str
+) -> None:
+    apply(
+        kubectl,
+        namespace,
+        [
+            workflow(
+                "short-lived-cache",
+                [{"name": "once", "agent": "a", "prompt": "p", "cache": {"ttlSeconds": 2}}],
+                [script_agent("a")],
+            )
+        ],
+    )
+    wf = wait_finished(kubectl, namespace, "short-lived-cache")
+    assert wf["status"]["phase"] == "Succeeded", wf["status"]
+    entries = items(kubectl, namespace, "configmaps", "agentflow.dev/cache")
+    assert len(entries) == 1
+    assert (
+        step(wf, "once")["cacheKey"]
+        == entries[0]["metadata"]["annotations"]["agentflow.dev/cache-key"]
+    )
+    # kopf keeps no state on the children it only watches: no finalizers, no annotations of its own.
+    for job in step_jobs(kubectl, namespace, "short-lived-cache"):
+        assert not job["metadata"].get("finalizers")
+        assert not any(
+            k.startswith("agentflow.dev/") or "kopf" in k
+            for k in job["metadata"].get("annotations", {})
+        )
+    assert not entries[0]["metadata"].get("finalizers")
+    wait_for(
+        lambda: not items(kubectl, namespace, "configmaps", "agentflow.dev/cache"),
+        60,
+        what="the expired cache entry to be swept",
+    )
