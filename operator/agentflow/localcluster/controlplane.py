@@ -54,6 +54,16 @@ STOP_ORDER = (NODE, CONTROLLER_MANAGER, APISERVER, ETCD)
 CONTEXT = "agentflow-local"
 NODE_NAME = pki.NODE_NAME
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
+# Metadata-level audit of every request made by a service account; nothing else is logged.
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+  - level: Metadata
+    userGroups: ["system:serviceaccounts"]
+  - level: None
+"""
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 # What the operator needs from a controller manager: Jobs and their TTL, cascading deletes,
 # namespace deletion, default ServiceAccounts (the ServiceAccount admission plugin stays on, as
@@ -191,6 +201,8 @@ class LocalCluster:
         self.node_kubeconfig = self.state_dir / "node.kubeconfig"
         self.logs_dir = self.state_dir / "logs"
         self.pki_dir = self.state_dir / "pki"
+        self.audit_policy = self.state_dir / "audit-policy.yaml"
+        self.audit_log = self.logs_dir / "audit.log"
         self.etcd_dir = self.state_dir / "etcd"
         self.state_file = self.state_dir / "cluster.json"
         self._lock_file = self.state_dir / ".lock"
@@ -444,6 +456,7 @@ class LocalCluster:
     def _start_apiserver(self, deadline: float, fixed: dict[str, int] | None = None) -> None:
         etcd_port = self._read_records()[ETCD].ports["client"]
         p = self.pki_dir
+        self.audit_policy.write_text(AUDIT_POLICY)
 
         def argv(ports: dict[str, int]) -> list[str]:
             return [
@@ -476,6 +489,13 @@ class LocalCluster:
                 # network nothing would use it, so skip the reconciler and its error loop.
                 "--endpoint-reconciler-type=none",
                 "--profiling=false",
+                # Requests made by service accounts are audited (metadata only), so tests can
+                # show which API rights an identity such as the operator's really uses.
+                f"--audit-policy-file={self.audit_policy}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-format=json",
+                "--audit-log-maxsize=100",
+                "--audit-log-maxbackup=1",
                 "--v=1",
             ]
 
