@@ -17,7 +17,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -799,8 +799,10 @@ def _encode(result: StepResult, *, full_size: int, limit: int) -> str:
     if fits(everything):
         return everything
 
-    # Each knob shrinks the message monotonically, so the most that fits is a binary search.
-    def largest(upper: int, build: Any) -> int | None:
+    # The message grows with each knob (all but the last character of a summary, which swaps
+    # for the ellipsis), so a binary search finds about the most that fits; it only ever
+    # returns a value it has checked.
+    def largest(upper: int, build: Callable[[int], str]) -> int | None:
         if not fits(build(0)):
             return None
         low, high = 0, upper
@@ -814,7 +816,7 @@ def _encode(result: StepResult, *, full_size: int, limit: int) -> str:
 
     floor = min(len(summary), SUMMARY_FLOOR_CHARS)
     n_artifacts, n_extra = len(artifacts), len(extra)
-    steps: list[tuple[int, Any]] = [
+    steps: list[tuple[int, Callable[[int], str]]] = [
         (
             len(summary),
             lambda k: message(
@@ -831,7 +833,7 @@ def _encode(result: StepResult, *, full_size: int, limit: int) -> str:
     for upper, build in steps:
         best = largest(upper, build)
         if best is not None:
-            return str(build(best))
+            return build(best)
     for smaller in (
         {"with_counts": False},
         {"with_counts": False, "with_digest": False},
