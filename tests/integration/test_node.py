@@ -33,6 +33,7 @@ from agentflow.localcluster import LocalCluster, pki
 from agentflow.localcluster.node import (
     ANNOTATION_INSTANT_EXIT_CODE,
     ANNOTATION_INSTANT_MESSAGE,
+    DEFAULT_INSTANT_FAILURE_MESSAGE,
     DEFAULT_NODE_NAME,
     LABEL_LOCAL_NODE,
     RUNTIME_VERSION,
@@ -703,4 +704,4 @@ def test_instant_mode_completes_pods_with_the_annotated_result(
     (pod,) = job_pods(core, namespace, "instant-fails")
     state = terminated(pod)
     assert (state.exit_code, state.reason) == (7, "Error")
-    assert state.message == '{"v":1,"summary":"instant"}'
+    assert state.message == DEFAULT_INSTANT_FAILURE_MESSAGE

@@ -83,8 +83,14 @@ DEFAULT_SCHEDULER = "default-scheduler"
 LABEL_LOCAL_NODE = "agentflow.dev/local-node"
 ANNOTATION_INSTANT_EXIT_CODE = "agentflow.dev/instant-exit-code"
 ANNOTATION_INSTANT_MESSAGE = "agentflow.dev/instant-termination-message"
-# What an instant pod "prints" by default: the smallest valid agent result.
-DEFAULT_INSTANT_MESSAGE = '{"v":1,"summary":"instant"}'
+# What an instant pod reports by default: a complete, untruncated agent result in the runner's
+# termination-message format (see agentflow.report), so the operator never reads its log.
+DEFAULT_INSTANT_MESSAGE = (
+    '{"v":1,"status":"success","truncated":false,"size":0,"summary":"instant"}'
+)
+DEFAULT_INSTANT_FAILURE_MESSAGE = (
+    '{"v":1,"status":"failure","truncated":false,"size":0,"summary":"instant failure"}'
+)
 
 RUNTIME = "agentflow-local"
 RUNTIME_VERSION = f"{RUNTIME}://0.1.0"
@@ -679,7 +685,6 @@ def container_runs(pod: Obj) -> tuple[list[ContainerRun], list[ContainerRun]]:
 
 def instant_result(annotations: Mapping[str, str]) -> tuple[int, str]:
     """Exit code and termination message of an instant pod, from its annotations."""
-    message = annotations.get(ANNOTATION_INSTANT_MESSAGE, DEFAULT_INSTANT_MESSAGE)
     raw = annotations.get(ANNOTATION_INSTANT_EXIT_CODE, "0")
     try:
         code = int(raw)
@@ -687,7 +692,9 @@ def instant_result(annotations: Mapping[str, str]) -> tuple[int, str]:
         return 1, f"invalid {ANNOTATION_INSTANT_EXIT_CODE} annotation: {raw!r}"
     if not 0 <= code <= 255:
         return 1, f"invalid {ANNOTATION_INSTANT_EXIT_CODE} annotation: {raw!r} (0-255)"
-    return code, message[:MAX_TERMINATION_MESSAGE_BYTES]
+    default = DEFAULT_INSTANT_MESSAGE if code == 0 else DEFAULT_INSTANT_FAILURE_MESSAGE
+    message = annotations.get(ANNOTATION_INSTANT_MESSAGE, default)
+    return code, message.encode()[:MAX_TERMINATION_MESSAGE_BYTES].decode(errors="ignore")
 
 
 def instant_pod_status(pod: Obj, now: datetime) -> Obj:
@@ -714,7 +721,7 @@ def looks_started(pod: Obj) -> bool:
         return True
     for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
         state = cs.get("state") or {}
-        if state.get("running") or state.get("terminated"):
+        if state.get("running") is not None or state.get("terminated") is not None:
             return True
     return False
 
@@ -736,7 +743,7 @@ def abandoned_pod_status(pod: Obj, now: datetime, reason: str | None, message: s
         previous = old.get(run.name, {})
         state = previous.get("state") or {}
         run.container_id = previous.get("containerID")
-        if state.get("running", {}).get("startedAt"):
+        if (state.get("running") or {}).get("startedAt"):
             run.started_at = parse_time(state["running"]["startedAt"])
         terminated = state.get("terminated")
         if terminated:
@@ -963,7 +970,7 @@ class PodRunner:
             (self.dir / "termination").mkdir(exist_ok=True)
             (self.scratch / "tmp").mkdir(parents=True, exist_ok=True)
             self.publish()
-            await self._prepare_volumes()
+            await self.prepare_volumes()
             async with self.node.slots:
                 await self._run_containers()
         except asyncio.CancelledError:
@@ -1065,7 +1072,7 @@ class PodRunner:
         except ImageNotAvailableError as err:
             await self._image_not_available(run, err)
         env = await self._until_configured(
-            [run], "CreateContainerConfigError", functools.partial(self._environment, spec)
+            [run], "CreateContainerConfigError", functools.partial(self.environment, spec)
         )
         command = spec.get("command")
         args = spec.get("args")
@@ -1084,7 +1091,7 @@ class PodRunner:
         message_file = self.dir / "termination" / run.name
         message_file.write_bytes(b"")
         log_file = self.log_file(run.name)
-        cwd = self._working_dir(spec)
+        cwd = self.working_dir(spec)
         run.container_id = f"{RUNTIME}://{self.uid}/{run.name}"
         started = utcnow()
         try:
@@ -1251,7 +1258,7 @@ class PodRunner:
                 return str(values.get(path[len(prefix) + 2 : -2], ""))
         raise ContainerConfigError(f"unsupported fieldRef {path!r} on the local node")
 
-    async def _environment(self, spec: Obj) -> dict[str, str]:
+    async def environment(self, spec: Obj) -> dict[str, str]:
         """The process environment: a minimal base, the container's env, then the node's own."""
         # The interpreter's directory comes first, so that `python3` in a shell script and the
         # project's console scripts are the node's own.
@@ -1313,7 +1320,7 @@ class PodRunner:
                 return target
         return None
 
-    def _working_dir(self, spec: Obj) -> Path:
+    def working_dir(self, spec: Obj) -> Path:
         wanted = spec.get("workingDir")
         if wanted:
             mapped = self._mapped_path(spec, wanted)
@@ -1323,7 +1330,7 @@ class PodRunner:
                 return Path(wanted)
         return self.scratch
 
-    async def _prepare_volumes(self) -> None:
+    async def prepare_volumes(self) -> None:
         """A directory per volume; configMap and secret volumes get their files."""
         for volume in self.pod.get("spec", {}).get("volumes") or []:
             name = volume["name"]
