@@ -28,6 +28,8 @@ from agentflow.console.views import (
 TERMINAL = ("Succeeded", "Failed")
 # Without any status after this long, the operator is probably not running: say so once.
 NO_STATUS_HINT_SECONDS = 30.0
+# Phase-change lines carry the whole (one-lined) summary, up to this many characters.
+LINE_SUMMARY_WIDTH = 500
 
 
 @dataclass
@@ -52,7 +54,7 @@ class _Progress:
             line = f"{key}: step {step.name} {phase} (agent {step.agent or agent})"
             summary = step.result.summary if step.result else step.message
             if phase in ("Succeeded", "Failed", "Cached", "Skipped") and summary:
-                line += f": {one_line(summary)}"
+                line += f": {one_line(summary, LINE_SUMMARY_WIDTH)}"
             lines.append(Text(line))
         return lines
 
@@ -111,6 +113,8 @@ def watch(
                 )
             sleep(interval)
         live.update(render(), refresh=True)
+    if not live_mode:
+        console.line()  # the final view is printed without a line end off a terminal
     failed = [ref for ref in refs if status_of(objects[ref]).phase.value == "Failed"]
     for ref in refs:
         status = status_of(objects[ref])
