@@ -641,27 +641,40 @@ def test_node_stops_its_processes_on_sigterm(
 def test_pods_running_when_the_node_died_fail_with_node_restarted(
     namespace: str,
     core: client.CoreV1Api,
+    kubectl: Kubectl,
     second_node: Callable[..., NodeProcess],
     tmp_path: Path,
 ) -> None:
     node = second_node()
     pid_file = tmp_path / "pid"
     core.create_namespaced_pod(namespace, node.pod("orphan", pid_recording_command(pid_file)))
+    core.create_namespaced_pod(namespace, node.pod("finished", ["echo", "before"]))
+    core.create_namespaced_pod(namespace, node.pod("deleted", ["echo", "meanwhile"]))
     wait_for(
         lambda: (p := read_pod(core, namespace, "orphan")) and p.status.phase == "Running",
         60,
         "pod running",
     )
+    finished_pod(core, namespace, "finished")
+    deleted_uid = finished_pod(core, namespace, "deleted").metadata.uid
+    pod_dirs = node.state_dir / "pods"
+    assert list(pod_dirs.glob(f"*_{deleted_uid}"))
     pid = read_pid(pid_file)
     assert pid is not None
     node.stop(signal.SIGKILL)  # no chance to clean up: the process outlives the node
     assert not process_gone(pid)
+    core.delete_namespaced_pod("deleted", namespace, grace_period_seconds=0)
 
     node.start(core)
     pod = finished_pod(core, namespace, "orphan")
     assert (pod.status.phase, pod.status.reason) == ("Failed", "NodeRestarted")
     assert terminated(pod).reason == "ContainerStatusUnknown"
     wait_for(lambda: process_gone(pid), 10, "the restarted node to kill the leftover process")
+    # The log of a pod that finished before the restart is still served; the files of the pod
+    # deleted while the node was down are removed.
+    logs = kubectl("-n", namespace, "logs", "finished")
+    assert (logs.returncode, logs.stdout) == (0, "before\n"), logs.stderr
+    wait_for(lambda: not list(pod_dirs.glob(f"*_{deleted_uid}")), 10, "the stale pod files to go")
 
 
 # ------------------------------------------------------------------------------ instant mode

@@ -111,7 +111,8 @@ FALLBACK_LOG_BYTES = 2048
 MAX_KILL_GRACE_SECONDS = 5.0
 SHUTDOWN_GRACE_SECONDS = 2.0
 IMAGE_PULL_BACKOFF_SECONDS = 5.0
-MAX_RETRY_DELAY_SECONDS = 30.0
+# Short, because the cluster is local: after an API server restart the node is back quickly.
+MAX_RETRY_DELAY_SECONDS = 5.0
 REQUEST_TIMEOUT_SECONDS = 30.0
 WATCH_TIMEOUT_SECONDS = 300
 LOG_FOLLOW_POLL_SECONDS = 0.2
@@ -957,9 +958,6 @@ class PodRunner:
         if self._sync_task is not None:
             await asyncio.wait([self._sync_task])
 
-    def log_file(self, container: str) -> Path:
-        return self.dir / f"{container}.log"
-
     async def _run(self) -> None:
         delay = self._deadline_delay()
         deadline = None
@@ -1090,7 +1088,7 @@ class PodRunner:
             return
         message_file = self.dir / "termination" / run.name
         message_file.write_bytes(b"")
-        log_file = self.log_file(run.name)
+        log_file = self.dir / f"{run.name}.log"
         cwd = self.working_dir(spec)
         run.container_id = f"{RUNTIME}://{self.uid}/{run.name}"
         started = utcnow()
@@ -1377,7 +1375,7 @@ class NodeConfig:
     bind: bool = True
     scheduler_name: str = DEFAULT_SCHEDULER
     max_running_pods: int = 64
-    workers: int = 16
+    workers: int = 64
     log_port: int = 0
     python: str = field(default_factory=lambda: sys.executable)
 
@@ -1481,6 +1479,7 @@ class LocalNode:
             group.create_task(self._heartbeat(), name="heartbeat")
             for informer in self.informers:
                 group.create_task(informer.run(), name=f"informer {informer.source}")
+            group.create_task(self._remove_orphaned_pod_dirs(self.informers[0]), name="cleanup")
             for i in range(self.config.workers):
                 group.create_task(self._worker(), name=f"worker {i}")
 
@@ -1689,11 +1688,19 @@ class LocalNode:
         self.handled.discard(uid)
         self.deleting.discard(uid)
         runner = self.runners.pop(uid, None)
-        if runner is None:
-            return
-        if not runner.done:
+        if runner is not None and not runner.done:
             await runner.terminate(0)
-        await asyncio.to_thread(shutil.rmtree, runner.dir, True)
+        for pod_dir in self.pods_dir.glob(f"*_{uid}"):
+            await asyncio.to_thread(shutil.rmtree, pod_dir, True)
+
+    async def _remove_orphaned_pod_dirs(self, bound: PodInformer) -> None:
+        """Once the bound pods are known: remove the files of pods deleted while the node was
+        not running."""
+        await bound.synced.wait()
+        for pod_dir in list(self.pods_dir.iterdir()):
+            if pod_dir.is_dir() and pod_dir.name.rsplit("_", 1)[-1] not in self.pods:
+                log.info("removing %s: its pod is gone", pod_dir.name)
+                await asyncio.to_thread(shutil.rmtree, pod_dir, True)
 
     async def patch_pod_status(self, pod: Obj, status: Obj) -> bool:
         """Patch ``pods/status`` (strategic merge); False when the pod no longer exists."""
@@ -1926,8 +1933,9 @@ class LocalNode:
                 data = last_lines(data, tail)
             return web.Response(body=data[:limit] if limit is not None else data)
         runner = self.runners.get(uid)
-        path = runner.log_file(container) if runner else None
-        if runner is None or path is None or not path.exists():
+        # Without a runner (the node restarted since) the files of a finished pod still serve.
+        path = self.pods_dir / pod_dir_name(namespace, pod_name, uid) / f"{container}.log"
+        if not path.exists():
             return web.Response(
                 status=400,
                 text=f'container "{container}" in pod "{pod_name}" is waiting to start',
@@ -1941,9 +1949,9 @@ class LocalNode:
         await response.prepare(request)
         sent = len(data)
         await response.write(data)
-        run = runner.runs[container]
+        run = runner.runs[container] if runner is not None else None
         while limit is None or sent < limit:
-            finished = run.terminated or runner.done
+            finished = run is None or run.terminated or runner is None or runner.done
             chunk = await asyncio.to_thread(_read_from, path, offset)
             if chunk:
                 offset += len(chunk)
@@ -1997,14 +2005,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--pki-dir", type=Path, help="default: <state-dir>/pki")
     parser.add_argument("--log-port", type=int, default=0, help="default: a free port")
     parser.add_argument("--max-running-pods", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=16, help="pods handled concurrently")
+    parser.add_argument("--workers", type=int, default=64, help="pods handled concurrently")
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
 
 async def serve(config: NodeConfig, kubeconfig: Path, stop: asyncio.Event) -> int:
     """Run the node until ``stop`` is set; then stop every pod process."""
-    async with KubeClient.from_kubeconfig(kubeconfig, max_connections=config.workers * 4) as client:
+    async with KubeClient.from_kubeconfig(kubeconfig, max_connections=config.workers + 8) as client:
         node = LocalNode(config, client)
         run = asyncio.create_task(node.run(), name="node")
         stopped = asyncio.create_task(stop.wait(), name="stop")
