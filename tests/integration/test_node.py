@@ -29,6 +29,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from agentflow.api.models import DEFAULT_AGENT_IMAGE
 from agentflow.localcluster import LocalCluster, pki
 from agentflow.localcluster.node import (
     ANNOTATION_INSTANT_EXIT_CODE,
@@ -38,6 +39,7 @@ from agentflow.localcluster.node import (
     LABEL_LOCAL_NODE,
     RUNTIME_VERSION,
 )
+from agentflow.report import decode_termination_message
 
 T = TypeVar("T")
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
@@ -482,6 +484,32 @@ def test_init_container_and_main_container_share_an_empty_dir(
     assert pod.status.phase == "Succeeded"
     assert pod.status.init_container_statuses[0].state.terminated.exit_code == 0
     assert terminated(pod).message == "from-init\nfrom-init\n"
+
+
+def test_agent_runner_image_runs_the_project_runner(namespace: str, core: client.CoreV1Api) -> None:
+    env = [
+        {"name": "AGENTFLOW_PROMPT", "value": "Check the VAT rules"},
+        {"name": "AGENTFLOW_STEP", "value": "vat-check"},
+        {"name": "AGENTFLOW_AGENT", "value": "scripted"},
+        {"name": "AGENTFLOW_SCRIPT_REPORT", "value": "## Summary\nchecked {step}\n"},
+    ]
+    container = {
+        "image": DEFAULT_AGENT_IMAGE,
+        "env": env,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [{"name": "scratch", "mountPath": "/tmp"}],
+    }
+    # No command: the image's entrypoint (python -m agentflow.runner) runs.
+    manifest = pod_manifest(
+        "runner", [], container=container, volumes=[{"name": "scratch", "emptyDir": {}}]
+    )
+    core.create_namespaced_pod(namespace, manifest)
+    pod = finished_pod(core, namespace, "runner")
+    state = terminated(pod)
+    assert state.exit_code == 0, state.message
+    result = decode_termination_message(state.message)
+    assert (result.summary, result.truncated) == ("checked vat-check", False)
+    assert "checked vat-check" in core.read_namespaced_pod_log("runner", namespace)
 
 
 # --------------------------------------------------------------------------- unknown images
