@@ -48,6 +48,11 @@ def one_line(text: str | None, width: int = SUMMARY_WIDTH) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
+def shrinkable(text: str) -> Text:
+    """A table cell that is cut with an ellipsis when its (wrappable) column must shrink."""
+    return Text(text, no_wrap=True, overflow="ellipsis")
+
+
 def spec_steps(obj: Mapping[str, Any]) -> list[dict[str, Any]]:
     steps = (obj.get("spec") or {}).get("steps") or []
     return [s for s in steps if isinstance(s, dict)]
@@ -99,7 +104,8 @@ def steps_table(obj: Mapping[str, Any]) -> Table:
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("STEP", "PHASE", "AGENT", "ATTEMPTS", "FALLBACK", "CACHE", "ITERATION"):
         table.add_column(column, no_wrap=True)
-    table.add_column("SUMMARY", no_wrap=True, overflow="ellipsis", max_width=SUMMARY_WIDTH)
+    # The one column that gives way on a narrow terminal (cut with an ellipsis, never wrapped).
+    table.add_column("SUMMARY", max_width=SUMMARY_WIDTH)
     for spec_agent, step in step_rows(obj):
         summary = step.result.summary if step.result and step.result.summary else step.message
         table.add_row(
@@ -110,7 +116,7 @@ def steps_table(obj: Mapping[str, Any]) -> Table:
             "yes" if step.fallback_used else "",
             cache_cell(step),
             str(step.iteration) if step.iteration else "",
-            one_line(summary),
+            shrinkable(one_line(summary)),
         )
     return table
 
@@ -168,7 +174,7 @@ def workflows_table(
         table.add_column("NAMESPACE", no_wrap=True)
     for column in ("NAME", "PHASE", "PROGRESS", "DEGRADED", "AGE"):
         table.add_column(column, no_wrap=True)
-    table.add_column("MESSAGE", no_wrap=True, overflow="ellipsis", max_width=80)
+    table.add_column("MESSAGE", max_width=80)
     for obj in sorted(
         items, key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"])
     ):
@@ -183,7 +189,7 @@ def workflows_table(
             status.progress or "-",
             str(status.degraded).lower() if has_status else "-",
             age(meta.get("creationTimestamp"), now),
-            one_line(status.message, 80),
+            shrinkable(one_line(status.message, 80)),
         ]
         table.add_row(*row)
     return table
