@@ -36,8 +36,15 @@ Where it differs from a real kubelet, on purpose:
 * When the node process restarts, the processes of pods that were running are gone (the node
   kills them on exit and again on start).  Such pods become Failed with reason
   ``NodeRestarted`` rather than being restarted, so the Job controller or the operator decides.
+* A process does not inherit the node's environment: it gets ``PATH`` (the node interpreter's
+  directory first, then the usual system directories), ``HOSTNAME``, the container's ``envFrom``
+  and ``env`` (``$(VAR)`` expanded as the kubelet does, also in ``command``/``args``), then the
+  node's own ``HOME``, ``TMPDIR`` and ``AGENTFLOW_*`` paths.
 * Probes, resource limits, ``resourceFieldRef`` env, ``exec``/``attach``/``port-forward`` and
   previous-container logs are not supported.
+
+SIGTERM (or SIGINT) stops the node: it stops every pod process (SIGTERM, then SIGKILL after
+two seconds) and exits with status 0, leaving pod status as it was for the next start to settle.
 """
 
 from __future__ import annotations
@@ -1105,7 +1112,7 @@ class PodRunner:
                 )
         except OSError as err:
             run.started_at = started
-            run.finish(128, "StartError", f"failed to start {argv[0]!r}: {err.strerror}", utcnow())
+            run.finish(128, "StartError", f'exec: "{argv[0]}": {err.strerror}', utcnow())
             self.publish()
             log.info("pod %s container %s: failed to start: %s", self.key, run.name, err.strerror)
             return
@@ -1171,11 +1178,12 @@ class PodRunner:
             try:
                 return await configure()
             except ContainerConfigError as err:
-                if any(run.waiting_message != str(err) for run in runs):
-                    log.info("pod %s: %s", self.key, err)
-                for run in runs:
-                    run.wait(reason, str(err))
-                self.publish()
+                message = str(err)
+                if any((r.waiting_reason, r.waiting_message) != (reason, message) for r in runs):
+                    log.info("pod %s: %s", self.key, message)
+                    for run in runs:
+                        run.wait(reason, message)
+                    self.publish()
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_RETRY_DELAY_SECONDS)
 
