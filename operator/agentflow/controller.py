@@ -53,7 +53,7 @@ from agentflow.engine.types import (
 from agentflow.jobspec import WorkflowRef, build_step_job
 from agentflow.kube import CreateOutcome, Kube
 from agentflow.metrics import OperatorMetrics
-from agentflow.observe import JobSummary, PodSummary, observe
+from agentflow.observe import JobSummary, PodSummary, observe, recheck_at
 
 logger = logging.getLogger("agentflow.controller")
 
@@ -193,6 +193,20 @@ class Written:
 
     previous_resource_version: str | None
     body: dict[str, Any]
+
+    def is_newer_than(self, resource_version: str | None) -> bool:
+        """Whether the object we wrote is newer than one the watch handed us.
+
+        The watch may still deliver versions from before our write (kopf's own patches, the
+        object's deletion); planning from those would repeat what we already did.  On etcd,
+        resourceVersions are revisions that only grow; if one ever is not a number, only the
+        exact version we planned from counts as stale.
+        """
+        ours = (self.body.get("metadata") or {}).get("resourceVersion")
+        try:
+            return int(resource_version or 0) < int(ours or 0)
+        except ValueError:
+            return resource_version == self.previous_resource_version
 
 
 @dataclass
@@ -432,7 +446,7 @@ async def reconcile(
         current: Mapping[str, Any] = body
         written = rt.written.get(key)
         rv = (body.get("metadata") or {}).get("resourceVersion")
-        if written is not None and rv == written.previous_resource_version:
+        if written is not None and written.is_newer_than(rv):
             current = written.body  # the watch has not caught up with our own write yet
         for _ in range(MAX_CONFLICT_RETRIES):
             result = await _reconcile_once(rt, key, current, gather)
@@ -476,10 +490,12 @@ async def _reconcile_once(
         new = invalid_object_status(old, meta.get("generation"), error, now)
         plan = Plan(status=new)
         observed: list[ObservedJob] = []
+        recheck: datetime | None = None
     else:
         workflow = workflow.model_copy(update={"status": old})
         obs = gather()
         observed, stuck = observe(obs.jobs, obs.pods, now)
+        recheck = recheck_at(obs.jobs, obs.pods, now)
         observed = await store_outputs(rt, wf_ref, old, observed)
         ref = workflow.spec.fallback_policy_ref
         policy = resolve_fallback_policy(ref.name if ref else None, obs.policies)
@@ -503,4 +519,8 @@ async def _reconcile_once(
         rt.written[key] = Written(meta.get("resourceVersion"), patched)
         record_metrics(rt, namespace, old, new, plan, observed, now)
     rt.record_phase(key, new.phase.value)
+    if recheck is not None:
+        # A grace period of observe() ends then, and no watch event may mark it.
+        until = (recheck - now).total_seconds()
+        return until if plan.requeue_after is None else min(until, plan.requeue_after)
     return plan.requeue_after

@@ -46,6 +46,16 @@ class JobSettings:
     run_as_user: int = 65532
 
 
+def literal(value: str) -> str:
+    """An env value the kubelet passes through unchanged.
+
+    The kubelet expands ``$(NAME)`` in env values and reduces ``$$`` to ``$``; doubling every
+    ``$`` keeps operator-set data (prompts, names) exactly as written, so a prompt cannot pull
+    another variable, such as an API key, into itself.
+    """
+    return value.replace("$", "$$")
+
+
 def _env_entry(var: EnvVar) -> dict[str, Any]:
     if var.value_from is not None:
         ref = var.value_from.secret_key_ref
@@ -63,12 +73,12 @@ def step_env(workflow: WorkflowRef, action: CreateJob) -> list[dict[str, Any]]:
         {"name": "AGENTFLOW_ITERATION", "value": str(action.iteration)},
         {"name": "AGENTFLOW_ATTEMPT", "value": str(action.attempt)},
         {"name": "AGENTFLOW_AGENT", "value": agent.name},
-        {"name": "AGENTFLOW_PROMPT", "value": action.prompt},
+        {"name": "AGENTFLOW_PROMPT", "value": literal(action.prompt)},
     ]
     if agent.provider is not None:
         env.append({"name": "AGENTFLOW_PROVIDER", "value": Provider(agent.provider).value})
     if agent.model is not None:
-        env.append({"name": "AGENTFLOW_MODEL", "value": agent.model})
+        env.append({"name": "AGENTFLOW_MODEL", "value": literal(agent.model)})
     reserved = {e["name"] for e in env}
     # The agent's own env comes after, minus anything that would shadow the operator's values.
     env.extend(_env_entry(v) for v in agent.env if v.name not in reserved)

@@ -40,3 +40,15 @@ def test_policy_resolution_order() -> None:
     spec = {"rules": [{"agent": "a", "fallback": "b", "criticality": "high"}]}
     chosen = resolve_fallback_policy(None, {"default": spec})
     assert chosen.rule_for("a").fallback == "b"
+
+
+def test_a_body_older_than_our_last_write_is_stale() -> None:
+    from agentflow.controller import Written
+
+    written = Written("10", {"metadata": {"resourceVersion": "12"}})
+    assert written.is_newer_than("10")
+    assert written.is_newer_than("11")  # e.g. kopf's finalizer patch, before our write
+    assert not written.is_newer_than("12")
+    assert not written.is_newer_than("13")
+    opaque = Written("a", {"metadata": {"resourceVersion": "b"}})
+    assert opaque.is_newer_than("a") and not opaque.is_newer_than("c")

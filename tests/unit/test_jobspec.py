@@ -63,7 +63,8 @@ def test_prompt_is_data_in_the_environment_never_a_command_line() -> None:
     container = build_step_job(WF, _action())["spec"]["template"]["spec"]["containers"][0]
     assert "command" not in container and "args" not in container
     env = {e["name"]: e.get("value") for e in container["env"]}
-    assert env["AGENTFLOW_PROMPT"] == "$(rm -rf /); `id` {{ x }} ${HOME}"
+    # Every `$` doubled: the kubelet's $(VAR) expansion turns it back into the prompt as written.
+    assert env["AGENTFLOW_PROMPT"] == "$$(rm -rf /); `id` {{ x }} $${HOME}"
     assert container["image"] == "agentflow/agent-runner:0.1.0"
 
 
@@ -80,7 +81,7 @@ def test_agent_env_cannot_shadow_operator_values_and_secrets_stay_references() -
     )
     env = build_step_job(WF, action)["spec"]["template"]["spec"]["containers"][0]["env"]
     prompts = [e for e in env if e["name"] == "AGENTFLOW_PROMPT"]
-    assert prompts == [{"name": "AGENTFLOW_PROMPT", "value": "$(rm -rf /); `id` {{ x }} ${HOME}"}]
+    assert prompts == [{"name": "AGENTFLOW_PROMPT", "value": "$$(rm -rf /); `id` {{ x }} $${HOME}"}]
     assert {
         "name": "ANTHROPIC_API_KEY",
         "valueFrom": {"secretKeyRef": {"name": "keys", "key": "a"}},

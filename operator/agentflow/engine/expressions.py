@@ -32,6 +32,42 @@ _MACRO_VARIABLE = re.compile(
     r"(?P<var>[A-Za-z_][A-Za-z0-9_]*)\s*,(?:\s*(?P<var2>[A-Za-z_][A-Za-z0-9_]*)\s*,)?"
 )
 _HYPHENATED = re.compile(r"\bsteps\s*\.\s*[a-z0-9]+-[a-z0-9]")
+_MACRO_CALL = re.compile(
+    r"\.\s*(?:all|exists|exists_one|map|filter|transformList|transformMap)\s*\("
+)
+# Comprehension macros nest multiplicatively: with expressions capped at 1,024 characters,
+# two levels stay in the tens of thousands of iterations, a few more would run for minutes
+# on the operator's event loop.
+MAX_MACRO_NESTING = 2
+
+
+def macro_nesting(expression: str) -> int:
+    """How deeply comprehension macros (all, exists, map, ...) nest in ``expression``."""
+    deepest = 0
+    open_macros: list[int] = []  # parenthesis depth at which each open macro call started
+    depth = 0
+    quote: str | None = None
+    i = 0
+    while i < len(expression):
+        ch = expression[i]
+        if quote is not None:
+            if ch == "\\":
+                i += 1
+            elif ch == quote:
+                quote = None
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "(":
+            depth += 1
+            if _MACRO_CALL.fullmatch(expression, max(expression.rfind(".", 0, i + 1), 0), i + 1):
+                open_macros.append(depth)
+                deepest = max(deepest, len(open_macros))
+        elif ch == ")":
+            if open_macros and open_macros[-1] == depth:
+                open_macros.pop()
+            depth -= 1
+        i += 1
+    return deepest
 
 
 class ExpressionError(ValueError):
@@ -69,6 +105,11 @@ def check_expression(expression: str, variables: frozenset[str]) -> tuple[list[s
         # Reading further would report the name's first half as an unknown step.
         return ['a step name with "-" must be written steps["name"] in CEL'], set()
     problems: list[str] = []
+    if macro_nesting(expression) > MAX_MACRO_NESTING:
+        problems.append(
+            f"macros such as all/exists/map nest more than {MAX_MACRO_NESTING} deep; "
+            "the cost of evaluating it would be unbounded"
+        )
     bound: set[str] = set()
     for match in _MACRO_VARIABLE.finditer(expression):
         bound.update(v for v in match.group("var", "var2") if v)

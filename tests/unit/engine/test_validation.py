@@ -165,3 +165,14 @@ def test_validating_a_long_chain_is_fast_enough_to_run_every_pass() -> None:
     started = time.perf_counter()
     assert validate_workflow(spec(*chain)) == []
     assert time.perf_counter() - started < 1.0  # quadratic work would take far longer
+
+
+def test_deeply_nested_macros_are_rejected_for_their_cost() -> None:
+    from agentflow.engine.expressions import MAX_MACRO_NESTING, check_expression, macro_nesting
+
+    nested = "[1,2].all(a, [1].exists(b, [2].all(c, true)))"
+    assert macro_nesting(nested) == 3 > MAX_MACRO_NESTING
+    problems, _ = check_expression(nested, frozenset({"steps"}))
+    assert problems and "nest more than" in problems[0]
+    fine, _ = check_expression('[1].all(a, ["(", ")"].exists(b, b == "x"))', frozenset({"steps"}))
+    assert fine == []
