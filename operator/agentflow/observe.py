@@ -154,6 +154,50 @@ def summarize_pod(pod: Mapping[str, Any]) -> PodSummary | None:
     return summary
 
 
+def _pods_by_job(pods: Iterable[PodSummary]) -> dict[str, PodSummary]:
+    """Each Job's pod, preferring one that has terminated."""
+    by_job: dict[str, PodSummary] = {}
+    for candidate in pods:
+        current = by_job.get(candidate.job_name)
+        if current is None or candidate.terminated or not current.terminated:
+            by_job[candidate.job_name] = candidate
+    return by_job
+
+
+def _held_until(job: JobSummary, pod: PodSummary | None) -> datetime | None:
+    """Until when a finished Job is still shown active while its pod's final state is missing."""
+    if job.state is JobState.ACTIVE or job.finished_at is None:
+        return None
+    if pod is not None and pod.terminated:
+        return None
+    return job.finished_at + POD_STATUS_GRACE
+
+
+def _stuck_from(pod: PodSummary | None) -> datetime | None:
+    """When a pod waiting on an error it will not get over counts as stuck."""
+    if pod is None or pod.waiting_reason not in STUCK_WAITING_REASONS or pod.created_at is None:
+        return None
+    return pod.created_at + STUCK_GRACE
+
+
+def recheck_at(
+    jobs: Iterable[JobSummary], pods: Iterable[PodSummary], now: datetime
+) -> datetime | None:
+    """The next moment a grace period of :func:`observe` runs out and its answer changes.
+
+    No watch event marks that moment (a deleted pod never reports a final state, a pod stuck
+    on an image may not change again), so the caller must plan again then.
+    """
+    pods_by_job = _pods_by_job(pods)
+    moments: list[datetime] = []
+    for job in jobs:
+        pod = pods_by_job.get(job.name)
+        for moment in (_held_until(job, pod), _stuck_from(pod)):
+            if moment is not None and moment > now:
+                moments.append(moment)
+    return min(moments, default=None)
+
+
 def observe(
     jobs: Iterable[JobSummary], pods: Iterable[PodSummary], now: datetime
 ) -> tuple[list[ObservedJob], list[str]]:
@@ -162,36 +206,23 @@ def observe(
     A Job is reported finished only together with its pod's terminated state (exit code and
     termination message), since the two arrive on different watches; after a short grace the
     Job's own verdict is used alone.  A pod stuck on an image or config error is reported as a
-    failed attempt; the caller deletes its Job.
+    failed attempt; the caller deletes its Job.  :func:`recheck_at` says when these graces end.
     """
-    pods_by_job: dict[str, PodSummary] = {}
-    for candidate in pods:
-        current = pods_by_job.get(candidate.job_name)
-        if current is None or candidate.terminated or not current.terminated:
-            pods_by_job[candidate.job_name] = candidate
+    pods_by_job = _pods_by_job(pods)
     observed: list[ObservedJob] = []
     stuck: list[str] = []
     for job in jobs:
         pod = pods_by_job.get(job.name)
         state, reason, message = job.state, job.reason, job.message
         finished = job.finished_at
-        if (
-            state is not JobState.ACTIVE
-            and (pod is None or not pod.terminated)
-            and finished is not None
-            and now - finished < POD_STATUS_GRACE
-        ):
+        held = _held_until(job, pod)
+        if held is not None and now < held:
             state = JobState.ACTIVE
         if state is JobState.ACTIVE and job.deleting:
             state, reason = JobState.FAILED, "JobDeleted"
             message = "the step's Job was deleted before it finished"
-        if (
-            state is JobState.ACTIVE
-            and pod is not None
-            and pod.waiting_reason in STUCK_WAITING_REASONS
-            and pod.created_at is not None
-            and now - pod.created_at >= STUCK_GRACE
-        ):
+        stuck_from = _stuck_from(pod)
+        if state is JobState.ACTIVE and pod and stuck_from is not None and now >= stuck_from:
             state, reason, message = JobState.FAILED, pod.waiting_reason, pod.waiting_message
             stuck.append(job.name)
         exit_code = pod.exit_code if pod is not None else None
