@@ -56,8 +56,8 @@ cluster-up: install binaries ## Start the local control plane and local node (ku
 	$(PY) -m agentflow.localcluster up
 
 .PHONY: cluster-down
-cluster-down: install ## Stop the local control plane and node
-	$(PY) -m agentflow.localcluster down
+cluster-down: install ## Stop the operator started by `make dev`, the local node and control plane
+	$(VENV)/bin/agentflow dev --stop
 
 .PHONY: dev
 dev: install binaries ## Local cluster + operator + the finance-feature example, watched to the end

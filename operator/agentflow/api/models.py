@@ -514,6 +514,9 @@ class WorkflowStatus(StatusModel):
     finished_at: datetime | None = None
     message: str | None = None
     """Human-readable details of the phase."""
+    spec_digest: str | None = None
+    """Digest of the spec this run executes, leaving out `suspend`: a change to `suspend`
+    alone pauses or resumes the run instead of starting a new one."""
     # Tokens of the last rerun/retry request (annotations) this status has acted on.
     rerun_token: str | None = None
     """The last ``agentflow.dev/rerun`` annotation value acted on."""

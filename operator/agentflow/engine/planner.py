@@ -46,6 +46,7 @@ while suspended.
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -174,6 +175,13 @@ def _describe(reason: str, exit_code: int | None, summary: str) -> str:
     return text
 
 
+def run_spec_digest(spec: WorkflowSpec) -> str:
+    """What a run executes, as a digest: the spec without `suspend`."""
+    data = spec.model_dump(mode="json", by_alias=True, exclude={"suspend"})
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
 class _Planner:
     """One planning pass; every method works on the private copy of the status."""
 
@@ -274,7 +282,10 @@ class _Planner:
             and status.observed_generation is not None
             and generation != status.observed_generation
         ):
-            self._new_run(keep=False, why=f"spec changed (generation {generation})")
+            if status.spec_digest is not None and status.spec_digest == run_spec_digest(self.spec):
+                status.observed_generation = generation  # only `suspend` changed: same run
+            else:
+                self._new_run(keep=False, why=f"spec changed (generation {generation})")
         elif rerun and rerun != status.rerun_token:
             self._new_run(keep=False, why="rerun requested")
         elif retry and retry != status.retry_token:
@@ -311,6 +322,7 @@ class _Planner:
         status.finished_at = None
         status.message = None
         status.observed_generation = self.workflow.metadata.generation
+        status.spec_digest = run_spec_digest(self.spec)
         status.rerun_token = annotations.get(ANNOTATION_RERUN)
         status.retry_token = annotations.get(ANNOTATION_RETRY)
         self.started_run = True

@@ -54,6 +54,8 @@ def test_old_run_results_are_ignored() -> None:
     w = World(workflow([step("a", cache={"enabled": False})]))
     w.plan()
     old = w.job_of("a")
+    edited = [step("a", prompt="edited", cache={"enabled": False})]
+    w.wf = w.wf.model_copy(update={"spec": w.wf.spec.model_copy(update={"steps": edited})})
     _edit(w, generation=2)
     w.plan()
     new = next(j for j in w.active("a") if j.run == 2)
@@ -383,3 +385,42 @@ def test_replanning_the_same_observation_adds_nothing() -> None:
     plan_twice()
     assert w.phase == "Succeeded"
     assert len(observations) == 5
+
+
+def _set_suspend(w: World, suspend: bool) -> None:
+    """What `kubectl patch --type merge -p '{"spec":{"suspend":...}}'` does: a new generation."""
+    meta = w.wf.metadata.model_copy(update={"generation": (w.wf.metadata.generation or 1) + 1})
+    spec = w.wf.spec.model_copy(update={"suspend": suspend})
+    w.wf = w.wf.model_copy(update={"metadata": meta, "spec": spec})
+
+
+def test_toggling_suspend_pauses_the_same_run_instead_of_starting_a_new_one() -> None:
+    w = World(workflow([step("a"), step("b")]))
+    w.plan()
+    assert w.wf.status is not None and w.wf.status.run == 1
+    running = [a.job_name for a in w.step_status("a").attempts]
+    _set_suspend(w, True)
+    p = w.plan()
+    assert w.wf.status.run == 1
+    assert deletes(p) == []
+    assert w.wf.status.observed_generation == w.wf.metadata.generation == 2
+    w.succeed("a")
+    assert creates(w.plan()) == []  # suspended: b waits, a's result is kept
+    assert w.step_status("a").phase is StepPhase.SUCCEEDED
+    _set_suspend(w, False)
+    p = w.plan()
+    assert w.wf.status.run == 1
+    assert [c.step for c in creates(p)] == ["b"]
+    assert [a.job_name for a in w.step_status("a").attempts] == running
+
+
+def test_a_real_spec_change_still_starts_a_new_run() -> None:
+    w = World(workflow([step("a", prompt="one")]))
+    w.plan()
+    meta = w.wf.metadata.model_copy(update={"generation": 2})
+    spec = w.wf.spec.model_copy(
+        update={"steps": [w.wf.spec.steps[0].model_copy(update={"prompt": "two"})]}
+    )
+    w.wf = w.wf.model_copy(update={"metadata": meta, "spec": spec})
+    w.plan()
+    assert w.wf.status is not None and w.wf.status.run == 2
