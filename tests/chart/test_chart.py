@@ -306,19 +306,19 @@ def test_all_on_passes_pod_settings_through() -> None:
 # --------------------------------------------------------------------------------------------
 
 OPERATOR_RULES = {
+    # Exactly what tests/integration/test_chart_rbac.py saw the operator use on a real
+    # API server (audit log), under this chart's ServiceAccount.
     ("agentflow.dev", "workflows"): {"get", "list", "watch", "patch", "delete"},
-    ("agentflow.dev", "workflows/status"): {"get", "patch"},
-    ("agentflow.dev", "agentfallbackpolicies"): {"get", "list", "watch", "patch"},
-    ("agentflow.dev", "agentfallbackpolicies/status"): {"get", "patch"},
+    ("agentflow.dev", "workflows/status"): {"patch"},
+    ("agentflow.dev", "agentfallbackpolicies"): {"list", "watch"},
+    ("agentflow.dev", "agentfallbackpolicies/status"): {"patch"},
     ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
-    ("", "pods"): {"get", "list", "watch"},
+    ("", "pods"): {"list", "watch"},
     ("", "pods/log"): {"get"},
-    ("", "configmaps"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "events"): {"create", "patch"},
-    ("events.k8s.io", "events"): {"create", "patch"},
+    ("", "configmaps"): {"list", "watch", "create", "patch", "delete"},
+    ("", "events"): {"create"},
     ("coordination.k8s.io", "leases"): {"get", "list", "watch"},
 }
-
 
 def grants(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
     out: dict[tuple[str, str], set[str]] = {}

@@ -14,15 +14,15 @@ Each rule names the code path that needs it.
 # kube.Kube.patch_workflow_status writes phase, steps and conditions.
 - apiGroups: ["agentflow.dev"]
   resources: ["workflows/status"]
-  verbs: ["get", "patch"]
-# kopf watches AgentFallbackPolicies (and patches its annotations) to resolve fallbacks.
+  verbs: ["patch"]
+# kopf watches AgentFallbackPolicies (the fallback_policies index) to resolve fallbacks.
 - apiGroups: ["agentflow.dev"]
   resources: ["agentfallbackpolicies"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch"]
 # kube.Kube.patch_policy_status reports whether a policy is valid.
 - apiGroups: ["agentflow.dev"]
   resources: ["agentfallbackpolicies/status"]
-  verbs: ["get", "patch"]
+  verbs: ["patch"]
 # The Job watch feeds observe.py; kube.Kube.create_job starts a step attempt (get: the
 # idempotency check after a 409); kube.Kube.delete_job stops timed-out and cancelled steps.
 - apiGroups: ["batch"]
@@ -31,7 +31,7 @@ Each rule names the code path that needs it.
 # The Pod watch gives termination messages; kube.Kube.read_job_log lists a Job's pod.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 # kube.Kube.read_job_log reads a full report that did not fit the termination message.
 - apiGroups: [""]
   resources: ["pods/log"]
@@ -40,18 +40,14 @@ Each rule names the code path that needs it.
 # list_configmaps (cache lookups and the expiry sweep) and delete_configmap.
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 # handlers.heartbeat watches the operator's Lease (field selector on its name) as proof that
 # the watches are alive; RBAC cannot narrow list/watch to one name, so this is read-only on all.
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
   verbs: ["get", "list", "watch"]
-# Step and workflow events: RecordEvent actions and kopf's own event posting (core/v1).
+# Step and workflow events: RecordEvent actions, posted through kopf (core/v1 create only).
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-# The same events through events.k8s.io/v1, which newer clients use.
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end }}

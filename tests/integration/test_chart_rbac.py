@@ -1,0 +1,265 @@
+"""The chart's RBAC is exactly what the operator needs, shown on a real API server.
+
+The rendered chart's ServiceAccount and RBAC are installed into a cluster of their own, the
+operator runs with that ServiceAccount's token (not admin), and workflows that exercise every
+code path run to the end.  The API server's audit log then shows every request the operator
+made: none was forbidden (the rules suffice), and every verb each rule grants was used (the
+rules are minimal), except the few documented paths that only a rare event takes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from agentflow.localcluster import LocalCluster
+from tests.integration.conftest import OperatorProcess, install_crds, wait_for
+from tests.integration.workflows import REPO, apply, get, policy, script_agent, step, workflow
+
+pytestmark = pytest.mark.integration
+
+RELEASE_NAMESPACE = "agentflow-system"
+WORKLOAD_NAMESPACE = "rbac-e2e"
+HELM = Path.home() / ".cache" / "agentflow" / "bin" / "helm"
+# Rights only a rare event uses; each names the event, and a unit test covers the path.
+RARE = {
+    ("agentflow.dev", "workflows", "get"): "re-read after a 409 on the status patch",
+    ("batch", "jobs", "get"): "owner check after a 409 on Job creation",
+    ("", "configmaps", "patch"): "refreshing a cache entry whose key already exists",
+}
+Rule = tuple[str, str, str]  # (apiGroup, resource[/subresource], verb)
+
+
+def render_chart() -> list[dict[str, Any]]:
+    version = (REPO / "hack" / "controlplane" / "VERSION").read_text().strip()
+    out = subprocess.run(
+        [
+            str(HELM),
+            "template",
+            "agentflow",
+            str(REPO / "charts" / "agentflow"),
+            "--namespace",
+            RELEASE_NAMESPACE,
+            "--kube-version",
+            version,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def granted(docs: list[dict[str, Any]], account: str) -> set[Rule]:
+    """Every (group, resource, verb) the chart grants to the operator's ServiceAccount."""
+    bound = {
+        (b["roleRef"]["kind"], b["roleRef"]["name"])
+        for b in docs
+        if b["kind"] in ("ClusterRoleBinding", "RoleBinding")
+        and any(s.get("name") == account for s in b.get("subjects", []))
+    }
+    rules: set[Rule] = set()
+    for role in docs:
+        if (
+            role["kind"] in ("ClusterRole", "Role")
+            and (role["kind"], role["metadata"]["name"]) in bound
+        ):
+            for r in role.get("rules", []):
+                for group in r.get("apiGroups", []):
+                    for resource in r.get("resources", []):
+                        for verb in r.get("verbs", []):
+                            rules.add((group, resource, verb))
+    return rules
+
+
+def used(audit_log: Path, username: str) -> tuple[set[Rule], list[dict[str, Any]]]:
+    seen: set[Rule] = set()
+    forbidden: list[dict[str, Any]] = []
+    for line in audit_log.read_text().splitlines():
+        event = json.loads(line)
+        if event["user"]["username"] != username or "objectRef" not in event:
+            continue
+        ref = event["objectRef"]
+        resource = ref.get("resource", "")
+        if ref.get("subresource"):
+            resource += "/" + ref["subresource"]
+        seen.add((ref.get("apiGroup", ""), resource, event["verb"]))
+        if event.get("responseStatus", {}).get("code") == 403:
+            forbidden.append({"verb": event["verb"], "uri": event["requestURI"]})
+    return seen, forbidden
+
+
+@pytest.fixture(scope="module")
+def rbac_cluster() -> Iterator[LocalCluster]:
+    state = REPO / ".agentflow" / "rbac-cluster"
+    LocalCluster(state).stop()  # a fresh cluster: the audit log must hold only this run
+    shutil.rmtree(state, ignore_errors=True)
+    cluster = LocalCluster(state)
+    cluster.start()
+    cluster.start_node()
+    yield cluster
+    cluster.stop()
+
+
+def test_chart_rbac_is_sufficient_and_minimal(rbac_cluster: LocalCluster, tmp_path: Path) -> None:
+    if not HELM.exists():
+        pytest.fail(f"{HELM} is missing: run `make binaries`")
+    kubectl_bin = str(Path(sys.executable).parent / "kubectl")
+
+    def kubectl(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [kubectl_bin, "--kubeconfig", str(rbac_cluster.kubeconfig), *args],
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=120,
+        )
+
+    install_crds(kubectl)
+    docs = render_chart()
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+    rbac = [
+        d
+        for d in docs
+        if d["kind"]
+        in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+    ]
+    for ns in (RELEASE_NAMESPACE, WORKLOAD_NAMESPACE):
+        kubectl("create", "namespace", ns)
+    result = kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(rbac))
+    assert result.returncode == 0, result.stderr
+    token = kubectl("create", "token", account, "-n", RELEASE_NAMESPACE, "--duration=2h")
+    assert token.returncode == 0, token.stderr
+    kubeconfig = tmp_path / "operator.kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "operator",
+                "clusters": [
+                    {
+                        "name": "local",
+                        "cluster": {
+                            "server": rbac_cluster.api_url,
+                            "certificate-authority": str(rbac_cluster.pki_dir / "ca.crt"),
+                        },
+                    }
+                ],
+                "users": [{"name": "operator", "user": {"token": token.stdout.strip()}}],
+                "contexts": [
+                    {"name": "operator", "context": {"cluster": "local", "user": "operator"}}
+                ],
+            }
+        )
+    )
+    env = {
+        c["name"]: c["value"]
+        for c in deployment["spec"]["template"]["spec"]["containers"][0].get("env", [])
+        if "value" in c
+    }
+    operator = OperatorProcess(kubeconfig=kubeconfig, log_dir=rbac_cluster.logs_dir, env=env)
+    operator.start()
+    try:
+        apply(
+            kubectl,
+            WORKLOAD_NAMESPACE,
+            [
+                policy(
+                    "fallbacks",
+                    [
+                        {"agent": "primary", "fallback": "backup", "criticality": "high"},
+                        {"agent": "validator", "criticality": "critical"},
+                    ],
+                ),
+                # A critical failure stops the other running step: its Job is deleted.
+                workflow(
+                    "stopped",
+                    [{"name": "validate", "agent": "validator"}, {"name": "slow", "agent": "slow"}],
+                    [script_agent("validator", fail="always"), script_agent("slow", sleep=120)],
+                    strategy="Parallel",
+                    fallbackPolicyRef={"name": "fallbacks"},
+                ),
+                workflow(
+                    "everything",
+                    [
+                        {"name": "first", "agent": "primary", "prompt": "falls back"},
+                        {
+                            "name": "big",
+                            "agent": "verbose",
+                            "prompt": "lots",
+                            "cache": {"ttlSeconds": 2},
+                        },
+                    ],
+                    [
+                        script_agent("primary", fail="always"),
+                        script_agent("backup"),
+                        script_agent("verbose", output_bytes=50_000),
+                    ],
+                    fallbackPolicyRef={"name": "fallbacks"},
+                ),
+                workflow(
+                    "short-lived",
+                    [{"name": "only", "agent": "a", "cache": {"enabled": False}}],
+                    [script_agent("a")],
+                    ttlSecondsAfterFinished=0,
+                ),
+            ],
+        )
+
+        def finished() -> dict[str, Any] | None:
+            wf = get(kubectl, WORKLOAD_NAMESPACE, "workflows.agentflow.dev", "everything")
+            return (
+                wf if (wf or {}).get("status", {}).get("phase") in ("Succeeded", "Failed") else None
+            )
+
+        wf = wait_for(finished, 120, what="the workflow under the chart's identity")
+        assert wf["status"]["phase"] == "Succeeded", wf["status"]
+        assert step(wf, "big")["result"]["outputRef"]
+        wait_for(
+            lambda: (
+                get(kubectl, WORKLOAD_NAMESPACE, "workflows.agentflow.dev", "short-lived") is None
+            ),
+            60,
+            what="ttlSecondsAfterFinished to delete the finished workflow",
+        )
+        policy_status = get(
+            kubectl, WORKLOAD_NAMESPACE, "agentfallbackpolicies.agentflow.dev", "fallbacks"
+        )
+        assert policy_status and policy_status["status"]["conditions"][0]["type"] == "Ready"
+        remaining: list[str] = []
+
+        def cache_swept() -> bool:
+            entries = json.loads(
+                kubectl(
+                    "get", "cm", "-n", WORKLOAD_NAMESPACE, "-l", "agentflow.dev/cache", "-o", "json"
+                ).stdout
+            )["items"]
+            remaining[:] = [
+                f"{e['metadata']['name']} {e['metadata'].get('annotations')}" for e in entries
+            ]
+            return not entries
+
+        try:
+            wait_for(cache_swept, 60, what="the cache sweeper to delete the expired entry")
+        except AssertionError as e:
+            raise AssertionError(f"{e}; left: {remaining}") from None
+    finally:
+        operator.stop()
+
+    username = f"system:serviceaccount:{RELEASE_NAMESPACE}:{account}"
+    seen, forbidden = used(rbac_cluster.audit_log, username)
+    assert not forbidden, f"the chart's RBAC is insufficient: {forbidden[:10]}"
+    rules = granted(docs, account)
+    unused = sorted(r for r in rules - seen if r not in RARE)
+    assert not unused, f"the chart grants rights the operator never used: {unused}"
+    assert set(RARE) <= rules, "a documented rare path lost its right"
