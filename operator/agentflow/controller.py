@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -66,6 +66,9 @@ CACHE_CREATED_ANNOTATION = "agentflow.dev/created-at"
 CACHE_DATA_KEY = "result.json"
 OUTPUT_DATA_KEY = "report"
 MAX_CONFLICT_RETRIES = 5
+# A step Job this process created counts against its namespace's limit until the Job watch
+# shows it, or for this long at most (it may have been deleted before it was ever seen).
+LAUNCH_VISIBLE_SECONDS = 30.0
 
 
 def now_utc() -> datetime:
@@ -223,6 +226,8 @@ class Runtime:
     phases: dict[Key, str] = field(default_factory=dict)
     last_heartbeat: float = field(default_factory=time.monotonic)
     cache_names: set[Key] = field(default_factory=set)
+    # Step Jobs created by this process and not yet seen by the watch: namespace -> name -> when.
+    launched: dict[str, dict[str, float]] = field(default_factory=dict)
     is_leader: bool = True
 
     def wakeup(self, key: Key) -> asyncio.Event:
@@ -240,6 +245,27 @@ class Runtime:
         for (ns, _), event in self.wakeups.items():
             if ns == namespace:
                 event.set()
+
+    def note_launched(self, namespace: str, job_name: str) -> None:
+        self.launched.setdefault(namespace, {})[job_name] = time.monotonic()
+
+    def active_jobs(self, namespace: str, watched: Iterable[tuple[str, bool]]) -> int:
+        """Step Jobs that count against ``namespace``'s limit: the watched ones still active,
+        and the ones this process created that the watch has not shown yet.
+
+        Our own status write wakes the daemon before the watch delivers the Jobs just
+        created; counting only what the watch shows would then start more than the limit.
+        """
+        seen: set[str] = set()
+        active = 0
+        for name, is_active in watched:
+            seen.add(name)
+            active += is_active
+        pending = self.launched.get(namespace, {})
+        expired = time.monotonic() - LAUNCH_VISIBLE_SECONDS
+        for name in [n for n, at in pending.items() if n in seen or at < expired]:
+            del pending[name]
+        return active + len(pending)
 
     def forget(self, key: Key) -> None:
         self.wakeups.pop(key, None)
@@ -292,26 +318,38 @@ def resolve_fallback_policy(
 async def store_outputs(
     rt: Runtime, wf: WorkflowRef, status: WorkflowStatus | None, jobs: list[ObservedJob]
 ) -> list[ObservedJob]:
-    """Store the full report of finished steps whose termination message was truncated."""
+    """Store the full report of steps whose termination message could not carry it.
+
+    That is a report the runner marked truncated, or an agent image that printed its report
+    and wrote no termination message at all: its report is read from the pod log, parsed here,
+    and kept in an output ConfigMap.  Attempts already settled in the status are left alone,
+    so a log is read once per attempt.
+    """
     result: list[ObservedJob] = []
     for job in jobs:
-        if job.state is not JobState.SUCCEEDED or job.output_ref is not None:
+        step = status.step(job.step) if status else None
+        settled = step is not None and any(
+            a.job_name == job.name and a.outcome != "Running" for a in step.attempts
+        )
+        if job.state is not JobState.SUCCEEDED or job.output_ref is not None or settled:
             result.append(job)
             continue
-        step = status.step(job.step) if status else None
-        already = step is not None and step.result is not None and step.result.output_ref
-        decoded = report.decode_termination_message(job.termination_message)
-        if not decoded.truncated or already:
+        silent = not (job.termination_message or "").strip()
+        if not silent and not report.decode_termination_message(job.termination_message).truncated:
             result.append(job)
             continue
         name = output_configmap_name(job.name)
+        text = await rt.kube.read_job_log(wf.namespace, job.name, rt.config.output_limit_bytes)
+        if text is None:
+            result.append(job)
+            continue
         if name not in rt.outputs_stored:
-            text = await rt.kube.read_job_log(wf.namespace, job.name, rt.config.output_limit_bytes)
-            if text is None:
-                result.append(job)
-                continue
             await rt.kube.create_configmap(output_configmap(wf, job, text))
             rt.outputs_stored.add(name)
+        if silent:
+            parsed = report.parse_report(text)
+            message = report.encode_termination_message(parsed, full_size=len(text.encode()))
+            job = replace(job, termination_message=message)
         result.append(replace(job, output_ref=name))
     return result
 
@@ -452,7 +490,7 @@ async def reconcile(
             result = await _reconcile_once(rt, key, current, gather)
             if not isinstance(result, Conflict):
                 return result
-            fresh = await rt.kube.get_workflow(*key)
+            fresh = result.fresh if result.fresh is not None else await rt.kube.get_workflow(*key)
             if fresh is None:
                 return None
             current = fresh
@@ -467,7 +505,47 @@ async def reconcile(
 
 @dataclass
 class Conflict:
-    pass
+    fresh: Mapping[str, Any] | None = None  # the object as read again, if it was
+
+
+# Metadata that may change under a status write without changing what a plan is made from.
+_UNPLANNED_METADATA = frozenset({"resourceVersion", "finalizers", "managedFields"})
+
+
+def _planned_from_the_same(planned: Mapping[str, Any], fresh: Mapping[str, Any]) -> bool:
+    """Whether ``fresh`` differs from the object a plan was made from only in bookkeeping."""
+    a, b = planned.get("metadata") or {}, fresh.get("metadata") or {}
+    keys = (set(a) | set(b)) - _UNPLANNED_METADATA
+    return (
+        all(a.get(k) == b.get(k) for k in keys)
+        and planned.get("spec") == fresh.get("spec")
+        and (planned.get("status") or {}) == (fresh.get("status") or {})
+    )
+
+
+async def _write_again(
+    rt: Runtime, key: Key, planned: Mapping[str, Any], patch: dict[str, Any]
+) -> dict[str, Any] | Conflict | None:
+    """Retry a status write that lost only to bookkeeping, such as kopf adding its finalizer.
+
+    kopf adds the finalizer to a new Workflow while its daemon makes the first plan, so the
+    first status write nearly always meets a 409.  Planning again would not yet see the Job
+    just created, and would create it (409, GET) and post its Events a second time; if only
+    bookkeeping changed, the same status is written again on the fresh resourceVersion.
+    Returns the written object, a Conflict carrying the fresh object to plan from, or None
+    when the Workflow is gone.
+    """
+    for _ in range(MAX_CONFLICT_RETRIES):
+        fresh = await rt.kube.get_workflow(*key)
+        if fresh is None:
+            return None
+        if not _planned_from_the_same(planned, fresh):
+            return Conflict(fresh)
+        version = (fresh.get("metadata") or {}).get("resourceVersion")
+        patched = await rt.kube.patch_workflow_status(*key, patch, version)
+        if patched is not None:
+            return patched
+    return Conflict()
 
 
 async def _reconcile_once(
@@ -504,6 +582,10 @@ async def _reconcile_once(
             slots = max(0, rt.config.max_jobs_per_namespace - obs.active_jobs_in_namespace)
         limits = Limits(namespace_job_slots=slots, allowed_images=rt.config.allowed_images)
         plan = engine.plan(workflow, policy, observed, obs.cache, now, limits)
+        if slots is not None:
+            for action in plan.actions:
+                if isinstance(action, CreateJob):
+                    rt.note_launched(namespace, action.job_name)
         for job_name in stuck:
             await rt.kube.delete_job(namespace, job_name)
         await execute(rt, body, wf_ref, plan.actions, now)
@@ -511,12 +593,16 @@ async def _reconcile_once(
 
     new_raw = status_wire(new)
     if new_raw != old_raw:
-        patched = await rt.kube.patch_workflow_status(
-            namespace, name, merge_patch_status(old_raw, new_raw), meta.get("resourceVersion")
+        patch = merge_patch_status(old_raw, new_raw)
+        written = await rt.kube.patch_workflow_status(
+            namespace, name, patch, meta.get("resourceVersion")
         )
-        if patched is None:
-            return Conflict()
-        rt.written[key] = Written(meta.get("resourceVersion"), patched)
+        if written is None:
+            again = await _write_again(rt, key, body, patch)
+            if again is None or isinstance(again, Conflict):
+                return again
+            written = again
+        rt.written[key] = Written(meta.get("resourceVersion"), written)
         record_metrics(rt, namespace, old, new, plan, observed, now)
     rt.record_phase(key, new.phase.value)
     if recheck is not None:

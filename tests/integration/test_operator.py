@@ -430,3 +430,22 @@ def test_expired_cache_entries_are_swept_and_children_carry_no_operator_bookkeep
         60,
         what="the expired cache entry to be swept",
     )
+
+
+def test_an_agent_image_that_only_prints_its_report_is_read_from_the_pod_log(
+    operator: OperatorProcess, kubectl: Kubectl, namespace: str
+) -> None:
+    report = "## Summary\nplain agent\n\n## Metrics\n- Tool calls: 2\n"
+    agent = {
+        "name": "plain",
+        "image": "python:3.12-slim",
+        "command": ["python3", "-c", f"print({report!r})"],
+    }
+    apply(kubectl, namespace, [workflow("plain-image", [{"name": "s", "agent": "plain"}], [agent])])
+    wf = wait_finished(kubectl, namespace, "plain-image")
+    assert wf["status"]["phase"] == "Succeeded", wf["status"]
+    result = step(wf, "s")["result"]
+    assert result["summary"] == "plain agent"
+    assert result["metrics"]["toolCalls"] == 2
+    cm = get(kubectl, namespace, "configmap", result["outputRef"])
+    assert cm is not None and cm["data"]["report"].strip() == report.strip()
