@@ -200,11 +200,18 @@ def step_pods(
 
 
 @kopf.index("batch", "v1", "jobs", labels={LABEL_WORKFLOW: kopf.PRESENT})
-def active_step_jobs(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, str] | None:
+def namespace_step_jobs(
+    body: kopf.Body, namespace: str | None, **_: Any
+) -> dict[str, tuple[str, bool]] | None:
+    """Every step Job by namespace, and whether it is active (for the namespace's Job limit).
+
+    Finished Jobs stay, marked inactive: when an index function returns None, kopf keeps the
+    object's previous entry, so an index of active Jobs only would never lose one.
+    """
     summary = summarize_job(body)
-    if summary is None or summary.state is not JobState.ACTIVE:
+    if summary is None:
         return None
-    return {namespace or "": summary.name}
+    return {namespace or "": (summary.name, summary.state is JobState.ACTIVE)}
 
 
 @kopf.index(*POLICIES)
@@ -348,7 +355,7 @@ async def workflow_daemon(
 ) -> None:
     step_jobs: kopf.Index[Key, JobSummary] = indexes["step_jobs"]
     step_pods: kopf.Index[Key, PodSummary] = indexes["step_pods"]
-    active_step_jobs: kopf.Index[str, str] = indexes["active_step_jobs"]
+    namespace_step_jobs: kopf.Index[str, tuple[str, bool]] = indexes["namespace_step_jobs"]
     fallback_policies: kopf.Index[Key, dict[str, Any]] = indexes["fallback_policies"]
     cache_entries: kopf.Index[Key, CacheEntry] = indexes["cache_entries"]
     rt = _runtime(memo)
@@ -375,7 +382,9 @@ async def workflow_daemon(
             pods=list(step_pods.get(key, [])),
             policies=policies,
             cache=lookup,
-            active_jobs_in_namespace=len(active_step_jobs.get(namespace or "", [])),
+            active_jobs_in_namespace=rt.active_jobs(
+                namespace or "", namespace_step_jobs.get(namespace or "", [])
+            ),
         )
 
     try:
