@@ -29,6 +29,7 @@ from agentflow.api.models import (
     StepResult,
     Workflow,
     WorkflowPhase,
+    WorkflowSpec,
     WorkflowStatus,
 )
 from agentflow.config import OperatorConfig
@@ -405,11 +406,28 @@ def record_metrics(
     plan: Plan,
     observed: Sequence[ObservedJob],
     now: datetime,
+    dependencies: Mapping[str, Sequence[str]] | None = None,
 ) -> None:
     m = rt.metrics
     old_steps = {s.name: s for s in (old.steps if old else [])}
     finished_jobs = {j.name: j for j in observed if j.state is not JobState.ACTIVE}
+    new_steps = {s.name: s for s in new.steps}
     for step in new.steps:
+        first = step.attempts[0] if step.attempts else None
+        before_step = old_steps.get(step.name)
+        if first is not None and first.started_at and not (before_step and before_step.attempts):
+            # Queue latency: from the moment the step could run (its last dependency finished,
+            # or the run started) to its first Job.
+            ready = [new.started_at] + [
+                new_steps[d].finished_at
+                for d in (dependencies or {}).get(step.name, [])
+                if d in new_steps
+            ]
+            ready_at = max((t for t in ready if t is not None), default=None)
+            if ready_at is not None:
+                m.step_queue_latency.labels(namespace=namespace, agent=first.agent).observe(
+                    max(0.0, (first.started_at - ready_at).total_seconds())
+                )
         before = old_steps.get(step.name)
         old_attempts = {a.job_name: a for a in (before.attempts if before else [])}
         primary = step.attempts[0].agent if step.attempts else (step.agent or "unknown")
@@ -486,6 +504,10 @@ async def reconcile(
         rv = (body.get("metadata") or {}).get("resourceVersion")
         if written is not None and written.is_newer_than(rv):
             current = written.body  # the watch has not caught up with our own write yet
+        elif written is not None:
+            # The watch has delivered our write: the copy would only double the memory of
+            # every finished Workflow (thousands of them stay around).
+            del rt.written[key]
         for _ in range(MAX_CONFLICT_RETRIES):
             result = await _reconcile_once(rt, key, current, gather)
             if not isinstance(result, Conflict):
@@ -567,6 +589,7 @@ async def _reconcile_once(
         )
         new = invalid_object_status(old, meta.get("generation"), error, now)
         plan = Plan(status=new)
+        spec: WorkflowSpec | None = None
         observed: list[ObservedJob] = []
         recheck: datetime | None = None
     else:
@@ -582,6 +605,7 @@ async def _reconcile_once(
             slots = max(0, rt.config.max_jobs_per_namespace - obs.active_jobs_in_namespace)
         limits = Limits(namespace_job_slots=slots, allowed_images=rt.config.allowed_images)
         plan = engine.plan(workflow, policy, observed, obs.cache, now, limits)
+        spec = workflow.spec
         if slots is not None:
             for action in plan.actions:
                 if isinstance(action, CreateJob):
@@ -603,7 +627,8 @@ async def _reconcile_once(
                 return again
             written = again
         rt.written[key] = Written(meta.get("resourceVersion"), written)
-        record_metrics(rt, namespace, old, new, plan, observed, now)
+        deps = engine.step_dependencies(spec) if spec is not None else {}
+        record_metrics(rt, namespace, old, new, plan, observed, now, deps)
     rt.record_phase(key, new.phase.value)
     if recheck is not None:
         # A grace period of observe() ends then, and no watch event may mark it.
