@@ -320,6 +320,7 @@ OPERATOR_RULES = {
     ("coordination.k8s.io", "leases"): {"get", "list", "watch"},
 }
 
+
 def grants(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
     out: dict[tuple[str, str], set[str]] = {}
     for rule in role.get("rules") or []:
