@@ -263,3 +263,59 @@ def test_chart_rbac_is_sufficient_and_minimal(rbac_cluster: LocalCluster, tmp_pa
     unused = sorted(r for r in rules - seen if r not in RARE)
     assert not unused, f"the chart grants rights the operator never used: {unused}"
     assert set(RARE) <= rules, "a documented rare path lost its right"
+
+
+def test_the_whole_chart_installs_with_every_toggle_on(rbac_cluster: LocalCluster) -> None:
+    """Every rendered object is accepted by a real API server (CRDs first, as users must)."""
+    kubectl_bin = str(Path(sys.executable).parent / "kubectl")
+
+    def kubectl(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [kubectl_bin, "--kubeconfig", str(rbac_cluster.kubeconfig), *args],
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=120,
+        )
+
+    fixtures = REPO / "tests" / "chart" / "fixtures"
+    for crd in sorted(fixtures.glob("monitoring.coreos.com_*.yaml")):
+        created = kubectl("apply", "--server-side", "-f", str(crd))
+        assert created.returncode == 0, created.stderr
+    install_crds(kubectl)
+    for ns in ("agentflow-all-on", "team-a", "team-b"):
+        kubectl("create", "namespace", ns)
+    version = (REPO / "hack" / "controlplane" / "VERSION").read_text().strip()
+    rendered = subprocess.run(
+        [
+            str(HELM),
+            "template",
+            "all-on",
+            str(REPO / "charts" / "agentflow"),
+            "--namespace",
+            "agentflow-all-on",
+            "--kube-version",
+            version,
+            "--api-versions",
+            "monitoring.coreos.com/v1",
+            "-f",
+            str(REPO / "tests" / "chart" / "values-all-on.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    kinds = {d["kind"] for d in yaml.safe_load_all(rendered) if d}
+    assert {"Deployment", "ServiceMonitor", "PrometheusRule", "NetworkPolicy", "ConfigMap"} <= kinds
+    # Objects carry their own namespaces (the release's, and each watched namespace's).
+    applied = kubectl("apply", "--server-side", "-f", "-", input=rendered)
+    assert applied.returncode == 0, applied.stderr
+    for kind in (
+        "servicemonitors.monitoring.coreos.com",
+        "prometheusrules.monitoring.coreos.com",
+        "deployment",
+        "service",
+        "networkpolicy",
+    ):
+        listed = kubectl("get", kind, "-n", "agentflow-all-on", "-o", "name")
+        assert listed.returncode == 0 and listed.stdout.strip(), (kind, listed.stderr)
