@@ -558,6 +558,9 @@ def test_every_workflow_is_either_rejected_clearly_or_runs_to_a_terminal_phase(
     verdict = judge_workflow(doc)
     event(f"mutation {kind}")
 
+    if kind == "unknown-field":
+        # No pod field (or any other) can be smuggled in: both the CRD and the models say no.
+        assert verdict.crd and verdict.strict and verdict.lax, verdict
     if verdict.crd:
         assert_clear(verdict.crd, "CRD")
         # Whatever the API server rejects, the operator's models or core reject too.
@@ -610,11 +613,14 @@ def test_every_fallback_policy_is_either_rejected_clearly_or_applied(
         "spec": mutated,
     }
     crd = crd_errors(doc)
+    if kind == "unknown-field":
+        assert crd, "the CRD accepted an unknown field"
     try:
         parsed = AgentFallbackPolicy.model_validate(doc)
     except ValidationError as error:
         assert_clear(model_errors(error), "policy models")
     else:
+        assert kind != "unknown-field", "the models accepted an unknown field"
         problems = validate_policy(parsed.spec)
         if problems:
             assert_clear(problems, "policy core")
