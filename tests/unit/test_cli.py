@@ -109,6 +109,10 @@ BROKEN_FILES = [
         "defined in the given files",
     ),
     (
+        "string-number.yaml",
+        "Workflow/stringly: spec.steps[0].timeoutSeconds: Input should be a valid integer",
+    ),
+    (
         "undeclared-fallback.yaml",
         "Workflow/no-backup: spec.agents: fallback agent 'backup' of agent 'primary' "
         "(AgentFallbackPolicy/backups) is not declared",

@@ -4,8 +4,10 @@ These models are the single source of the API: the CRDs in ``crds/`` are generat
 (``agentflow.api.crdgen``), the operator parses and writes status through them, and the CLI
 validates files with them.  Field names are camelCase on the wire.
 
-Every string and list has a bound, so that a Workflow stays far below the 256 KiB
-``last-applied-configuration`` annotation budget and the 1.5 MiB etcd request limit.
+Every string and list has a bound.  A typical Workflow is a few KiB; one at every maximum
+is about 1 MiB, which still fits etcd's 1.5 MiB request limit (its status grows as steps
+finish).  Client-side ``kubectl apply`` keeps a copy of the object in an annotation limited to
+256 KiB, so apply large Workflows with ``kubectl apply --server-side``.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ camelCase of the wire format:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -94,7 +95,8 @@ def _check_workflow(doc: Document, report: Report) -> list[str]:
     if problems:
         return problems
     try:
-        workflow = Workflow.model_validate(doc.body)
+        # Strict, as the API server is: "5" is not an integer, "yes" is not a boolean.
+        workflow = Workflow.model_validate_json(json.dumps(doc.body), strict=True)
     except ValidationError as e:
         return _pydantic_messages(e)
     report.workflows.append((doc, workflow))
@@ -106,7 +108,7 @@ def _check_policy(doc: Document, report: Report) -> list[str]:
     if problems:
         return problems
     try:
-        policy = AgentFallbackPolicy.model_validate(doc.body)
+        policy = AgentFallbackPolicy.model_validate_json(json.dumps(doc.body), strict=True)
     except ValidationError as e:
         return _pydantic_messages(e)
     report.policies.append((doc, policy))
