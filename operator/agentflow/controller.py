@@ -27,6 +27,7 @@ from agentflow.api.models import (
     ConditionType,
     StepPhase,
     StepResult,
+    StepStatus,
     Workflow,
     WorkflowPhase,
     WorkflowSpec,
@@ -52,7 +53,7 @@ from agentflow.engine.types import (
     WriteCache,
 )
 from agentflow.jobspec import WorkflowRef, build_step_job
-from agentflow.kube import CreateOutcome, Kube
+from agentflow.kube import ApiError, CreateOutcome, Kube
 from agentflow.metrics import OperatorMetrics
 from agentflow.observe import JobSummary, PodSummary, observe, recheck_at
 
@@ -188,6 +189,32 @@ def invalid_object_status(
             observed_generation=generation,
         ),
     ]
+    return status
+
+
+def is_too_large(error: ApiError) -> bool:
+    """etcd's request limit (a 500 from the API server) or the API server's own body limit."""
+    return error.status in (413, 500) and "too large" in str(error).lower()
+
+
+def status_too_large(
+    new: WorkflowStatus, error: str, generation: int | None, now: datetime
+) -> WorkflowStatus:
+    """A small Failed status for a Workflow whose full status cannot be stored."""
+    message = (
+        "the Workflow's status no longer fits in the API server's storage limit "
+        f"({error}); reduce the number or size of steps, prompts or results"
+    )
+    status = new.model_copy(deep=True)
+    status.phase = WorkflowPhase.FAILED
+    status.message = message
+    status.finished_at = status.finished_at or now
+    status.steps = [StepStatus(name=s.name, phase=s.phase) for s in new.steps]
+    status.conditions = [
+        c for c in invalid_object_status(None, generation, message, now).conditions
+    ]
+    for condition in status.conditions:
+        condition.reason = "StatusTooLarge"
     return status
 
 
@@ -618,9 +645,20 @@ async def _reconcile_once(
     new_raw = status_wire(new)
     if new_raw != old_raw:
         patch = merge_patch_status(old_raw, new_raw)
-        written = await rt.kube.patch_workflow_status(
-            namespace, name, patch, meta.get("resourceVersion")
-        )
+        try:
+            written = await rt.kube.patch_workflow_status(
+                namespace, name, patch, meta.get("resourceVersion")
+            )
+        except ApiError as e:
+            if not is_too_large(e):
+                raise
+            # Spec plus status no longer fit in etcd: say so in a status that does, rather
+            # than retry a write that can never succeed.
+            new = status_too_large(new, str(e), meta.get("generation"), now)
+            new_raw = status_wire(new)
+            patch = merge_patch_status(old_raw, new_raw)
+            written = await rt.kube.patch_workflow_status(namespace, name, patch, None)
+            rt.post_event(body, "Warning", "StatusTooLarge", new.message or "")
         if written is None:
             again = await _write_again(rt, key, body, patch)
             if again is None or isinstance(again, Conflict):

@@ -52,3 +52,31 @@ def test_a_body_older_than_our_last_write_is_stale() -> None:
     assert not written.is_newer_than("13")
     opaque = Written("a", {"metadata": {"resourceVersion": "b"}})
     assert opaque.is_newer_than("a") and not opaque.is_newer_than("c")
+
+
+def test_a_status_too_large_to_store_becomes_a_small_failed_status() -> None:
+    from agentflow.api.models import StepPhase, StepStatus, WorkflowPhase, WorkflowStatus
+    from agentflow.controller import is_too_large, status_too_large
+    from agentflow.kube import ApiError
+
+    error = ApiError(500, "error", {"message": "etcdserver: request is too large"})
+    assert is_too_large(error)
+    assert not is_too_large(ApiError(500, "error", {"message": "internal error"}))
+    big = WorkflowStatus(
+        phase=WorkflowPhase.RUNNING,
+        steps=[
+            StepStatus(
+                name=f"s{i}", phase=StepPhase.SUCCEEDED, result=StepResult(summary="x" * 2000)
+            )
+            for i in range(50)
+        ],
+    )
+    small = status_too_large(big, str(error), 3, NOW)
+    assert small.phase is WorkflowPhase.FAILED
+    assert small.message is not None and "request is too large" in small.message
+    assert [s.name for s in small.steps] == [s.name for s in big.steps]
+    assert all(s.result is None for s in small.steps)
+    stalled = small.condition("Stalled")
+    assert stalled is not None and stalled.status == "True" and stalled.reason == "StatusTooLarge"
+    assert stalled.observed_generation == 3
+    assert len(small.model_dump_json()) < len(big.model_dump_json()) / 10
