@@ -449,3 +449,25 @@ def test_an_agent_image_that_only_prints_its_report_is_read_from_the_pod_log(
     assert result["metrics"]["toolCalls"] == 2
     cm = get(kubectl, namespace, "configmap", result["outputRef"])
     assert cm is not None and cm["data"]["report"].strip() == report.strip()
+
+
+def test_a_workflow_whose_status_outgrows_etcd_fails_with_a_clear_reason(
+    operator: OperatorProcess, kubectl: Kubectl, namespace: str
+) -> None:
+    # ~1.47 MB of spec: accepted, but the status of a few dozen finished steps will not fit
+    # under etcd's 1.5 MiB request limit any more.
+    summary = "## Summary\n" + "s" * 1900 + "\n"
+    steps = [
+        {"name": f"s{i:03d}", "agent": "a", "prompt": f"{i} " + "x" * 15_900} for i in range(92)
+    ]
+    doc = workflow(
+        "oversized", steps, [script_agent("a", report=summary)], strategy="Parallel", parallelism=20
+    )
+    created = kubectl("apply", "--server-side", "-n", namespace, "-f", "-", input=json.dumps(doc))
+    assert created.returncode == 0, created.stderr
+    wf = wait_finished(kubectl, namespace, "oversized", timeout=240)
+    assert wf["status"]["phase"] == "Failed"
+    assert "too large" in wf["status"]["message"]
+    stalled = condition(wf, "Stalled")
+    assert stalled is not None and stalled["reason"] == "StatusTooLarge"
+    assert "StatusTooLarge" in {e["reason"] for e in events(kubectl, namespace, "oversized")}
