@@ -1,0 +1,463 @@
+"""docs/benchmarks.md from the raw figures (docs/benchmarks.json); pure, so it is tested.
+
+A hand-written part of docs/benchmarks.md between the ``ANALYSIS_BEGIN``/``ANALYSIS_END``
+markers (profiles, what bounds a missed target) survives regeneration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from bench.stats import (
+    fmt,
+    fmt_ms,
+    fmt_ratio,
+    markdown_table,
+    ratio,
+    split_reads_writes,
+)
+
+ANALYSIS_BEGIN = "<!-- analysis: kept when the file is regenerated -->"
+ANALYSIS_END = "<!-- end of analysis -->"
+# Requests the harness itself makes during a run, not either controller.
+HARNESS_WRITES = ("POST/workflows", "POST/workflowtaskresults")
+OPERATOR_EVENT_COMPONENT = "agentflow-operator"
+
+TARGETS = {
+    "overhead_p50": 0.050,
+    "overhead_p99": 0.250,
+    "writes_per_step": 3.0,
+    "throughput_ratio": 1.0,
+    "rss_mib": 250.0,
+}
+
+
+def find(runs: Sequence[Mapping[str, Any]], peer: str, scenario: str) -> Mapping[str, Any] | None:
+    return next((r for r in runs if r["peer"] == peer and r["scenario"] == scenario), None)
+
+
+def cost(run: Mapping[str, Any]) -> dict[str, float | None]:
+    """API requests per step of a run: the controller's own, and the cluster's writes.
+
+    For agentflow the operator's metric counts the requests of its own client; kopf's own
+    writes are added from the API server's side: PATCHes of the Workflow object itself
+    (finalizers) and the Events the operator posted (by reporting component).
+    """
+    steps = run.get("steps_created") or 0
+    if not steps:
+        return {}
+    server: Mapping[str, float] = run.get("apiserver_requests") or {}
+    server_by_verb: dict[str, float] = {}
+    for key, n in server.items():
+        server_by_verb[key.split("/", 1)[0]] = server_by_verb.get(key.split("/", 1)[0], 0.0) + n
+    server_reads, server_writes = split_reads_writes(server_by_verb)
+    server_writes -= sum(server.get(key, 0.0) for key in HARNESS_WRITES)
+    result: dict[str, float | None] = {
+        "cluster_writes_per_step": server_writes / steps,
+        "cluster_reads_per_step": server_reads / steps,
+        "own_reads_per_step": None,
+        "own_writes_per_step": None,
+        "controller_writes_per_step": None,
+    }
+    own = run.get("own_requests")
+    if own is not None:
+        reads, writes = split_reads_writes(own)
+        result["own_reads_per_step"] = reads / steps
+        result["own_writes_per_step"] = writes / steps
+        if run["peer"] == "agentflow":
+            events = (run.get("events_by_component") or {}).get(OPERATOR_EVENT_COMPONENT, 0.0)
+            object_patches = server.get("PATCH/workflows", 0.0)
+            result["controller_writes_per_step"] = (writes + events + object_patches) / steps
+            result["events_per_step"] = events / steps
+        else:
+            result["controller_writes_per_step"] = writes / steps
+    return result
+
+
+def step_overhead(run: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """Per-step overhead from the step's pod seen Succeeded to the next step object seen created.
+
+    For agentflow that is ``overhead_from_pod``: the operator acts on the pod's verdict, before
+    the Job controller marks the Job Complete, so the gap from Job Complete can be negative.
+    """
+    if run is None:
+        return {}
+    if run["peer"] == "agentflow":
+        return run.get("overhead_from_pod") or {}
+    return run.get("overhead") or {}
+
+
+def _overhead_cell(summary: Mapping[str, Any] | None) -> str:
+    if not summary:
+        return "-"
+    return " / ".join(fmt_ms(summary.get(k)) for k in ("p50", "p95", "p99"))
+
+
+def throughput_rows(runs: Sequence[Mapping[str, Any]], scenarios: Sequence[str]) -> list[list[str]]:
+    rows = []
+    for scenario in scenarios:
+        ours = find(runs, "agentflow", scenario)
+        theirs = find(runs, "argo", scenario)
+        if ours is None and theirs is None:
+            continue
+        ref = ours or theirs
+        assert ref is not None
+        shape = f"{ref['workflows']} x {ref['steps_per_workflow']} steps"
+        rows.append(
+            [
+                scenario,
+                shape,
+                _seconds(ours),
+                fmt(ours.get("workflows_per_second") if ours else None),
+                fmt(ours.get("steps_per_second") if ours else None),
+                _seconds(theirs),
+                fmt(theirs.get("workflows_per_second") if theirs else None),
+                fmt(theirs.get("steps_per_second") if theirs else None),
+                fmt_ratio(
+                    ratio(
+                        ours.get("steps_per_second") if ours else None,
+                        theirs.get("steps_per_second") if theirs else None,
+                    )
+                ),
+            ]
+        )
+    return rows
+
+
+def _unique(items: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def _seconds(run: Mapping[str, Any] | None) -> str:
+    if run is None:
+        return "-"
+    if run.get("timed_out"):
+        return "timed out"
+    return fmt(run.get("seconds"), " s", 1)
+
+
+def overhead_rows(runs: Sequence[Mapping[str, Any]], scenarios: Sequence[str]) -> list[list[str]]:
+    rows = []
+    for scenario in scenarios:
+        ours = find(runs, "agentflow", scenario)
+        theirs = find(runs, "argo", scenario)
+        if ours is None and theirs is None:
+            continue
+        ours_overhead = step_overhead(ours)
+        theirs_overhead = step_overhead(theirs)
+        rows.append(
+            [
+                scenario,
+                _overhead_cell(ours_overhead),
+                _overhead_cell((ours or {}).get("overhead")),
+                _overhead_cell(theirs_overhead),
+                fmt_ratio(ratio(ours_overhead.get("p50"), theirs_overhead.get("p50"))),
+                fmt_ratio(ratio(ours_overhead.get("p99"), theirs_overhead.get("p99"))),
+            ]
+        )
+    return rows
+
+
+def cost_rows(runs: Sequence[Mapping[str, Any]], scenarios: Sequence[str]) -> list[list[str]]:
+    rows = []
+    for scenario in scenarios:
+        for peer in ("agentflow", "argo"):
+            run = find(runs, peer, scenario)
+            if run is None:
+                continue
+            c = cost(run)
+            rows.append(
+                [
+                    scenario,
+                    peer,
+                    fmt(c.get("own_reads_per_step")),
+                    fmt(c.get("own_writes_per_step")),
+                    fmt(c.get("controller_writes_per_step")),
+                    fmt(c.get("cluster_writes_per_step")),
+                    fmt(run.get("cpu_ms_per_step"), " ms", 1),
+                    fmt(run.get("rss_mib"), " MiB", 0),
+                ]
+            )
+    return rows
+
+
+def target_rows(report: Mapping[str, Any]) -> list[list[str]]:
+    runs = report["runs"]
+    rows: list[list[str]] = []
+    concurrent = next(
+        (
+            r
+            for r in runs
+            if r["peer"] == "agentflow"
+            and r["scenario"].startswith("latency-")
+            and r["scenario"] != "latency-1"
+        ),
+        None,
+    )
+    overhead = step_overhead(concurrent)
+    for key, label in (("p50", "overhead_p50"), ("p99", "overhead_p99")):
+        value = overhead.get(key)
+        limit = TARGETS[label]
+        rows.append(
+            [
+                f"overhead per step {key}, {concurrent['workflows'] if concurrent else '?'}"
+                " concurrent workflows",
+                f"<= {fmt_ms(limit)}",
+                fmt_ms(value),
+                _verdict(value is not None and value <= limit, value),
+            ]
+        )
+    chains = find(runs, "agentflow", "chains")
+    writes = cost(chains).get("controller_writes_per_step") if chains else None
+    rows.append(
+        [
+            "operator API writes per step attempt (happy path, chains)",
+            f"<= {TARGETS['writes_per_step']:.0f}",
+            fmt(writes),
+            _verdict(writes is not None and writes <= TARGETS["writes_per_step"], writes),
+        ]
+    )
+    for scenario in ("burst", "chains", "fanout"):
+        ours, theirs = find(runs, "agentflow", scenario), find(runs, "argo", scenario)
+        value = ratio(
+            ours.get("steps_per_second") if ours else None,
+            theirs.get("steps_per_second") if theirs else None,
+        )
+        rows.append(
+            [
+                f"throughput agentflow/Argo, {scenario}",
+                f">= {TARGETS['throughput_ratio']:.1f}x",
+                fmt_ratio(value),
+                _verdict(value is not None and value >= TARGETS["throughput_ratio"], value),
+            ]
+        )
+    memory = find(runs, "agentflow", "memory")
+    rss = memory.get("rss_mib") if memory else None
+    rows.append(
+        [
+            f"operator RSS with {memory['workflows'] if memory else '?'} Workflows",
+            f"<= {TARGETS['rss_mib']:.0f} MiB",
+            fmt(rss, " MiB", 0),
+            _verdict(rss is not None and rss <= TARGETS["rss_mib"], rss),
+        ]
+    )
+    return rows
+
+
+def _verdict(met: bool, value: Any) -> str:
+    if value is None:
+        return "not measured"
+    return "met" if met else "missed"
+
+
+def keep_analysis(previous: str | None) -> str:
+    """The hand-written analysis of an earlier docs/benchmarks.md, markers included."""
+    if previous and ANALYSIS_BEGIN in previous and ANALYSIS_END in previous:
+        start = previous.index(ANALYSIS_BEGIN)
+        end = previous.index(ANALYSIS_END) + len(ANALYSIS_END)
+        return previous[start:end]
+    return f"{ANALYSIS_BEGIN}\n\n(no analysis written yet)\n\n{ANALYSIS_END}"
+
+
+def render(report: Mapping[str, Any], previous: str | None = None) -> str:
+    runs: list[Mapping[str, Any]] = report["runs"]
+    machine, versions, settings = report["machine"], report["versions"], report["settings"]
+    quick = " with `--quick` (every scenario about 10x smaller)" if report.get("quick") else ""
+    out = [
+        "# Benchmarks: agentflow and Argo Workflows side by side",
+        "",
+        f"Measured by `make bench` (`python -m bench`) on {report['date']}{quick}, both "
+        "controllers in the same invocation, on the same local cluster, one after the other. "
+        "Raw figures: [benchmarks.json](benchmarks.json). How it is measured: see the end.",
+        "",
+        markdown_table(
+            ["machine", ""],
+            [
+                ["CPU", f"{machine['cpu_model']} ({machine['nproc']} cores)"],
+                ["memory", f"{machine['memory_gib']:.0f} GiB"],
+                ["OS", machine["os"]],
+                ["Python", versions["python"]],
+                ["kopf", versions["kopf"]],
+                ["Kubernetes (local control plane)", versions["kubernetes"]],
+                ["agentflow", versions["agentflow"]],
+                ["Argo Workflows (workflow-controller)", versions.get("argo") or "not run"],
+                [
+                    "client rate limits",
+                    f"agentflow qps {settings['agentflow']['qps']:g}/burst "
+                    f"{settings['agentflow']['burst']}; Argo qps {settings['argo']['qps']:g}/"
+                    f"burst {settings['argo']['burst']} (each one's default unless noted)",
+                ],
+                ["wall time of the whole run", fmt(report.get("duration_seconds"), " s", 0)],
+            ],
+        ),
+        "",
+    ]
+    if report.get("argo_error"):
+        out += [
+            "**Argo Workflows could not be run**; what failed:",
+            "",
+            "```",
+            str(report["argo_error"]).strip(),
+            "```",
+            "",
+        ]
+    out += [
+        "## Targets",
+        "",
+        markdown_table(["target", "limit", "measured", ""], target_rows(report)),
+        "",
+        "## Throughput",
+        "",
+        "Workflows submitted at once; time from the first submission until the last workflow "
+        "was seen Succeeded. Ratio: agentflow steps/s ÷ Argo steps/s (higher is better for "
+        "agentflow).",
+        "",
+        markdown_table(
+            [
+                "scenario",
+                "shape",
+                "agentflow",
+                "wf/s",
+                "steps/s",
+                "Argo",
+                "wf/s",
+                "steps/s",
+                "ratio",
+            ],
+            throughput_rows(runs, ["burst", "chains", "fanout"]),
+        ),
+        "",
+        "## Overhead per step (p50 / p95 / p99)",
+        "",
+        "Sequential 10-step workflows; n concurrent workflows in `latency-n`, 50 in `chains`. "
+        "For both: a step's pod seen Succeeded → the next step's Job (agentflow) or pod (Argo) "
+        "seen created. The operator acts on the pod's verdict, before the Kubernetes Job "
+        "controller marks the Job Complete about a second later, so the gap measured from Job "
+        "Complete (second column) is negative. Ratios: agentflow ÷ Argo (lower is better for "
+        "agentflow).",
+        "",
+        markdown_table(
+            [
+                "scenario",
+                "agentflow",
+                "agentflow from Job Complete",
+                "Argo",
+                "p50 ratio",
+                "p99 ratio",
+            ],
+            overhead_rows(
+                runs,
+                [*_unique([r["scenario"] for r in runs if "latency" in r["scenario"]]), "chains"],
+            ),
+        ),
+        "",
+    ]
+    hist_rows = [
+        [r["scenario"], *(fmt_ms(r["overhead_histogram"].get(k)) for k in ("p50", "p95", "p99"))]
+        for r in runs
+        if r["peer"] == "agentflow" and r.get("overhead_histogram", {}).get("n")
+    ]
+    if hist_rows:
+        out += [
+            "Cross-check: the operator's own histogram `agentflow_operator_step_overhead_seconds` "
+            "(bucketed, and its start is the pod's `finishedAt`, which has one-second "
+            "resolution):",
+            "",
+            markdown_table(["scenario", "p50", "p95", "p99"], hist_rows),
+            "",
+        ]
+    out += [
+        "## Cost per step",
+        "",
+        "API requests per step (per Job for agentflow, per pod for Argo). *own*: counted by the "
+        "controller itself (`agentflow_kubernetes_api_requests_total`; Argo's "
+        "`argo_workflows_k8s_request_total`). *controller writes*: for agentflow the own writes "
+        "plus what kopf writes outside that client (Events it posted, PATCHes of the Workflow "
+        "object); for Argo its own count, which covers all its clients. *cluster writes*: the "
+        "API server's `apiserver_request_total` delta over the run, every client (Job "
+        "controller, node, garbage collector) included, less the harness's own submissions and "
+        "the stand-in executor's task results. CPU: the controller process, utime+stime.",
+        "",
+        markdown_table(
+            [
+                "scenario",
+                "peer",
+                "own reads",
+                "own writes",
+                "controller writes",
+                "cluster writes",
+                "CPU per step",
+                "RSS after",
+            ],
+            cost_rows(runs, ["burst", "chains", "fanout"]),
+        ),
+        "",
+    ]
+    cold, warm = find(runs, "agentflow", "cache-cold"), find(runs, "agentflow", "cache-warm")
+    if cold and warm:
+        out += [
+            "## Caching",
+            "",
+            "The same workflow run twice; the second one has identical steps, so every step "
+            "should come from the result cache without a Job.",
+            "",
+            markdown_table(
+                ["run", "steps", "time to Succeeded", "Jobs created"],
+                [
+                    [
+                        label,
+                        str(r["steps_per_workflow"]),
+                        _seconds(r),
+                        str(r.get("steps_created", 0)),
+                    ]
+                    for label, r in (("cold", cold), ("warm (cache hits)", warm))
+                ],
+            ),
+            "",
+        ]
+    memory = find(runs, "agentflow", "memory")
+    if memory:
+        out += [
+            "## Memory",
+            "",
+            f"{memory['workflows']:,} single-step Workflows created in batches and left in "
+            f"place (finished): operator RSS {fmt(memory.get('rss_mib'), ' MiB', 0)}; "
+            f"time to run them all {_seconds(memory)}. " + " ".join(memory.get("notes") or []),
+            "",
+        ]
+    notes = [
+        f"- {r['peer']} {r['scenario']}: {'; '.join(r['notes'])}"
+        for r in runs
+        if r.get("notes") and r["scenario"] != "memory"
+    ]
+    if notes:
+        out += ["Notes from the runs:", "", *notes, ""]
+    out += [
+        "## Analysis",
+        "",
+        keep_analysis(previous),
+        "",
+        "## How it is measured",
+        "",
+        "- `python -m bench` starts its own cluster in `.agentflow/bench-cluster` (etcd, "
+        "kube-apiserver, kube-controller-manager and the project's local node in instant mode: "
+        "a pod is marked finished as soon as it is bound, so the figures measure the "
+        "controllers, not agents), installs both projects' CRDs, and runs each controller as a "
+        "separate process watching only its own namespace.",
+        "- Both peers run the same shapes: single-container steps, a chain (`Sequential` / Argo "
+        "`steps` with one step per group) or a fan-out (`Parallel` / one group of steps) with "
+        "workflow-level `parallelism`. agentflow's result cache is off except in the caching "
+        "scenario (Argo has no cache unless `memoize` is set).",
+        "- Argo's pods run nothing, so its executor never reports: a helper in the harness "
+        "creates each pod's `WorkflowTaskResult` (labelled `report-outputs-completed=true`) as "
+        "soon as the pod appears — one request where the real executor makes three, so Argo "
+        "never waits for it.",
+        "- Times are local receive times of watch events held by the harness (not "
+        "`creationTimestamp`, which has one-second resolution). Between scenarios every "
+        "workflow is deleted and the run waits until its Jobs/pods are gone.",
+        "- The machine is shared (2 cores) and the harness, the API server and etcd run on it "
+        "too, so absolute figures are pessimistic; ratios come from the same invocation.",
+        "",
+    ]
+    return "\n".join(out)

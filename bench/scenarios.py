@@ -1,0 +1,399 @@
+"""The benchmark's scenarios, run the same way against each peer.
+
+Times come from watches held by the harness: when a workflow was seen finished, when a step's
+Job (agentflow) or Pod (Argo) was seen created and seen finished, all as local receive times
+(``time.monotonic``), which avoids the one-second resolution of ``creationTimestamp``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench import stats
+from bench.cluster import BenchCluster
+from bench.kubeapi import Obj, Watcher
+from bench.peers import AgentflowPeer, Peer
+
+log = logging.getLogger("bench")
+
+TERMINAL = frozenset({"Succeeded", "Failed", "Error"})
+
+
+class Recorder:
+    """Watches one peer's workflows and step objects during a run."""
+
+    def __init__(self, peer: Peer) -> None:
+        self.peer = peer
+        self.lock = threading.Lock()
+        self.workflow_done: dict[str, tuple[float, str]] = {}
+        self.workflow_seen: dict[str, float] = {}
+        self.child_created: dict[str, tuple[str, float]] = {}
+        self.child_finished: dict[str, float] = {}
+        # agentflow only: when each step Job's pod was seen Succeeded, by Job name.
+        self.pod_finished: dict[str, float] = {}
+        api = peer.api
+        self.watchers = [
+            Watcher(api, peer.workflows_path, self._on_workflow),
+            Watcher(api, peer.child_path, self._on_child, peer.child_selector),
+        ]
+        if isinstance(peer, AgentflowPeer):
+            pods = f"/api/v1/namespaces/{peer.namespace}/pods"
+            self.watchers.append(Watcher(api, pods, self._on_pod, peer.child_selector))
+
+    def __enter__(self) -> Recorder:
+        for watcher in self.watchers:
+            watcher.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for watcher in self.watchers:
+            watcher.stop()
+
+    def _on_workflow(self, kind: str, obj: Obj, now: float) -> None:
+        name = (obj.get("metadata") or {}).get("name", "")
+        with self.lock:
+            self.workflow_seen.setdefault(name, now)
+            phase = self.peer.phase(obj)
+            if phase in TERMINAL and name not in self.workflow_done:
+                self.workflow_done[name] = (now, phase or "")
+
+    def _on_child(self, kind: str, obj: Obj, now: float) -> None:
+        if kind == "DELETED":
+            return
+        name = (obj.get("metadata") or {}).get("name", "")
+        workflow = self.peer.child_workflow(obj) or ""
+        with self.lock:
+            if name not in self.child_created:
+                self.child_created[name] = (workflow, now)
+            if name not in self.child_finished and self.peer.child_finished(obj):
+                self.child_finished[name] = now
+
+    def _on_pod(self, kind: str, obj: Obj, now: float) -> None:
+        if kind == "DELETED" or (obj.get("status") or {}).get("phase") != "Succeeded":
+            return
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        job = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
+        if job:
+            with self.lock:
+                self.pod_finished.setdefault(job, now)
+
+    def done(self, names: set[str]) -> int:
+        with self.lock:
+            return sum(1 for n in names if n in self.workflow_done)
+
+    def wait(self, names: set[str], timeout: float, progress: Callable[[int], None]) -> bool:
+        deadline = time.monotonic() + timeout
+        last_report = 0.0
+        while time.monotonic() < deadline:
+            finished = self.done(names)
+            if finished == len(names):
+                return True
+            if time.monotonic() - last_report > 15:
+                progress(finished)
+                last_report = time.monotonic()
+            if not self.peer.alive():
+                raise RuntimeError(f"{self.peer.name}'s controller died during the run")
+            time.sleep(0.1)
+        return False
+
+    def gaps(self, from_pod: bool = False) -> list[float]:
+        """Finish of a step -> creation of the next one, in sequential workflows."""
+        with self.lock:
+            finished = self.pod_finished if from_pod else self.child_finished
+            rows = [
+                (workflow, created, finished.get(name))
+                for name, (workflow, created) in self.child_created.items()
+            ]
+        return stats.sequential_gaps(rows)
+
+    def first_step_latency(self) -> list[float]:
+        """Workflow seen -> its first step object seen."""
+        with self.lock:
+            first: dict[str, float] = {}
+            for workflow, created in self.child_created.values():
+                first[workflow] = min(created, first.get(workflow, created))
+            return [
+                first[name] - seen for name, seen in self.workflow_seen.items() if name in first
+            ]
+
+
+@dataclass
+class Run:
+    """What one scenario measured on one peer."""
+
+    peer: str
+    scenario: str
+    workflows: int
+    steps_per_workflow: int
+    expected_steps: int
+    seconds: float | None = None
+    timed_out: bool = False
+    succeeded: int = 0
+    failed: int = 0
+    steps_created: int = 0
+    workflows_per_second: float | None = None
+    steps_per_second: float | None = None
+    overhead: dict[str, Any] | None = None
+    overhead_from_pod: dict[str, Any] | None = None
+    overhead_histogram: dict[str, Any] | None = None
+    first_step: dict[str, Any] | None = None
+    cpu_seconds: float | None = None
+    cpu_ms_per_step: float | None = None
+    own_requests: dict[str, float] | None = None
+    apiserver_requests: dict[str, float] = field(default_factory=dict)
+    events_by_component: dict[str, float] = field(default_factory=dict)
+    rss_mib: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def per_step(self, value: float | None) -> float | None:
+        return None if value is None or not self.steps_created else value / self.steps_created
+
+
+def _summary(values: list[float]) -> dict[str, Any] | None:
+    summary = stats.summarize(values)
+    return summary.as_dict() if summary else None
+
+
+def apiserver_by_verb_resource(bench: BenchCluster) -> dict[tuple[str, ...], float]:
+    return stats.sum_by(
+        bench.apiserver_metrics(), "apiserver_request_total", ["verb", "resource", "subresource"]
+    )
+
+
+def events_by_component(peer: Peer) -> dict[tuple[str, ...], float]:
+    """Events in the peer's namespace by the component that posted them (with repeats)."""
+    counts: dict[tuple[str, ...], float] = {}
+    for event in peer.api.items(f"/api/v1/namespaces/{peer.namespace}/events"):
+        component = (
+            event.get("reportingComponent")
+            or (event.get("source") or {}).get("component")
+            or "unknown"
+        )
+        counts[(component,)] = counts.get((component,), 0.0) + float(event.get("count") or 1)
+    return counts
+
+
+def run_workflows(
+    bench: BenchCluster,
+    peer: Peer,
+    scenario: str,
+    manifests_by_batch: list[list[Obj]],
+    steps_per_workflow: int,
+    timeout: float,
+    sequential: bool = True,
+) -> Run:
+    """Submit the batches (each one at once, the next when it finished) and measure."""
+    names = {m["metadata"]["name"] for batch in manifests_by_batch for m in batch}
+    run = Run(
+        peer=peer.name,
+        scenario=scenario,
+        workflows=len(names),
+        steps_per_workflow=steps_per_workflow,
+        expected_steps=len(names) * steps_per_workflow,
+    )
+    own_before = peer.own_requests()
+    hist_before = peer.metrics() if isinstance(peer, AgentflowPeer) else {}
+    server_before = apiserver_by_verb_resource(bench)
+    events_before = events_by_component(peer)
+    cpu_before = peer.cpu_seconds()
+    deadline = time.monotonic() + timeout
+    with Recorder(peer) as recorder:
+        started = time.monotonic()
+        for index, batch in enumerate(manifests_by_batch):
+            peer.submit(batch)
+            batch_names = {m["metadata"]["name"] for m in batch}
+
+            def progress(done: int, index: int = index, total: int = len(batch_names)) -> None:
+                log.info(
+                    "  %s %s batch %d: %d/%d finished",
+                    peer.name,
+                    scenario,
+                    index + 1,
+                    done,
+                    total,
+                )
+
+            remaining = deadline - time.monotonic()
+            if not recorder.wait(batch_names, max(remaining, 1.0), progress):
+                run.timed_out = True
+                run.notes.append(
+                    f"timed out after {timeout:.0f}s: {recorder.done(names)}/{len(names)} finished"
+                )
+                break
+        with recorder.lock:
+            ends = [t for n, (t, _) in recorder.workflow_done.items() if n in names]
+            phases = [p for n, (_, p) in recorder.workflow_done.items() if n in names]
+        if ends and not run.timed_out:
+            run.seconds = max(ends) - started
+        run.succeeded = sum(1 for p in phases if p == "Succeeded")
+        run.failed = len(phases) - run.succeeded
+        run.steps_created = len(recorder.child_created)
+        if sequential:
+            run.overhead = _summary(recorder.gaps())
+            if isinstance(peer, AgentflowPeer):
+                run.overhead_from_pod = _summary(recorder.gaps(from_pod=True))
+        run.first_step = _summary(recorder.first_step_latency())
+    # Let the last status writes and events land before the counters are read.
+    time.sleep(2.0)
+    run.cpu_seconds = peer.cpu_seconds() - cpu_before
+    own_after = peer.own_requests()
+    if own_before is not None and own_after is not None:
+        run.own_requests = {
+            verb: n for (verb,), n in stats.delta(_keyed(own_before), _keyed(own_after)).items()
+        }
+    server_after = apiserver_by_verb_resource(bench)
+    run.events_by_component = {
+        component: n
+        for (component,), n in stats.delta(events_before, events_by_component(peer)).items()
+    }
+    run.apiserver_requests = {
+        "/".join(part for part in key if part): n
+        for key, n in stats.delta(server_before, server_after).items()
+    }
+    if isinstance(peer, AgentflowPeer):
+        run.overhead_histogram = stats.histogram_delta_quantiles(
+            hist_before, peer.metrics(), "agentflow_operator_step_overhead_seconds"
+        )
+    rss = peer.rss_kib()
+    run.rss_mib = rss / 1024 if rss is not None else None
+    if run.seconds:
+        run.workflows_per_second = run.succeeded / run.seconds
+        run.steps_per_second = run.steps_created / run.seconds
+    if run.cpu_seconds is not None and run.steps_created:
+        run.cpu_ms_per_step = run.cpu_seconds * 1000 / run.steps_created
+    if run.steps_created != run.expected_steps:
+        run.notes.append(f"{run.steps_created} step objects for {run.expected_steps} steps")
+    if run.failed:
+        run.notes.append(f"{run.failed} workflows failed")
+    log.info(
+        "%s %s: %s in %s s (%s wf/s), %d/%d succeeded",
+        peer.name,
+        scenario,
+        f"{run.workflows} workflows x {steps_per_workflow} steps",
+        stats.fmt(run.seconds),
+        stats.fmt(run.workflows_per_second),
+        run.succeeded,
+        run.workflows,
+    )
+    return run
+
+
+def _keyed(by_verb: dict[str, float]) -> dict[tuple[str, ...], float]:
+    return {(verb,): n for verb, n in by_verb.items()}
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each scenario is (``--quick`` divides them by about ten)."""
+
+    burst: int = 500
+    chains: int = 50
+    chain_steps: int = 10
+    fanout: int = 200
+    fanout_parallelism: int = 20
+    latency_serial_runs: int = 10
+    latency_concurrent: int = 20
+    rss_workflows: int = 5000
+    rss_batch: int = 500
+    cache_steps: int = 5
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        return cls(
+            burst=50,
+            chains=5,
+            fanout=20,
+            fanout_parallelism=4,
+            latency_serial_runs=2,
+            latency_concurrent=4,
+            rss_workflows=500,
+            rss_batch=250,
+        )
+
+
+def throughput_burst(bench: BenchCluster, peer: Peer, sizes: Sizes, timeout: float) -> Run:
+    tag = unique("burst")
+    manifests = [peer.manifest(f"{tag}-{i}", 1, parallel=False) for i in range(sizes.burst)]
+    return run_workflows(bench, peer, "burst", [manifests], 1, timeout, sequential=False)
+
+
+def throughput_chains(bench: BenchCluster, peer: Peer, sizes: Sizes, timeout: float) -> Run:
+    tag = unique("chain")
+    manifests = [
+        peer.manifest(f"{tag}-{i}", sizes.chain_steps, parallel=False) for i in range(sizes.chains)
+    ]
+    return run_workflows(bench, peer, "chains", [manifests], sizes.chain_steps, timeout)
+
+
+def throughput_fanout(bench: BenchCluster, peer: Peer, sizes: Sizes, timeout: float) -> Run:
+    manifest = peer.manifest(
+        unique("fanout"), sizes.fanout, parallel=True, parallelism=sizes.fanout_parallelism
+    )
+    return run_workflows(bench, peer, "fanout", [[manifest]], sizes.fanout, timeout, False)
+
+
+def latency_serial(bench: BenchCluster, peer: Peer, sizes: Sizes, timeout: float) -> Run:
+    """One 10-step workflow at a time, several times."""
+    tag = unique("serial")
+    batches = [
+        [peer.manifest(f"{tag}-{i}", sizes.chain_steps, parallel=False)]
+        for i in range(sizes.latency_serial_runs)
+    ]
+    return run_workflows(bench, peer, "latency-1", batches, sizes.chain_steps, timeout)
+
+
+def latency_concurrent(bench: BenchCluster, peer: Peer, sizes: Sizes, timeout: float) -> Run:
+    tag = unique("conc")
+    manifests = [
+        peer.manifest(f"{tag}-{i}", sizes.chain_steps, parallel=False)
+        for i in range(sizes.latency_concurrent)
+    ]
+    scenario = f"latency-{sizes.latency_concurrent}"
+    return run_workflows(bench, peer, scenario, [manifests], sizes.chain_steps, timeout)
+
+
+def caching(bench: BenchCluster, peer: AgentflowPeer, sizes: Sizes, timeout: float) -> list[Run]:
+    """A workflow, then a second one with identical steps: the second should reuse every result."""
+    seed = unique("cache")
+    runs = []
+    for label in ("cold", "warm"):
+        manifest = peer.manifest(
+            f"{seed}-{label}", sizes.cache_steps, parallel=False, cache=True, seed=seed
+        )
+        runs.append(
+            run_workflows(bench, peer, f"cache-{label}", [[manifest]], sizes.cache_steps, timeout)
+        )
+    return runs
+
+
+def memory(bench: BenchCluster, peer: Peer, sizes: Sizes, timeout: float) -> Run:
+    """RSS with many Workflows present, nearly all finished (created in batches)."""
+    tag = unique("rss")
+    batches: list[list[Obj]] = []
+    for start in range(0, sizes.rss_workflows, sizes.rss_batch):
+        count = min(sizes.rss_batch, sizes.rss_workflows - start)
+        batches.append(
+            [peer.manifest(f"{tag}-{start + i}", 1, parallel=False) for i in range(count)]
+        )
+    run = run_workflows(bench, peer, "memory", batches, 1, timeout, sequential=False)
+    # The figure asked for is the steady state with the Workflows present, not the peak.
+    time.sleep(10.0)
+    rss = peer.rss_kib()
+    run.rss_mib = rss / 1024 if rss is not None else None
+    idle_before = peer.cpu_seconds()
+    time.sleep(20.0)
+    run.notes.append(
+        f"idle CPU with {run.workflows} workflows present: "
+        f"{(peer.cpu_seconds() - idle_before) / 20.0 * 100:.1f}% of a core"
+    )
+    return run

@@ -1,0 +1,303 @@
+"""The pure parts of the benchmark harness (``bench/``): statistics, metric deltas, the report."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+from bench import report, stats
+from bench.proc import parse_cpu_seconds, parse_status_kib
+
+# ---- percentiles ------------------------------------------------------------------------------
+
+
+def test_percentile_interpolates_between_closest_ranks() -> None:
+    values = [4.0, 1.0, 3.0, 2.0]  # order does not matter
+    assert stats.percentile(values, 50) == pytest.approx(2.5)
+    assert stats.percentile(values, 0) == 1.0
+    assert stats.percentile(values, 100) == 4.0
+    # rank (4 - 1) * 0.95 = 2.85: 3 + 0.85 * (4 - 3)
+    assert stats.percentile(values, 95) == pytest.approx(3.85)
+
+
+def test_percentile_of_one_value_is_that_value() -> None:
+    assert stats.percentile([7.5], 99) == 7.5
+
+
+def test_percentile_matches_the_textbook_on_a_hundred_values() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert stats.percentile(values, 50) == pytest.approx(50.5)
+    assert stats.percentile(values, 99) == pytest.approx(99.01)
+
+
+@pytest.mark.parametrize("q", [-1.0, 100.5])
+def test_percentile_rejects_out_of_range_q(q: float) -> None:
+    with pytest.raises(ValueError):
+        stats.percentile([1.0, 2.0], q)
+
+
+def test_percentile_of_nothing_is_an_error() -> None:
+    with pytest.raises(ValueError):
+        stats.percentile([], 50)
+
+
+def test_summary_reports_distribution_and_none_when_empty() -> None:
+    summary = stats.summarize([0.010, 0.020, 0.030, 0.040, 1.0])
+    assert summary is not None
+    assert summary.n == 5
+    assert summary.p50 == pytest.approx(0.030)
+    assert summary.max == 1.0
+    assert summary.mean == pytest.approx(1.1 / 5)
+    assert summary.p99 > summary.p95 > summary.p50
+    assert stats.summarize([]) is None
+
+
+# ---- histograms -------------------------------------------------------------------------------
+
+
+def test_histogram_quantile_interpolates_within_the_bucket() -> None:
+    # 10 observations <= 0.1, 10 more in (0.1, 0.2]: the median is the 0.1 boundary, the 75th
+    # percentile halfway into the second bucket.
+    buckets = [(0.1, 10.0), (0.2, 20.0), (math.inf, 20.0)]
+    assert stats.histogram_quantile(buckets, 0.5) == pytest.approx(0.1)
+    assert stats.histogram_quantile(buckets, 0.75) == pytest.approx(0.15)
+
+
+def test_histogram_quantile_in_the_inf_bucket_is_the_largest_bound() -> None:
+    buckets = [(0.1, 1.0), (math.inf, 10.0)]
+    assert stats.histogram_quantile(buckets, 0.99) == 0.1
+
+
+def test_histogram_quantile_without_observations_is_none() -> None:
+    assert stats.histogram_quantile([(0.1, 0.0), (math.inf, 0.0)], 0.5) is None
+    assert stats.histogram_quantile([], 0.5) is None
+
+
+EXPOSITION_BEFORE = """\
+# HELP agentflow_kubernetes_api_requests_total API requests
+# TYPE agentflow_kubernetes_api_requests_total counter
+agentflow_kubernetes_api_requests_total{verb="post",code="201"} 3.0
+agentflow_kubernetes_api_requests_total{verb="patch",code="200"} 5.0
+# HELP agentflow_operator_step_overhead_seconds overhead
+# TYPE agentflow_operator_step_overhead_seconds histogram
+agentflow_operator_step_overhead_seconds_bucket{le="0.05"} 1.0
+agentflow_operator_step_overhead_seconds_bucket{le="0.5"} 2.0
+agentflow_operator_step_overhead_seconds_bucket{le="+Inf"} 2.0
+agentflow_operator_step_overhead_seconds_count 2.0
+agentflow_operator_step_overhead_seconds_sum 0.3
+"""
+
+EXPOSITION_AFTER = """\
+# HELP agentflow_kubernetes_api_requests_total API requests
+# TYPE agentflow_kubernetes_api_requests_total counter
+agentflow_kubernetes_api_requests_total{verb="post",code="201"} 13.0
+agentflow_kubernetes_api_requests_total{verb="post",code="409"} 2.0
+agentflow_kubernetes_api_requests_total{verb="patch",code="200"} 25.0
+agentflow_kubernetes_api_requests_total{verb="get",code="200"} 4.0
+# HELP agentflow_operator_step_overhead_seconds overhead
+# TYPE agentflow_operator_step_overhead_seconds histogram
+agentflow_operator_step_overhead_seconds_bucket{le="0.05"} 11.0
+agentflow_operator_step_overhead_seconds_bucket{le="0.5"} 12.0
+agentflow_operator_step_overhead_seconds_bucket{le="+Inf"} 12.0
+agentflow_operator_step_overhead_seconds_count 12.0
+agentflow_operator_step_overhead_seconds_sum 1.3
+"""
+
+
+def test_counter_deltas_by_verb_sum_over_status_codes() -> None:
+    before = stats.parse_metrics(EXPOSITION_BEFORE)
+    after = stats.parse_metrics(EXPOSITION_AFTER)
+    name = "agentflow_kubernetes_api_requests_total"
+    change = stats.delta(stats.sum_by(before, name, ["verb"]), stats.sum_by(after, name, ["verb"]))
+    assert change == {("post",): 12.0, ("patch",): 20.0, ("get",): 4.0}
+    only_conflicts = stats.sum_by(after, name, ["verb"], where={"code": "409"})
+    assert only_conflicts == {("post",): 2.0}
+
+
+def test_delta_drops_groups_that_did_not_change() -> None:
+    assert stats.delta({("a",): 1.0, ("b",): 2.0}, {("a",): 1.0, ("b",): 5.0}) == {("b",): 3.0}
+
+
+def test_histogram_delta_quantiles_see_only_the_new_observations() -> None:
+    before = stats.parse_metrics(EXPOSITION_BEFORE)
+    after = stats.parse_metrics(EXPOSITION_AFTER)
+    q = stats.histogram_delta_quantiles(
+        before, after, "agentflow_operator_step_overhead_seconds", (0.5,)
+    )
+    # 10 new observations, all <= 0.05: the median lies inside the first bucket.
+    assert q["n"] == 10.0
+    assert q["p50"] == pytest.approx(0.025)
+
+
+def test_reads_and_writes_by_verb_in_any_case() -> None:
+    reads, writes = stats.split_reads_writes(
+        {"GET": 2.0, "list": 1.0, "WATCH": 3.0, "post": 4.0, "Patch": 5.0, "update": 1.0}
+    )
+    assert (reads, writes) == (6.0, 10.0)
+
+
+def test_ratio_is_none_without_both_sides() -> None:
+    assert stats.ratio(6.0, 3.0) == 2.0
+    assert stats.ratio(None, 3.0) is None
+    assert stats.ratio(1.0, 0.0) is None
+
+
+# ---- gaps between steps -----------------------------------------------------------------------
+
+
+def test_sequential_gaps_follow_each_workflow_in_creation_order() -> None:
+    children = [
+        ("wf-a", 10.0, 10.5),  # first step of a: created 10.0, finished 10.5
+        ("wf-b", 11.0, 11.2),
+        ("wf-a", 10.6, 11.0),  # next step of a: 0.1 s after the first one finished
+        ("wf-a", 11.3, None),  # last step of a, never seen finishing
+        ("wf-b", 11.25, 12.0),
+    ]
+    assert sorted(stats.sequential_gaps(children)) == pytest.approx([0.05, 0.1, 0.3])
+
+
+def test_sequential_gaps_stop_at_a_step_never_seen_finishing() -> None:
+    children = [("wf", 1.0, None), ("wf", 2.0, 3.0), ("wf", 3.5, 4.0)]
+    assert stats.sequential_gaps(children) == []
+
+
+def test_sequential_gaps_skip_children_never_seen_created() -> None:
+    assert stats.sequential_gaps([("wf", None, 1.0), ("wf", 2.0, 3.0)]) == []
+
+
+# ---- /proc parsing ---------------------------------------------------------------------------
+
+
+def test_cpu_seconds_from_a_stat_line_with_spaces_in_the_name() -> None:
+    # pid (comm) state ppid ... utime(14) stime(15): the name may hold spaces and parentheses.
+    fields = ["S", "1", "1", "1", "0", "-1", "0", "0", "0", "0", "0", "250", "50"]
+    line = "1234 (python (x) y) " + " ".join(fields) + " 0 0 20 0 4 0 100"
+    assert parse_cpu_seconds(line, ticks=100) == pytest.approx(3.0)
+
+
+def test_status_fields_in_kib() -> None:
+    text = "Name:\tpython\nVmHWM:\t  204800 kB\nVmRSS:\t  102400 kB\n"
+    assert parse_status_kib(text, "VmRSS") == 102400
+    assert parse_status_kib(text, "VmSwap") is None
+
+
+# ---- rendering -------------------------------------------------------------------------------
+
+
+def test_markdown_table_escapes_pipes_and_checks_widths() -> None:
+    table = stats.markdown_table(["a", "b"], [["1", "x|y"]])
+    assert table.splitlines() == ["| a | b |", "|---|---|", "| 1 | x\\|y |"]
+    with pytest.raises(ValueError):
+        stats.markdown_table(["a", "b"], [["only one"]])
+
+
+def test_number_formatting() -> None:
+    assert stats.fmt(None) == "-"
+    assert stats.fmt(1234) == "1,234"
+    assert stats.fmt(2.5, " s", 1) == "2.5 s"
+    assert stats.fmt(float("nan")) == "-"
+    assert stats.fmt_ms(0.0123) == "12 ms"
+    assert stats.fmt_ratio(1.234) == "1.23x"
+    assert stats.fmt_ratio(None) == "-"
+
+
+def _run(peer: str, scenario: str, **fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "peer": peer,
+        "scenario": scenario,
+        "workflows": 10,
+        "steps_per_workflow": 10,
+        "expected_steps": 100,
+        "steps_created": 100,
+        "seconds": 10.0,
+        "timed_out": False,
+        "succeeded": 10,
+        "workflows_per_second": 1.0,
+        "steps_per_second": 10.0,
+        "notes": [],
+        "apiserver_requests": {},
+        "events_by_component": {},
+        "own_requests": None,
+    }
+    base.update(fields)
+    return base
+
+
+def test_cost_adds_what_kopf_writes_outside_the_operators_client() -> None:
+    run = _run(
+        "agentflow",
+        "chains",
+        own_requests={"post": 100.0, "patch": 110.0, "get": 5.0},
+        events_by_component={"agentflow-operator": 200.0, "job-controller": 200.0},
+        apiserver_requests={
+            "POST/workflows": 10.0,  # the harness's submissions: not counted
+            "PATCH/workflows": 10.0,  # kopf's finalizers
+            "PATCH/workflows/status": 110.0,
+            "POST/jobs": 100.0,
+            "POST/events": 400.0,
+            "WATCH/jobs": 2.0,
+        },
+    )
+    cost = report.cost(run)
+    assert cost["own_writes_per_step"] == pytest.approx(2.1)
+    assert cost["own_reads_per_step"] == pytest.approx(0.05)
+    assert cost["controller_writes_per_step"] == pytest.approx((210 + 200 + 10) / 100)
+    assert cost["cluster_writes_per_step"] == pytest.approx((10 + 110 + 100 + 400) / 100)
+
+
+def test_cost_of_argo_is_its_own_count_and_leaves_out_the_stand_in_executor() -> None:
+    run = _run(
+        "argo",
+        "chains",
+        own_requests={"create": 150.0, "update": 70.0, "patch": 130.0, "get": 5.0},
+        apiserver_requests={"POST/workflowtaskresults": 100.0, "POST/pods": 100.0},
+    )
+    cost = report.cost(run)
+    assert cost["controller_writes_per_step"] == pytest.approx(3.5)
+    assert cost["cluster_writes_per_step"] == pytest.approx(1.0)
+
+
+def test_throughput_ratio_is_agentflow_over_argo_steps_per_second() -> None:
+    runs = [
+        _run("agentflow", "burst", steps_per_second=12.0),
+        _run("argo", "burst", steps_per_second=8.0),
+    ]
+    (row,) = report.throughput_rows(runs, ["burst", "chains"])
+    assert row[0] == "burst"
+    assert row[-1] == "1.50x"
+
+
+def test_overhead_ratios_compare_the_same_starting_point() -> None:
+    ours = {"n": 90, "p50": 0.02, "p95": 0.05, "p99": 0.1}
+    theirs = {"n": 90, "p50": 0.5, "p95": 1.0, "p99": 1.0}
+    runs = [
+        _run("agentflow", "latency-20", overhead_from_pod=ours, overhead={"p50": -0.9}),
+        _run("argo", "latency-20", overhead=theirs),
+    ]
+    (row,) = report.overhead_rows(runs, ["latency-20"])
+    assert row[-2:] == ["0.04x", "0.10x"]
+
+
+def test_targets_say_met_or_missed_from_the_numbers() -> None:
+    runs = [
+        _run("agentflow", "latency-20", workflows=20, overhead_from_pod={"p50": 0.03, "p99": 0.4}),
+        _run("agentflow", "burst", steps_per_second=5.0),
+        _run("argo", "burst", steps_per_second=10.0),
+        _run("agentflow", "memory", workflows=5000, rss_mib=200.0),
+    ]
+    rows = {row[0]: row for row in report.target_rows({"runs": runs})}
+    assert rows["overhead per step p50, 20 concurrent workflows"][-1] == "met"
+    assert rows["overhead per step p99, 20 concurrent workflows"][-1] == "missed"
+    assert rows["throughput agentflow/Argo, burst"][-2:] == ["0.50x", "missed"]
+    assert rows["throughput agentflow/Argo, chains"][-1] == "not measured"
+    assert rows["operator RSS with 5000 Workflows"][-1] == "met"
+
+
+def test_the_hand_written_analysis_survives_regeneration() -> None:
+    previous = f"# old\n{report.ANALYSIS_BEGIN}\nprofiles say X\n{report.ANALYSIS_END}\nold tail"
+    assert report.keep_analysis(previous) == (
+        f"{report.ANALYSIS_BEGIN}\nprofiles say X\n{report.ANALYSIS_END}"
+    )
+    fresh = report.keep_analysis(None)
+    assert fresh.startswith(report.ANALYSIS_BEGIN) and fresh.endswith(report.ANALYSIS_END)
