@@ -250,7 +250,8 @@ class Runtime:
     post_event: EventPoster
     wakeups: dict[Key, asyncio.Event] = field(default_factory=dict)
     written: dict[Key, Written] = field(default_factory=dict)
-    outputs_stored: set[str] = field(default_factory=set)
+    # Output ConfigMaps this process has stored, per Workflow (dropped when it is deleted).
+    outputs_stored: dict[Key, set[str]] = field(default_factory=dict)
     phases: dict[Key, str] = field(default_factory=dict)
     last_heartbeat: float = field(default_factory=time.monotonic)
     cache_names: set[Key] = field(default_factory=set)
@@ -298,6 +299,7 @@ class Runtime:
     def forget(self, key: Key) -> None:
         self.wakeups.pop(key, None)
         self.written.pop(key, None)
+        self.outputs_stored.pop(key, None)
         self.phases.pop(key, None)
         self._refresh_phase_gauge()
 
@@ -367,13 +369,17 @@ async def store_outputs(
             result.append(job)
             continue
         name = output_configmap_name(job.name)
+        stored = rt.outputs_stored.setdefault((wf.namespace, wf.name), set())
+        if name in stored and not silent:
+            result.append(replace(job, output_ref=name))
+            continue
         text = await rt.kube.read_job_log(wf.namespace, job.name, rt.config.output_limit_bytes)
         if text is None:
             result.append(job)
             continue
-        if name not in rt.outputs_stored:
+        if name not in stored:
             await rt.kube.create_configmap(output_configmap(wf, job, text))
-            rt.outputs_stored.add(name)
+            stored.add(name)
         if silent:
             parsed = report.parse_report(text)
             message = report.encode_termination_message(parsed, full_size=len(text.encode()))

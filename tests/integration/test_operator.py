@@ -471,3 +471,26 @@ def test_a_workflow_whose_status_outgrows_etcd_fails_with_a_clear_reason(
     stalled = condition(wf, "Stalled")
     assert stalled is not None and stalled["reason"] == "StatusTooLarge"
     assert "StatusTooLarge" in {e["reason"] for e in events(kubectl, namespace, "oversized")}
+
+
+def test_same_named_workflows_in_two_namespaces_each_keep_their_full_report(
+    operator: OperatorProcess, kubectl: Kubectl, namespace: str
+) -> None:
+    other = f"{namespace[:50]}-twin"
+    assert kubectl("create", "namespace", other).returncode == 0
+    try:
+        doc = workflow(
+            "twin",
+            [{"name": "write", "agent": "verbose"}],
+            [script_agent("verbose", report="## Summary\nbig\n", output_bytes=20_000)],
+        )
+        for ns in (namespace, other):
+            apply(kubectl, ns, [doc])
+        for ns in (namespace, other):
+            wf = wait_finished(kubectl, ns, "twin")
+            ref = step(wf, "write")["result"]["outputRef"]
+            cm = get(kubectl, ns, "configmap", ref)
+            assert cm is not None, f"no output ConfigMap {ref} in {ns}"
+            assert cm["metadata"]["ownerReferences"][0]["uid"] == wf["metadata"]["uid"]
+    finally:
+        kubectl("delete", "namespace", other, "--wait=false")
