@@ -50,6 +50,7 @@ class PodSummary:
     waiting_message: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    succeeded: bool = False  # the pod's phase is Succeeded
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,7 @@ def summarize_pod(pod: Mapping[str, Any]) -> PodSummary | None:
         job_name=job_name,
         name=meta.get("name", ""),
         created_at=_time(meta.get("creationTimestamp")),
+        succeeded=(pod.get("status") or {}).get("phase") == "Succeeded",
     )
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
     if not statuses:
@@ -205,8 +207,9 @@ def observe(
 
     A Job is reported finished only together with its pod's terminated state (exit code and
     termination message), since the two arrive on different watches; after a short grace the
-    Job's own verdict is used alone.  A pod stuck on an image or config error is reported as a
-    failed attempt; the caller deletes its Job.  :func:`recheck_at` says when these graces end.
+    Job's own verdict is used alone.  A pod that Succeeded finishes its Job at once.  A pod
+    stuck on an image or config error is reported as a failed attempt; the caller deletes its
+    Job.  :func:`recheck_at` says when these graces end.
     """
     pods_by_job = _pods_by_job(pods)
     observed: list[ObservedJob] = []
@@ -218,6 +221,17 @@ def observe(
         held = _held_until(job, pod)
         if held is not None and now < held:
             state = JobState.ACTIVE
+        if (
+            state is JobState.ACTIVE
+            and not job.deleting
+            and pod is not None
+            and pod.succeeded
+            and pod.terminated
+            and pod.exit_code == 0
+        ):
+            # The Job controller marks the Job Complete about a second later (it batches pod
+            # updates); with backoffLimit 0 and restartPolicy Never the pod has decided already.
+            state, finished = JobState.SUCCEEDED, pod.finished_at
         if state is JobState.ACTIVE and job.deleting:
             state, reason = JobState.FAILED, "JobDeleted"
             message = "the step's Job was deleted before it finished"
