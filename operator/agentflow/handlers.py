@@ -43,6 +43,9 @@ POLICIES = (GROUP, VERSION, "agentfallbackpolicies")
 # A Workflow's daemon re-plans at least this often even when nothing happens (level trigger).
 RESYNC_SECONDS = 300.0
 HEARTBEAT_STALE_FACTOR = 4.0
+FINALIZER = f"{GROUP}/finalizer"
+# How long a new Workflow's first plan waits for kopf to add the finalizer (see the daemon).
+FINALIZER_WAIT_SECONDS = 2.0
 # How often each cache entry is checked for expiry (decorators are read at import time).
 CACHE_SWEEP_SECONDS = float(os.environ.get("AGENTFLOW_CACHE_SWEEP_SECONDS", "60"))
 
@@ -56,13 +59,50 @@ def post_event(body: Mapping[str, Any], type_: str, reason: str, message: str) -
     kopf.event(cast(kopf.Body, body), type=type_, reason=reason, message=message[:1024])
 
 
+class SlimDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's diff essence, built without deep-copying the status and metadata first.
+
+    kopf builds the essence of every watched object on every event (Jobs and Pods included)
+    by deep-copying the whole body and then dropping ``status`` and most of ``metadata``; in a
+    profile of 500 Workflows that copy was about 7% of the operator's CPU.  Unless a handler
+    asks for extra fields (none of ours does), the same essence comes from the spec-level
+    stanzas plus labels and annotations.
+    """
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        if extra_fields:
+            return super().build(body=body, extra_fields=extra_fields)
+        slim: dict[str, Any] = {k: v for k, v in body.items() if k not in ("metadata", "status")}
+        meta = body.get("metadata") or {}
+        slim["metadata"] = {
+            k: meta[k] for k in ("name", "namespace", "labels", "annotations") if k in meta
+        }
+        return super().build(body=kopf.Body(cast(kopf.RawBody, slim)), extra_fields=extra_fields)
+
+
+# The wake-up handlers run on every watch event of a Job, Pod or Workflow; kopf logs each
+# success at INFO, which was about 5% of the operator's CPU (15 lines per step) for no news.
+QUIET_HANDLERS = frozenset({"job_changed", "pod_changed", "workflow_changed", "heartbeat"})
+
+
+class QuietWakeups(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        if record.levelno != logging.INFO or not message.endswith(" succeeded."):
+            return True
+        return not any(f"'{name}' succeeded." in message for name in QUIET_HANDLERS)
+
+
 def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     """Explicit kopf settings: our own prefixes, timeouts, and server-side watch filters."""
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = SlimDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
+    objects = logging.getLogger("kopf.objects")
+    if not any(isinstance(f, QuietWakeups) for f in objects.filters):
+        objects.addFilter(QuietWakeups())
     # Without these, a watch stream can hang silently forever (kopf #585).
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300
@@ -386,6 +426,18 @@ async def workflow_daemon(
                 namespace or "", namespace_step_jobs.get(namespace or "", [])
             ),
         )
+
+    # kopf adds its finalizer to a new Workflow while this daemon starts; a status write that
+    # races it meets a 409 and costs a re-read and a second write, so the first plan waits
+    # (briefly, in case kopf is configured without finalizers) for the finalizer to arrive.
+    waited_until = asyncio.get_running_loop().time() + FINALIZER_WAIT_SECONDS
+    while not stopped and FINALIZER not in (body.get("metadata", {}).get("finalizers") or []):
+        remaining = waited_until - asyncio.get_running_loop().time()
+        if remaining <= 0 or body.get("metadata", {}).get("deletionTimestamp"):
+            break
+        wakeup.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wakeup.wait(), timeout=remaining)
 
     try:
         while not stopped:
