@@ -417,14 +417,16 @@ async def workflow_daemon(
                     freshest = entry
             return freshest
 
+        active_in_namespace = rt.active_jobs(
+            namespace or "", namespace_step_jobs.get(namespace or "", [])
+        )
+        rt.metrics.jobs_active.labels(namespace=namespace or "").set(active_in_namespace)
         return Observations(
             jobs=list(step_jobs.get(key, [])),
             pods=list(step_pods.get(key, [])),
             policies=policies,
             cache=lookup,
-            active_jobs_in_namespace=rt.active_jobs(
-                namespace or "", namespace_step_jobs.get(namespace or "", [])
-            ),
+            active_jobs_in_namespace=active_in_namespace,
         )
 
     # kopf adds its finalizer to a new Workflow while this daemon starts; a status write that
