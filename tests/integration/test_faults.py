@@ -155,8 +155,12 @@ def measured(text: str) -> None:
 
 @pytest.fixture(scope="session")
 def fault_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    """A LocalCluster in a fresh state directory, used only by these tests."""
-    cluster = LocalCluster(tmp_path_factory.mktemp("fault-cluster"))
+    """A LocalCluster in a state directory of this test session, used only by these tests.
+
+    test_replicas imports this fixture, which makes it a second fixture of the same name;
+    both find the same directory, so the second one reuses the running cluster.
+    """
+    cluster = LocalCluster(tmp_path_factory.getbasetemp() / "fault-cluster")
     try:
         cluster.start()
         cluster.start_node()
