@@ -5,9 +5,10 @@ phase, each step attempt has exactly one Job (no duplicates, no Job without an a
 result is lost and no Job is left without its Workflow.  Measured timings are printed (run with
 ``-s``); docs/reliability.md quotes them.
 
-Faults that take the control plane or the node away run on a cluster of their own (a fresh
-state directory per session, with its own operator), so the shared test cluster and the
-session operator are never disrupted.  The others use the shared cluster.
+Every scenario runs on a cluster of its own (a state directory per test session) with an
+operator of its own: stopping the API server, etcd or the node never disturbs the shared test
+cluster, and the operator measured is the one under test, not another session's operator that
+happens to hold the shared cluster's Lease.
 """
 
 from __future__ import annotations
