@@ -163,30 +163,25 @@ def invalid_object_status(
     status.observed_generation = generation
     status.message = f"invalid spec: {message}"
     status.finished_at = status.finished_at or now
+    ours = {c.value for c in ConditionType}
+    # Conditions other clients own are kept; ours are replaced.
+    foreign = [c for c in status.conditions if c.type not in ours]
     status.conditions = [
-        Condition(
-            type=ConditionType.READY,
-            status="False",
-            reason="InvalidSpec",
-            message=message,
-            last_transition_time=now,
-            observed_generation=generation,
-        ),
-        Condition(
-            type=ConditionType.STALLED,
-            status="True",
-            reason="InvalidSpec",
-            message=message,
-            last_transition_time=now,
-            observed_generation=generation,
-        ),
-        Condition(
-            type=ConditionType.RECONCILING,
-            status="False",
-            reason="InvalidSpec",
-            message="",
-            last_transition_time=now,
-            observed_generation=generation,
+        *foreign,
+        *(
+            Condition(
+                type=type_,
+                status=value,
+                reason="InvalidSpec",
+                message=text,
+                last_transition_time=now,
+                observed_generation=generation,
+            )
+            for type_, value, text in (
+                (ConditionType.READY, "False", message),
+                (ConditionType.STALLED, "True", message),
+                (ConditionType.RECONCILING, "False", ""),
+            )
         ),
     ]
     return status
@@ -210,11 +205,10 @@ def status_too_large(
     status.message = message
     status.finished_at = status.finished_at or now
     status.steps = [StepStatus(name=s.name, phase=s.phase) for s in new.steps]
-    status.conditions = [
-        c for c in invalid_object_status(None, generation, message, now).conditions
-    ]
+    status.conditions = invalid_object_status(status, generation, message, now).conditions
     for condition in status.conditions:
-        condition.reason = "StatusTooLarge"
+        if condition.reason == "InvalidSpec":
+            condition.reason = "StatusTooLarge"
     return status
 
 

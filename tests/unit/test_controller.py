@@ -80,3 +80,15 @@ def test_a_status_too_large_to_store_becomes_a_small_failed_status() -> None:
     assert stalled is not None and stalled.status == "True" and stalled.reason == "StatusTooLarge"
     assert stalled.observed_generation == 3
     assert len(small.model_dump_json()) < len(big.model_dump_json()) / 10
+
+
+def test_an_invalid_spec_keeps_conditions_other_clients_own() -> None:
+    from agentflow.api.models import Condition, WorkflowStatus
+    from agentflow.controller import invalid_object_status
+
+    theirs = Condition(type="Example", status="True", reason="Theirs", last_transition_time=NOW)
+    old = WorkflowStatus(conditions=[theirs])
+    status = invalid_object_status(old, 2, "spec.steps: bad", NOW)
+    assert status.condition("Example") == theirs
+    stalled = status.condition("Stalled")
+    assert stalled is not None and stalled.reason == "InvalidSpec"
