@@ -45,7 +45,7 @@ fmt: install ## Format and autofix with ruff
 
 .PHONY: test-unit
 test-unit: install ## Unit tests only (no cluster)
-	$(PY) -m pytest -m 'not integration' $(PYTEST_ARGS)
+	$(PY) -m pytest -m 'not integration and not soak' $(PYTEST_ARGS)
 
 .PHONY: test
 test: install binaries lint ## Everything: lint, unit and integration tests on the local control plane
@@ -62,6 +62,10 @@ cluster-down: install ## Stop the operator started by `make dev`, the local node
 .PHONY: dev
 dev: install binaries ## Local cluster + operator + the finance-feature example, watched to the end
 	$(VENV)/bin/agentflow dev
+
+.PHONY: soak
+soak: install binaries ## Load: 1,000 Workflows in one burst on a cluster of its own (minutes)
+	$(PY) -m pytest tests/soak -m soak -s $(PYTEST_ARGS)
 
 .PHONY: bench
 bench: install binaries ## Benchmarks (slow); writes docs/benchmarks.md

@@ -1,0 +1,200 @@
+"""1,000 Workflows in one burst (``make soak``; too long for ``make test``).
+
+On a cluster of its own whose node completes pods instantly, so what is measured is the
+operator: every Workflow finishes, the operator's memory stays bounded, its API request rate
+stays within its client-side limit, and it stays responsive while the burst drains
+(``/healthz`` answers, and a Workflow submitted mid-burst starts).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentflow.localcluster import LocalCluster
+from tests.integration.conftest import OperatorProcess, install_crds, wait_for
+from tests.integration.workflows import REPO, script_agent, workflow
+
+pytestmark = pytest.mark.soak
+
+WORKFLOWS = int(os.environ.get("AGENTFLOW_SOAK_WORKFLOWS", "1000"))
+NAMESPACE = "soak"
+RSS_LIMIT_MB = 300.0
+QPS = 50.0  # the operator's default client-side limit
+BURST = 100
+
+
+def rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"VmRSS:\s+(\d+) kB", status)
+    return int(match.group(1)) / 1024 if match else 0.0
+
+
+def api_requests(metrics: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("agentflow_kubernetes_api_requests_total{")
+    )
+
+
+@pytest.fixture(scope="module")
+def soak_cluster() -> Iterator[LocalCluster]:
+    state = REPO / ".agentflow" / "soak-cluster"
+    LocalCluster(state).stop()
+    shutil.rmtree(state, ignore_errors=True)
+    cluster = LocalCluster(state)
+    cluster.start()
+    cluster.start_node(instant=True)
+    yield cluster
+    cluster.stop()
+
+
+def test_a_burst_of_workflows_all_finish_with_bounded_memory_and_request_rate(
+    soak_cluster: LocalCluster,
+) -> None:
+    kubectl_bin = str(Path(sys.executable).parent / "kubectl")
+
+    def kubectl(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [kubectl_bin, "--kubeconfig", str(soak_cluster.kubeconfig), *args],
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=300,
+        )
+
+    install_crds(kubectl)
+    kubectl("create", "namespace", NAMESPACE)
+    operator = OperatorProcess(
+        kubeconfig=soak_cluster.kubeconfig,
+        log_dir=soak_cluster.logs_dir,
+        env={
+            "AGENTFLOW_API_QPS": str(QPS),
+            "AGENTFLOW_API_BURST": str(BURST),
+            "AGENTFLOW_LOG_FORMAT": "json",
+        },
+    )
+    operator.start()
+    assert operator.proc is not None
+    pid = operator.proc.pid
+    samples: list[dict[str, float]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            code, _ = operator.http("/healthz", timeout=5.0)
+            samples.append(
+                {
+                    "t": time.monotonic(),
+                    "healthz": code,
+                    "rss": rss_mb(pid),
+                    "requests": api_requests(operator.metrics()),
+                    "latency": time.monotonic() - started,
+                }
+            )
+            stop.wait(1.0)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        agent = [script_agent("a")]
+        docs = [
+            json.dumps(
+                workflow(
+                    f"w{i:04d}",
+                    [{"name": "s", "agent": "a"}],
+                    agent,
+                )
+            )
+            for i in range(WORKFLOWS)
+        ]
+        began = time.monotonic()
+
+        def create(doc: str) -> int:
+            return kubectl("create", "-n", NAMESPACE, "-f", "-", input=doc).returncode
+
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            half = list(pool.map(create, docs[: WORKFLOWS // 2]))
+            # A Workflow submitted mid-burst starts without waiting for the rest to drain.
+            probe = workflow("probe", [{"name": "s", "agent": "a", "prompt": "probe"}], agent)
+            probed_at = time.monotonic()
+            assert create(json.dumps(probe)) == 0
+            rest = list(pool.map(create, docs[WORKFLOWS // 2 :]))
+        assert not [c for c in half + rest if c != 0], "some Workflows were not created"
+
+        def probe_started() -> bool:
+            jobs = kubectl(
+                "get", "jobs", "-n", NAMESPACE, "-l", "agentflow.dev/workflow=probe", "-o", "name"
+            )
+            return bool(jobs.stdout.strip())
+
+        wait_for(probe_started, 120, interval=1.0, what="the mid-burst Workflow to start")
+        probe_latency = time.monotonic() - probed_at
+
+        def finished() -> int | None:
+            out = kubectl(
+                "get",
+                "workflows.agentflow.dev",
+                "-n",
+                NAMESPACE,
+                "-o",
+                "jsonpath={range .items[*]}{.status.phase}{'\\n'}{end}",
+            ).stdout
+            phases = out.split()
+            done = sum(p in ("Succeeded", "Failed") for p in phases)
+            return done if done == WORKFLOWS + 1 else None
+
+        wait_for(finished, 900, interval=5.0, what=f"{WORKFLOWS} workflows to finish")
+        elapsed = time.monotonic() - began
+        failed = kubectl(
+            "get",
+            "workflows.agentflow.dev",
+            "-n",
+            NAMESPACE,
+            "-o",
+            "jsonpath={range .items[?(@.status.phase=='Failed')]}{.metadata.name}{'\\n'}{end}",
+        )
+        assert not failed.stdout.strip(), f"failed: {failed.stdout.split()[:10]}"
+    finally:
+        stop.set()
+        sampler.join(timeout=10)
+        operator.stop()
+
+    peak_rss = max(s["rss"] for s in samples)
+    unhealthy = [s for s in samples if s["healthz"] != 200]
+    slowest_probe = max(s["latency"] for s in samples)
+    # Requests per second over any 10-second window stay within the client-side limit.
+    windows: list[float] = []
+    for a in samples:
+        b = next((s for s in samples if s["t"] >= a["t"] + 10.0), None)
+        if b is not None:
+            windows.append((b["requests"] - a["requests"]) / (b["t"] - a["t"]))
+    peak_rate = max(windows, default=0.0)
+    summary: dict[str, Any] = {
+        "workflows": WORKFLOWS,
+        "seconds": round(elapsed, 1),
+        "workflows_per_second": round(WORKFLOWS / elapsed, 1),
+        "peak_rss_mb": round(peak_rss, 1),
+        "peak_requests_per_second_10s": round(peak_rate, 1),
+        "probe_started_after_s": round(probe_latency, 1),
+        "slowest_healthz_s": round(slowest_probe, 2),
+        "unhealthy_samples": len(unhealthy),
+    }
+    print("SOAK", json.dumps(summary))
+    assert not unhealthy, f"/healthz failed during the burst: {unhealthy[:3]}"
+    assert peak_rss < RSS_LIMIT_MB, summary
+    assert peak_rate <= QPS * 1.1 + BURST / 10.0, summary
