@@ -154,8 +154,8 @@ def crds(cluster: Any, kubectl_session: Callable[..., subprocess.CompletedProces
     install_crds(kubectl_session)
 
 
-@pytest.fixture(scope="session")
-def kubectl_session(kubeconfig: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+def kubectl_for(kubeconfig: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run the venv's kubectl against ``kubeconfig``; the result is returned, never raised."""
     binary = str(Path(sys.executable).parent / "kubectl")
 
     def run(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -164,10 +164,15 @@ def kubectl_session(kubeconfig: Path) -> Callable[..., subprocess.CompletedProce
             capture_output=True,
             text=True,
             input=input,
-            timeout=120,
+            timeout=300,
         )
 
     return run
+
+
+@pytest.fixture(scope="session")
+def kubectl_session(kubeconfig: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    return kubectl_for(kubeconfig)
 
 
 @pytest.fixture(scope="session")

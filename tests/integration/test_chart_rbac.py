@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import pytest
 import yaml
 
 from agentflow.localcluster import LocalCluster
-from tests.integration.conftest import OperatorProcess, install_crds, wait_for
+from tests.integration.conftest import OperatorProcess, install_crds, kubectl_for, wait_for
 from tests.integration.workflows import REPO, apply, get, policy, script_agent, step, workflow
 
 pytestmark = pytest.mark.integration
@@ -112,16 +111,7 @@ def rbac_cluster() -> Iterator[LocalCluster]:
 def test_chart_rbac_is_sufficient_and_minimal(rbac_cluster: LocalCluster, tmp_path: Path) -> None:
     if not HELM.exists():
         pytest.fail(f"{HELM} is missing: run `make binaries`")
-    kubectl_bin = str(Path(sys.executable).parent / "kubectl")
-
-    def kubectl(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [kubectl_bin, "--kubeconfig", str(rbac_cluster.kubeconfig), *args],
-            capture_output=True,
-            text=True,
-            input=input,
-            timeout=120,
-        )
+    kubectl = kubectl_for(rbac_cluster.kubeconfig)
 
     install_crds(kubectl)
     docs = render_chart()
@@ -267,16 +257,7 @@ def test_chart_rbac_is_sufficient_and_minimal(rbac_cluster: LocalCluster, tmp_pa
 
 def test_the_whole_chart_installs_with_every_toggle_on(rbac_cluster: LocalCluster) -> None:
     """Every rendered object is accepted by a real API server (CRDs first, as users must)."""
-    kubectl_bin = str(Path(sys.executable).parent / "kubectl")
-
-    def kubectl(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [kubectl_bin, "--kubeconfig", str(rbac_cluster.kubeconfig), *args],
-            capture_output=True,
-            text=True,
-            input=input,
-            timeout=120,
-        )
+    kubectl = kubectl_for(rbac_cluster.kubeconfig)
 
     fixtures = REPO / "tests" / "chart" / "fixtures"
     for crd in sorted(fixtures.glob("monitoring.coreos.com_*.yaml")):

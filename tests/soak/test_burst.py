@@ -12,8 +12,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +22,7 @@ from typing import Any
 import pytest
 
 from agentflow.localcluster import LocalCluster
-from tests.integration.conftest import OperatorProcess, install_crds, wait_for
+from tests.integration.conftest import OperatorProcess, install_crds, kubectl_for, wait_for
 from tests.integration.workflows import REPO, script_agent, workflow
 
 pytestmark = pytest.mark.soak
@@ -65,16 +63,7 @@ def soak_cluster() -> Iterator[LocalCluster]:
 def test_a_burst_of_workflows_all_finish_with_bounded_memory_and_request_rate(
     soak_cluster: LocalCluster,
 ) -> None:
-    kubectl_bin = str(Path(sys.executable).parent / "kubectl")
-
-    def kubectl(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [kubectl_bin, "--kubeconfig", str(soak_cluster.kubeconfig), *args],
-            capture_output=True,
-            text=True,
-            input=input,
-            timeout=300,
-        )
+    kubectl = kubectl_for(soak_cluster.kubeconfig)
 
     install_crds(kubectl)
     kubectl("create", "namespace", NAMESPACE)
