@@ -33,15 +33,16 @@ crds: install ## Regenerate crds/, the chart's CRDs and docs/api.md from the pyd
 
 .PHONY: lint
 lint: install ## ruff, mypy --strict and the import-linter layer contract
-	$(VENV)/bin/ruff check operator tests
-	$(VENV)/bin/ruff format --check operator tests
+	$(VENV)/bin/ruff check operator tests bench
+	$(VENV)/bin/ruff format --check operator tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --strict bench
 	$(VENV)/bin/lint-imports
 
 .PHONY: fmt
 fmt: install ## Format and autofix with ruff
-	$(VENV)/bin/ruff format operator tests
-	$(VENV)/bin/ruff check --fix operator tests
+	$(VENV)/bin/ruff format operator tests bench
+	$(VENV)/bin/ruff check --fix operator tests bench
 
 .PHONY: test-unit
 test-unit: install ## Unit tests only (no cluster)
