@@ -49,6 +49,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--burst", type=int, default=None, help="agentflow's client burst (default: its own 100)"
     )
+    parser.add_argument(
+        "--operator-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for agentflow's operator (repeatable)",
+    )
     parser.add_argument("--argo-qps", type=float, default=20.0, help="Argo's --qps (default 20)")
     parser.add_argument("--argo-burst", type=int, default=30, help="Argo's --burst (default 30)")
     parser.add_argument(
@@ -181,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except Exception as e:
             argo_error = f"building workflow-controller failed: {e}"
             log.error("%s", argo_error)
-    af_env = {}
+    af_env = dict(item.split("=", 1) for item in args.operator_env)
     if args.qps is not None:
         af_env["AGENTFLOW_API_QPS"] = str(args.qps)
     if args.burst is not None:
@@ -276,6 +283,24 @@ def run_all(
                 if profiler is not None:
                     profiler.stop()
             peer.clean()
+    argo = next((p for p in peers if isinstance(p, ArgoPeer)), None)
+    if (
+        "chains" in args.chosen
+        and argo is not None
+        and argo.requeue
+        and time.monotonic() < deadline
+    ):
+        # The same comparison on a small chain with Argo's own DEFAULT_REQUEUE_TIME (10 s).
+        small = Sizes.quick()
+        log.info("scenario chains-small on agentflow, and on Argo with its default requeue")
+        runs.append(rename(scenarios.throughput_chains(bench, ours, small, 300.0), "chains-small"))
+        ours.clean()
+        argo.stop()
+        argo.start(qps=args.argo_qps, burst=args.argo_burst, requeue=None)
+        run = rename(scenarios.throughput_chains(bench, argo, small, 400.0), "chains-small")
+        run.notes.append("Argo with its default DEFAULT_REQUEUE_TIME (10 s)")
+        runs.append(run)
+        argo.clean()
     if "cache" in args.chosen and time.monotonic() < deadline:
         log.info("scenario cache on agentflow")
         runs.extend(scenarios.caching(bench, ours, sizes, 300.0))
@@ -287,6 +312,11 @@ def run_all(
         log.info("scenario memory on agentflow (%d workflows)", sizes.rss_workflows)
         runs.append(scenarios.memory(bench, ours, sizes, 900.0))
     return runs
+
+
+def rename(run: Run, scenario: str) -> Run:
+    run.scenario = scenario
+    return run
 
 
 def write(out: Path, document: dict[str, Any]) -> None:

@@ -385,11 +385,17 @@ def memory(bench: BenchCluster, peer: Peer, sizes: Sizes, timeout: float) -> Run
         batches.append(
             [peer.manifest(f"{tag}-{start + i}", 1, parallel=False) for i in range(count)]
         )
+    before = peer.rss_kib()
     run = run_workflows(bench, peer, "memory", batches, 1, timeout, sequential=False)
     # The figure asked for is the steady state with the Workflows present, not the peak.
     time.sleep(10.0)
     rss = peer.rss_kib()
     run.rss_mib = rss / 1024 if rss is not None else None
+    if before is not None and rss is not None:
+        run.notes.append(
+            f"RSS before: {before / 1024:.0f} MiB, so about "
+            f"{(rss - before) / max(run.workflows, 1):.0f} KiB per finished Workflow"
+        )
     idle_before = peer.cpu_seconds()
     time.sleep(20.0)
     run.notes.append(

@@ -301,3 +301,38 @@ def test_the_hand_written_analysis_survives_regeneration() -> None:
     )
     fresh = report.keep_analysis(None)
     assert fresh.startswith(report.ANALYSIS_BEGIN) and fresh.endswith(report.ANALYSIS_END)
+
+
+def test_the_whole_report_renders_from_a_run_document() -> None:
+    document = {
+        "date": "2026-01-01 00:00 UTC",
+        "quick": True,
+        "duration_seconds": 100.0,
+        "machine": {"nproc": 2, "cpu_model": "cpu", "memory_gib": 24.0, "os": "Linux"},
+        "versions": {
+            "python": "3.11",
+            "kopf": "1.45",
+            "kubernetes": "v1.35.4",
+            "agentflow": "0.1.0",
+            "argo": "v3.7.18",
+        },
+        "settings": {
+            "agentflow": {"qps": 50.0, "burst": 100},
+            "argo": {"qps": 20.0, "burst": 30, "requeue": "1s"},
+        },
+        "argo_error": None,
+        "runs": [
+            _run("agentflow", "burst", steps_per_workflow=1, own_requests={"post": 10.0}),
+            _run("argo", "burst", steps_per_workflow=1, timed_out=True, notes=["timed out"]),
+            _run("agentflow", "cache-cold"),
+            _run("agentflow", "cache-warm", steps_created=0),
+            _run("agentflow", "memory", rss_mib=150.0, notes=["RSS before: 100 MiB"]),
+        ],
+    }
+    previous = f"{report.ANALYSIS_BEGIN}\nkept\n{report.ANALYSIS_END}"
+    text = report.render(document, previous)
+    assert "| burst | 10 x 1 steps | 10.0 s |" in text
+    assert "timed out" in text
+    assert "warm (cache hits)" in text
+    assert "\nkept\n" in text
+    assert "DEFAULT_REQUEUE_TIME 1s" in text
