@@ -494,3 +494,33 @@ def test_same_named_workflows_in_two_namespaces_each_keep_their_full_report(
             assert cm["metadata"]["ownerReferences"][0]["uid"] == wf["metadata"]["uid"]
     finally:
         kubectl("delete", "namespace", other, "--wait=false")
+
+
+def test_active_deadline_fails_the_run_and_stops_its_jobs(
+    operator: OperatorProcess, kubectl: Kubectl, namespace: str
+) -> None:
+    apply(
+        kubectl,
+        namespace,
+        [
+            workflow(
+                "deadline",
+                [{"name": "slow", "agent": "slowpoke"}],
+                [script_agent("slowpoke", sleep=120)],
+                activeDeadlineSeconds=4,
+            )
+        ],
+    )
+    wf = wait_finished(kubectl, namespace, "deadline", timeout=60)
+    assert wf["status"]["phase"] == "Failed"
+    stalled = condition(wf, "Stalled")
+    assert stalled is not None and stalled["reason"] == "DeadlineExceeded", stalled
+    assert step(wf, "slow")["attempts"], "the step never started, so nothing was stopped"
+    wait_for(
+        lambda: all(
+            j["metadata"].get("deletionTimestamp")
+            for j in step_jobs(kubectl, namespace, "deadline")
+        ),
+        30,
+        what="the running step's Job to be stopped",
+    )
