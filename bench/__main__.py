@@ -212,8 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log.error("%s", argo_error)
         runs = run_all(bench, peers, args, sizes, deadline)
         for peer in peers:
-            if not peer.alive():
-                log.error("%s's controller is no longer running", peer.name)
+            if peer.process is not None and not peer.alive():
+                log.error("%s's controller died during the run", peer.name)
         document = {
             "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "quick": args.quick,

@@ -28,8 +28,9 @@ TERMINAL = frozenset({"Succeeded", "Failed", "Error"})
 class Recorder:
     """Watches one peer's workflows and step objects during a run."""
 
-    def __init__(self, peer: Peer) -> None:
+    def __init__(self, peer: Peer, workflows: set[str]) -> None:
         self.peer = peer
+        self.workflows = workflows  # only these count: earlier runs' objects may still exist
         self.lock = threading.Lock()
         self.workflow_done: dict[str, tuple[float, str]] = {}
         self.workflow_seen: dict[str, float] = {}
@@ -57,6 +58,8 @@ class Recorder:
 
     def _on_workflow(self, kind: str, obj: Obj, now: float) -> None:
         name = (obj.get("metadata") or {}).get("name", "")
+        if name not in self.workflows:
+            return
         with self.lock:
             self.workflow_seen.setdefault(name, now)
             phase = self.peer.phase(obj)
@@ -68,6 +71,8 @@ class Recorder:
             return
         name = (obj.get("metadata") or {}).get("name", "")
         workflow = self.peer.child_workflow(obj) or ""
+        if workflow not in self.workflows:
+            return
         with self.lock:
             if name not in self.child_created:
                 self.child_created[name] = (workflow, now)
@@ -203,7 +208,7 @@ def run_workflows(
     events_before = events_by_component(peer)
     cpu_before = peer.cpu_seconds()
     deadline = time.monotonic() + timeout
-    with Recorder(peer) as recorder:
+    with Recorder(peer, names) as recorder:
         started = time.monotonic()
         for index, batch in enumerate(manifests_by_batch):
             peer.submit(batch)
@@ -394,12 +399,12 @@ def memory(bench: BenchCluster, peer: Peer, sizes: Sizes, timeout: float) -> Run
     if before is not None and rss is not None:
         run.notes.append(
             f"RSS before: {before / 1024:.0f} MiB, so about "
-            f"{(rss - before) / max(run.workflows, 1):.0f} KiB per finished Workflow"
+            f"{(rss - before) / max(run.workflows, 1):.0f} KiB per finished Workflow."
         )
     idle_before = peer.cpu_seconds()
     time.sleep(20.0)
     run.notes.append(
         f"idle CPU with {run.workflows} workflows present: "
-        f"{(peer.cpu_seconds() - idle_before) / 20.0 * 100:.1f}% of a core"
+        f"{(peer.cpu_seconds() - idle_before) / 20.0 * 100:.1f}% of a core."
     )
     return run
