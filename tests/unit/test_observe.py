@@ -127,3 +127,27 @@ def test_a_job_deleted_by_hand_is_a_failed_attempt() -> None:
     assert job
     (seen,), _ = observe([job], [], NOW)
     assert seen.state is JobState.FAILED and seen.reason == "JobDeleted"
+
+
+def test_a_succeeded_pod_finishes_its_step_before_the_job_controller_marks_the_job() -> None:
+    job = summarize_job(_job())  # the Job has no Complete condition yet
+    pod_body = _pod(
+        {
+            "terminated": {
+                "exitCode": 0,
+                "message": '{"v":1}',
+                "startedAt": _ts(-5),
+                "finishedAt": _ts(-1),
+            }
+        }
+    )
+    pod_body["status"]["phase"] = "Succeeded"
+    pod = summarize_pod(pod_body)
+    assert job and pod and pod.succeeded
+    (seen,), _ = observe([job], [pod], NOW)
+    assert seen.state is JobState.SUCCEEDED
+    assert seen.termination_message == '{"v":1}'
+    running = summarize_pod(_pod({"running": {"startedAt": _ts(-5)}}))
+    assert running is not None and not running.succeeded
+    (still,), _ = observe([job], [running], NOW)
+    assert still.state is JobState.ACTIVE
