@@ -36,10 +36,10 @@ PROMETHEUS_OPERATOR_CRDS = {
 
 
 def tool(name: str) -> str:
-    """Path of a binary built by `make binaries`; skips the test when it is not built."""
+    """Path of a binary from `make binaries` (which `make test` runs first); fails if absent."""
     path = shutil.which(name, path=str(BIN_DIR))
     if path is None:
-        pytest.skip(f"{name} is not built: run `make binaries` (looked in {BIN_DIR})")
+        pytest.fail(f"{name} is not built: run `make binaries` (looked in {BIN_DIR})")
     return path
 
 

@@ -29,7 +29,7 @@ T = TypeVar("T")
 
 
 def wait_for(
-    predicate: Callable[[], T], timeout: float = 60.0, interval: float = 0.2, what: str = ""
+    predicate: Callable[[], T], timeout: float = 60.0, what: str = "", interval: float = 0.2
 ) -> T:
     """Poll ``predicate`` until it returns a truthy value; fail with ``what`` on timeout."""
     deadline = time.monotonic() + timeout

@@ -7,12 +7,10 @@ binaries; they start no cluster.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import secrets
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from kubernetes.client.rest import ApiException
 from agentflow.api.models import DEFAULT_AGENT_IMAGE
 from agentflow.localcluster import LocalCluster, LocalClusterError, MissingBinaryError, pki
 from agentflow.localcluster.controlplane import CONTROL_PLANE, group_members
+from tests.integration.conftest import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 EXPECTED_VERSION = (REPO / "hack" / "controlplane" / "VERSION").read_text().strip()
@@ -35,15 +34,6 @@ Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 def status_message(err: ApiException) -> str:
     """The apiserver's Status message of a failed request."""
     return str(json.loads(err.body)["message"])
-
-
-def eventually(check: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    """Wait for ``check`` to hold, polling, up to ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
 
 
 # ---------------------------------------------------------------------------------- integration
@@ -133,7 +123,7 @@ def gadget_group(api: client.ApiClient) -> Iterator[str]:
         conditions = crd.status.conditions or []
         return any(c.type == "Established" and c.status == "True" for c in conditions)
 
-    eventually(established, what="the CRD to be established")
+    wait_for(established, 30.0, what="the CRD to be established")
     yield group
     ext.delete_custom_resource_definition(f"gadgets.{group}")
 
@@ -244,7 +234,7 @@ def test_garbage_collector_deletes_dependents(api: client.ApiClient, namespace: 
         names = {cm.metadata.name for cm in core.list_namespaced_config_map(namespace).items}
         return not names & {"dependent-a", "dependent-b"}
 
-    eventually(dependents_gone, what="the garbage collector to delete the dependents")
+    wait_for(dependents_gone, 30.0, what="the garbage collector to delete the dependents")
     assert core.read_namespaced_config_map("bystander", namespace).metadata.name == "bystander"
 
 
@@ -287,8 +277,9 @@ def test_rbac_denies_until_a_role_is_bound(
     )
 
     # The authorizer reads roles from an informer cache, so the grant lands within moments.
-    eventually(
+    wait_for(
         lambda: kubectl("get", "pods", *as_reader).returncode == 0,
+        30.0,
         what="the RoleBinding to take effect",
     )
     still_denied = kubectl("get", "secrets", *as_reader)
@@ -341,12 +332,6 @@ def test_pod_security_restricted_namespace(api: client.ApiClient, namespace: str
     assert admitted.metadata.name == "restricted"
 
 
-needs_node = pytest.mark.skipif(
-    importlib.util.find_spec("agentflow.localcluster.node") is None,
-    reason="the local node (agentflow.localcluster.node) is not in this checkout",
-)
-
-
 def _shell_pod(name: str, script: str) -> client.V1Pod:
     return client.V1Pod(
         metadata=client.V1ObjectMeta(name=name),
@@ -360,14 +345,14 @@ def _shell_pod(name: str, script: str) -> client.V1Pod:
 
 
 @pytest.mark.integration
-@needs_node
 def test_pod_logs_come_from_the_node_through_the_apiserver(
     api: client.ApiClient, namespace: str, kubectl: Kubectl
 ) -> None:
     core = client.CoreV1Api(api)
     core.create_namespaced_pod(namespace, _shell_pod("hello", "echo hello from the node"))
-    eventually(
+    wait_for(
         lambda: core.read_namespaced_pod("hello", namespace).status.phase == "Succeeded",
+        30.0,
         what="the pod to succeed",
     )
     # The apiserver dials the node's HTTPS endpoint, verifying it against the cluster CA, with
@@ -378,7 +363,6 @@ def test_pod_logs_come_from_the_node_through_the_apiserver(
 
 
 @pytest.mark.integration
-@needs_node
 def test_finished_job_is_deleted_after_its_ttl(api: client.ApiClient, namespace: str) -> None:
     batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
     template = _shell_pod("unused", "exit 0")
@@ -395,7 +379,7 @@ def test_finished_job_is_deleted_after_its_ttl(api: client.ApiClient, namespace:
         status = batch.read_namespaced_job("short-lived", namespace).status
         return any(c.type == "Complete" and c.status == "True" for c in status.conditions or [])
 
-    eventually(finished, what="the Job to complete")
+    wait_for(finished, 30.0, what="the Job to complete")
 
     def job_and_pods_gone() -> bool:
         try:
@@ -407,7 +391,7 @@ def test_finished_job_is_deleted_after_its_ttl(api: client.ApiClient, namespace:
         pods = core.list_namespaced_pod(namespace, label_selector="job-name=short-lived")
         return not pods.items
 
-    eventually(job_and_pods_gone, what="ttl-after-finished and the garbage collector")
+    wait_for(job_and_pods_gone, 30.0, what="ttl-after-finished and the garbage collector")
 
 
 def _cli(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -17,7 +17,6 @@ import signal
 import ssl
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -40,22 +39,11 @@ from agentflow.localcluster.node import (
     RUNTIME_VERSION,
 )
 from agentflow.report import decode_termination_message
+from tests.integration.conftest import wait_for
 
 T = TypeVar("T")
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
-
-
-def wait_for(predicate: Callable[[], T], timeout: float = 60.0, what: str = "") -> T:
-    """Poll ``predicate`` until it returns something truthy; fail with ``what`` on timeout."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}: last saw {last!r}")
 
 
 # ------------------------------------------------------------------------------------ helpers

@@ -338,7 +338,7 @@ def test_server_start_reports_a_busy_port() -> None:
 def promtool() -> str:
     path = shutil.which("promtool", path=str(BIN_DIR)) or shutil.which("promtool")
     if path is None:
-        pytest.skip(f"promtool is not built yet: run `make binaries` (looked in {BIN_DIR})")
+        pytest.fail(f"promtool is not built: run `make binaries` (looked in {BIN_DIR})")
     return path
 
 
