@@ -1,0 +1,3 @@
+module agentflow.dev/hack/capdrop
+
+go 1.26
