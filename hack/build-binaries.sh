@@ -2,7 +2,9 @@
 # Builds the control plane (etcd, kube-apiserver, kube-controller-manager) and the tools the tests
 # use (helm, kubeconform, promtool; each `go install`ed in its own module graph) from Go modules into a cache outside the repo, keyed by
 # version, and skips whatever is already built.  Prints the bin directory last.
-# usage: hack/build-binaries.sh [controlplane|tools|all|argo]   (default: all)
+# usage: hack/build-binaries.sh [controlplane|tools|all|argo|node]   (default: all)
+# `node` (kubelet, kubeadm, kubectl, kube-scheduler, kube-proxy, kind, crictl, coredns: what the
+# kind node image of `make kind-up` needs) is not part of `all` either.
 # `argo` (Argo Workflows' workflow-controller, the peer of `make bench`) is not part of `all`.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -13,9 +15,28 @@ K8S_VERSION=$(cat "$here/controlplane/VERSION")
 HELM_VERSION=v3.22.0
 KUBECONFORM_VERSION=v0.7.0
 PROMETHEUS_VERSION=v0.316.0  # the Go module version of Prometheus 3.16.0
+KIND_VERSION=v0.32.0
+CRICTL_VERSION=v1.35.0
+COREDNS_VERSION=v1.13.1  # the CoreDNS kubeadm $K8S_VERSION deploys
 bin="$cache/bin"
 mkdir -p "$bin"
 log() { printf '[build-binaries] %s\n' "$*" >&2; }
+
+# The -ldflags that stamp a Kubernetes binary with its version, as upstream's hack/lib/version.sh
+# does: an unstamped binary reports v0.0.0-master, which breaks helm's kubeVersion checks,
+# `kubectl version` and kubeadm's version checks.
+k8s_ldflags() {
+  local major minor now ldf p
+  major=$(echo "$K8S_VERSION" | sed 's/^v\([0-9]*\)\..*/\1/')
+  minor=$(echo "$K8S_VERSION" | sed 's/^v[0-9]*\.\([0-9]*\)\..*/\1/')
+  now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+  ldf="-s -w"
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldf+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=$major -X $p.gitMinor=$minor"
+    ldf+=" -X $p.gitTreeState=clean -X $p.buildDate=$now"
+  done
+  echo "$ldf"
+}
 
 build_controlplane() {
   local out="$cache/k8s-$K8S_VERSION"
@@ -24,24 +45,37 @@ build_controlplane() {
   else
     log "building control plane $K8S_VERSION into $out (the first build takes a while)"
     mkdir -p "$out.tmp"
-    local major minor now ldf p
-    major=$(echo "$K8S_VERSION" | sed 's/^v\([0-9]*\)\..*/\1/')
-    minor=$(echo "$K8S_VERSION" | sed 's/^v[0-9]*\.\([0-9]*\)\..*/\1/')
-    now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-    # Stamp the version as upstream's hack/lib/version.sh does: an unstamped binary reports
-    # v0.0.0-master, which breaks helm's kubeVersion checks and `kubectl version`.
-    ldf="-s -w"
-    for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-      ldf+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=$major -X $p.gitMinor=$minor"
-      ldf+=" -X $p.gitTreeState=clean -X $p.buildDate=$now"
-    done
     (cd "$here/controlplane" &&
-      go build -trimpath -tags=selinux,notest -ldflags="$ldf" -o "$out.tmp/" \
+      go build -trimpath -tags=selinux,notest -ldflags="$(k8s_ldflags)" -o "$out.tmp/" \
         k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager &&
       go build -trimpath -ldflags="-s -w" -o "$out.tmp/etcd" go.etcd.io/etcd/server/v3)
     rm -rf "$out" && mv "$out.tmp" "$out"
   fi
   ln -sf "$out/kube-apiserver" "$out/kube-controller-manager" "$out/etcd" "$bin/"
+}
+
+# What a kind node image needs beyond the control plane above (hack/kind/node-image.sh): the
+# node's own binaries and those of the remaining control-plane and add-on images, all from the
+# same pinned module graph as the local control plane.
+NODE_BINARIES=(kubelet kubeadm kubectl kube-scheduler kube-proxy)
+build_node() {
+  build_controlplane
+  local out="$cache/k8s-$K8S_VERSION-node" missing="" name pkgs=()
+  for name in "${NODE_BINARIES[@]}"; do [ -x "$out/$name" ] || missing+=" $name"; done
+  if [ -z "$missing" ]; then
+    log "node binaries $K8S_VERSION: cached in $out"
+  else
+    log "building node binaries $K8S_VERSION ($missing) into $out"
+    mkdir -p "$out.tmp"
+    for name in "${NODE_BINARIES[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$name"); done
+    (cd "$here/controlplane" &&
+      go build -trimpath -tags=selinux,notest -ldflags="$(k8s_ldflags)" -o "$out.tmp/" "${pkgs[@]}")
+    rm -rf "$out" && mv "$out.tmp" "$out"
+  fi
+  go_install kind "$KIND_VERSION" sigs.k8s.io/kind
+  go_install crictl "$CRICTL_VERSION" github.com/kubernetes-sigs/cri-tools/cmd/crictl \
+    "-X github.com/kubernetes-sigs/cri-tools/pkg/version.Version=$CRICTL_VERSION"
+  go_install coredns "$COREDNS_VERSION" github.com/coredns/coredns
 }
 
 go_install() {  # name version package [ldflags]
@@ -87,6 +121,7 @@ case "$what" in
   tools) build_tools ;;
   all) build_controlplane; build_tools ;;
   argo) build_argo ;;
-  *) echo "usage: $0 [controlplane|tools|all|argo]" >&2; exit 2 ;;
+  node) build_node ;;
+  *) echo "usage: $0 [controlplane|tools|all|argo|node]" >&2; exit 2 ;;
 esac
 echo "$bin"
