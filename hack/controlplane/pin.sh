@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerate go.mod/go.sum for a Kubernetes release: k8s.io/kubernetes requires its staging
+# Regenerate go.mod/go.sum for a Kubernetes release (the control plane of the local cluster, and
+# the node binaries of the kind node image): k8s.io/kubernetes requires its staging
 # modules at v0.0.0 and replaces them with ./staging paths that a consumer cannot see, so every
 # staging module is replaced here by its published v0.<minor>.<patch> tag, read from the real
 # go.mod of that release (the list changes between minors).
@@ -25,6 +26,11 @@ tool (
 	go.etcd.io/etcd/server/v3
 	k8s.io/kubernetes/cmd/kube-apiserver
 	k8s.io/kubernetes/cmd/kube-controller-manager
+	k8s.io/kubernetes/cmd/kube-proxy
+	k8s.io/kubernetes/cmd/kube-scheduler
+	k8s.io/kubernetes/cmd/kubeadm
+	k8s.io/kubernetes/cmd/kubectl
+	k8s.io/kubernetes/cmd/kubelet
 )
 MOD
 sed -n 's#^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => \./staging/src/k8s.io/.*#\1#p' "$gomod" |
