@@ -136,6 +136,12 @@ def operator(
     import kopf
 
     from agentflow import main  # noqa: F401  (registers the handlers)
+    from agentflow.metrics import port_in_use, port_in_use_message
+
+    # A taken port fails here, at once, rather than after kopf has started (where the metrics
+    # server raises the same message as a permanent start-up error).
+    if metrics_port and port_in_use(metrics_host, metrics_port):
+        raise _fail(port_in_use_message(metrics_host, metrics_port))
 
     settings = {
         "AGENTFLOW_NAMESPACES": ",".join(namespace or []) if not all_namespaces else "",

@@ -10,9 +10,12 @@ distinct value is a new time series that lives for the life of the process.
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 
+import kopf
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import choose_encoder
@@ -194,6 +197,47 @@ def bearer_token(authorization: str | None) -> str | None:
     return token
 
 
+class MetricsPortInUse(kopf.PermanentError, OSError):
+    """The metrics port is taken.  Permanent: kopf would otherwise retry the start-up forever,
+    with no /healthz and no exit, and the operator must not quietly move to another port."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(port_in_use_message(host, port))
+        self.host = host
+        self.port = port
+
+
+def port_in_use_message(host: str, port: int) -> str:
+    return (
+        f"metrics port {port} on {host} is already in use by another process: choose another "
+        "with --metrics-port or AGENTFLOW_METRICS_PORT (0 picks a free port)"
+    )
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether binding ``host:port`` fails with EADDRINUSE, as the metrics server binds it.
+
+    Like asyncio's server, the probe sets SO_REUSEADDR, so a port whose last connections are
+    only in TIME_WAIT (a just-stopped operator) counts as free; a listening socket does not.
+    Any other bind error (an unknown host, say) is left for the server to report.
+    """
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except OSError:
+        return False
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(address)
+            except OSError as e:
+                if e.errno == errno.EADDRINUSE:
+                    return True
+    return False
+
+
 def _always_healthy() -> tuple[bool, str]:
     return True, "ok"
 
@@ -240,6 +284,12 @@ class MetricsServer:
         site = web.TCPSite(runner, self.host, self.port)
         try:
             await site.start()
+        except OSError as e:
+            await runner.cleanup()
+            if e.errno == errno.EADDRINUSE:
+                log.error(port_in_use_message(self.host, self.port))
+                raise MetricsPortInUse(self.host, self.port) from e
+            raise
         except BaseException:
             await runner.cleanup()
             raise

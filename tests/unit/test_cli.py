@@ -383,6 +383,19 @@ def test_the_operator_command_is_still_there() -> None:
         assert option in result.stdout
 
 
+def test_the_operator_fails_at_once_on_a_taken_metrics_port() -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        result = run("operator", "--metrics-host", "127.0.0.1", "--metrics-port", str(port))
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        f"metrics port {port} on 127.0.0.1 is already in use by another process: choose "
+        "another with --metrics-port or AGENTFLOW_METRICS_PORT (0 picks a free port)"
+    )
+
+
 # ---- views ------------------------------------------------------------------------------
 
 
