@@ -396,6 +396,49 @@ def test_the_operator_fails_at_once_on_a_taken_metrics_port() -> None:
     )
 
 
+def test_dev_help_documents_restart_operator_status_and_metrics_port() -> None:
+    result = CliRunner().invoke(app, ["dev", "--help"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0
+    for option in ("--restart-operator", "--status", "--stop", "--metrics-port"):
+        assert option in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--stop", "--status"], "--status and --stop do not go together: pick one"),
+        (
+            ["--restart-operator", "--stop"],
+            "--restart-operator and --stop do not go together: pick one",
+        ),
+        (["--status", "--metrics-port", "9000"], "--metrics-port does not go with --status"),
+    ],
+)
+def test_dev_rejects_flags_that_do_not_go_together(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = run("dev", "--state-dir", str(tmp_path), *args)
+    assert result.exit_code == 1
+    assert result.stderr.strip() == message
+
+
+def test_dev_restart_operator_needs_a_running_cluster(tmp_path: Path) -> None:
+    result = run("dev", "--restart-operator", "--state-dir", str(tmp_path))
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        f"no local cluster is running in {tmp_path}: start it with "
+        f"`agentflow dev --state-dir {tmp_path}` (or `make dev`)"
+    )
+    assert not (tmp_path / "operator.json").exists()
+
+
+def test_dev_status_exits_1_when_nothing_runs(tmp_path: Path) -> None:
+    result = run("dev", "--status", "--state-dir", str(tmp_path))
+    assert result.exit_code == 1
+    assert "cluster: not running" in result.stdout
+    assert "operator: not running" in result.stdout
+
+
 # ---- views ------------------------------------------------------------------------------
 
 
