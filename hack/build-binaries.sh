@@ -6,6 +6,8 @@
 # `node` (kubelet, kubeadm, kubectl, kube-scheduler, kube-proxy, kind, crictl, coredns: what the
 # kind node image of `make kind-up` needs) is not part of `all` either.
 # `argo` (Argo Workflows' workflow-controller, the peer of `make bench`) is not part of `all`.
+# `monitoring` (prometheus, and prometheus-operator's operator and prometheus-config-reloader: the
+# e2e tests' Prometheus, hack/monitoring/) is not part of `all` either.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 what=${1:-all}
@@ -18,6 +20,10 @@ PROMETHEUS_VERSION=v0.316.0  # the Go module version of Prometheus 3.16.0
 KIND_VERSION=v0.32.0
 CRICTL_VERSION=v1.35.0
 COREDNS_VERSION=v1.13.1  # the CoreDNS kubeadm $K8S_VERSION deploys
+# Prometheus' service discovery: Kubernetes only, all that prometheus-operator's ServiceMonitors,
+# PodMonitors and Probes generate (upstream's remove_all_sd/enable_*_sd build tags; the cloud SDKs
+# of the other mechanisms are most of the build).
+PROMETHEUS_TAGS=remove_all_sd,enable_kubernetes_sd
 bin="$cache/bin"
 mkdir -p "$bin"
 log() { printf '[build-binaries] %s\n' "$*" >&2; }
@@ -116,12 +122,60 @@ build_argo() {  # pinned by hack/argo/go.mod (hack/argo/pin.sh)
   ln -sf "$out/workflow-controller" "$bin/workflow-controller"
 }
 
+# The -ldflags that stamp prometheus/common/version, as upstream's Makefiles do: module version
+# string, and the release's commit from the module proxy.
+prom_version_ldflags() {  # module version version-string [dir to run go in]
+  local mod=$1 version=$2 dir=${3:-$cache} commit p ldf="-s -w"
+  commit=$(cd "$dir" && go mod download -json "$mod" |
+    python3 -c 'import json,sys;print(json.load(sys.stdin).get("Origin",{}).get("Hash",""))')
+  for p in "Version=$version" "Revision=$commit" "Branch=HEAD" "BuildUser=agentflow" \
+    "BuildDate=$(date -u +%Y%m%d-%H:%M:%S)"; do
+    ldf+=" -X github.com/prometheus/common/version.$p"
+  done
+  echo "$ldf"
+}
+
+build_monitoring() {  # prometheus-operator pinned by hack/monitoring/go.mod (hack/monitoring/pin.sh)
+  local version out dir
+  # Prometheus, from the same module version as promtool.  Its web UI's assets are built with
+  # npm and are not in the Go module: this binary serves the HTTP API (/api/v1/...), /-/ready,
+  # /metrics and /federate, and no UI pages (upstream's builtinassets tag is not set).
+  out="$cache/tools/prometheus-$PROMETHEUS_VERSION"
+  if [ ! -x "$out/prometheus" ]; then
+    log "building prometheus $PROMETHEUS_VERSION (tags $PROMETHEUS_TAGS) into $out"
+    dir=$(cd "$cache" && go mod download -json "github.com/prometheus/prometheus@$PROMETHEUS_VERSION" |
+      python3 -c 'import json,sys;print(json.load(sys.stdin)["Dir"])')
+    rm -rf "$out.tmp"
+    GOBIN="$out.tmp" go install -trimpath -tags="$PROMETHEUS_TAGS" \
+      -ldflags="$(prom_version_ldflags "github.com/prometheus/prometheus@$PROMETHEUS_VERSION" "$(cat "$dir/VERSION")")" \
+      "github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_VERSION"
+    rm -rf "$out" && mv "$out.tmp" "$out"
+  fi
+  ln -sf "$out/prometheus" "$bin/prometheus"
+  version=$(cat "$here/monitoring/VERSION")
+  out="$cache/tools/prometheus-operator-$version"
+  if [ ! -x "$out/operator" ] || [ ! -x "$out/prometheus-config-reloader" ]; then
+    log "building prometheus-operator $version (operator, prometheus-config-reloader) into $out"
+    rm -rf "$out.tmp" && mkdir -p "$out.tmp"
+    (cd "$here/monitoring" &&
+      go build -trimpath \
+        -ldflags="$(prom_version_ldflags "github.com/prometheus-operator/prometheus-operator@$version" "${version#v}" "$here/monitoring")" \
+        -o "$out.tmp/" \
+        github.com/prometheus-operator/prometheus-operator/cmd/operator \
+        github.com/prometheus-operator/prometheus-operator/cmd/prometheus-config-reloader)
+    rm -rf "$out" && mv "$out.tmp" "$out"
+  fi
+  ln -sf "$out/operator" "$bin/prometheus-operator"
+  ln -sf "$out/prometheus-config-reloader" "$bin/prometheus-config-reloader"
+}
+
 case "$what" in
   controlplane) build_controlplane ;;
   tools) build_tools ;;
   all) build_controlplane; build_tools ;;
   argo) build_argo ;;
   node) build_node ;;
+  monitoring) build_monitoring ;;
   *) echo "usage: $0 [controlplane|tools|all|argo|node]" >&2; exit 2 ;;
 esac
 echo "$bin"
