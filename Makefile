@@ -27,6 +27,10 @@ install: $(VENV)/.installed ## Create .venv with the operator and its dev tools
 binaries: ## Build etcd, kube-apiserver, kube-controller-manager, helm, promtool, kubeconform (cached)
 	hack/build-binaries.sh all
 
+.PHONY: images
+images: ## Build the operator and agent-runner images with the local Docker engine, offline (cached)
+	hack/containers/images.sh
+
 .PHONY: crds
 crds: install ## Regenerate crds/, the chart's CRDs and docs/api.md from the pydantic models
 	$(PY) -m agentflow.api.crdgen --out crds --chart charts/agentflow/crds --docs docs/api.md
