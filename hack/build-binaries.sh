@@ -18,7 +18,7 @@ HELM_VERSION=v3.22.0
 KUBECONFORM_VERSION=v0.7.0
 PROMETHEUS_VERSION=v0.316.0  # the Go module version of Prometheus 3.16.0
 KIND_VERSION=v0.32.0
-CRICTL_VERSION=v1.35.0
+CRICTL_VERSION=v1.34.0  # the module proxy serves no v1.35 (crictl speaks CRI v1 to any 1.3x runtime)
 COREDNS_VERSION=v1.13.1  # the CoreDNS kubeadm $K8S_VERSION deploys
 # Prometheus' service discovery: Kubernetes only, all that prometheus-operator's ServiceMonitors,
 # PodMonitors and Probes generate (upstream's remove_all_sd/enable_*_sd build tags; the cloud SDKs
@@ -79,8 +79,8 @@ build_node() {
     rm -rf "$out" && mv "$out.tmp" "$out"
   fi
   go_install kind "$KIND_VERSION" sigs.k8s.io/kind
-  go_install crictl "$CRICTL_VERSION" github.com/kubernetes-sigs/cri-tools/cmd/crictl \
-    "-X github.com/kubernetes-sigs/cri-tools/pkg/version.Version=$CRICTL_VERSION"
+  go_install crictl "$CRICTL_VERSION" sigs.k8s.io/cri-tools/cmd/crictl \
+    "-X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION"
   go_install coredns "$COREDNS_VERSION" github.com/coredns/coredns
 }
 
