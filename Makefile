@@ -50,11 +50,13 @@ fmt: install ## Format and autofix with ruff
 
 .PHONY: test-unit
 test-unit: install ## Unit tests only (no cluster)
-	$(PY) -m pytest -m 'not integration and not soak' $(PYTEST_ARGS)
+	$(PY) -m pytest -m 'not integration and not soak and not e2e' $(PYTEST_ARGS)
 
 .PHONY: test
-test: install binaries lint ## Everything: lint, unit and integration tests on the local control plane
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: install binaries lint ## Everything: lint, unit, integration (local control plane), then e2e (real containers on kind)
+	$(PY) -m pytest --ignore=tests/e2e $(PYTEST_ARGS)
+	hack/containers/engine.sh
+	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
 .PHONY: cluster-up
 cluster-up: install binaries ## Start the local control plane and local node (kubeconfig in .agentflow/)
@@ -76,10 +78,18 @@ soak: install binaries ## Load: 1,000 Workflows in one burst on a cluster of its
 bench: install binaries ## Benchmarks (slow); writes docs/benchmarks.md
 	$(PY) -m bench $(BENCH_ARGS)
 
-.PHONY: kind
-kind: ## For users with Docker: install the chart into a kind cluster (not used by tests)
-	kind create cluster --name agentflow || true
-	helm upgrade --install agentflow charts/agentflow --namespace agentflow-system --create-namespace
+.PHONY: kind-up
+kind-up: install ## A kind cluster from agentflow's node image, built here with no registry (needs Docker; cached)
+	hack/kind/cluster.sh up
+
+.PHONY: kind-down
+kind-down: ## Delete the kind cluster of `make kind-up` and its Docker network
+	hack/kind/cluster.sh down
+
+.PHONY: e2e
+e2e: install binaries ## End to end on real containers: images, a kind cluster of its own, the chart, Prometheus Operator
+	hack/containers/engine.sh
+	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
 .PHONY: clean
 clean: ## Remove the venv and local state (the binary cache in ~/.cache/agentflow stays)
