@@ -54,6 +54,7 @@ test-unit: install ## Unit tests only (no cluster)
 
 .PHONY: test
 test: install binaries lint ## Everything: lint, unit, integration (local control plane), then e2e (real containers on kind)
+	cd hack/capdrop && GOTOOLCHAIN=local go test ./...
 	$(PY) -m pytest --ignore=tests/e2e $(PYTEST_ARGS)
 	hack/containers/engine.sh
 	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
