@@ -18,15 +18,9 @@ if docker image inspect "$ref" >/dev/null 2>&1; then
   echo "$ref"
   exit 0
 fi
-if ! command -v mmdebstrap >/dev/null 2>&1; then
-  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-    log "mmdebstrap is missing: install it (Debian: apt-get install mmdebstrap)"
-    exit 1
-  fi
-  log "installing mmdebstrap from the Debian archive"
-  apt-get update -q >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q mmdebstrap >/dev/null
-fi
+# shellcheck source=require.sh
+. "$(dirname "$0")/require.sh"
+require mmdebstrap mmdebstrap
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 log "building $ref from Debian $suite (${packages:-minbase only})"

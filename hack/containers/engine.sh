@@ -15,15 +15,9 @@ if docker info >/dev/null 2>&1; then
   exit 0
 fi
 
-if ! command -v dockerd >/dev/null 2>&1; then
-  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-    log "no container engine: install Docker (Debian: apt-get install docker.io) and start dockerd"
-    exit 1
-  fi
-  log "installing docker.io from the Debian archive"
-  apt-get update -q >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io >/dev/null
-fi
+# shellcheck source=require.sh
+. "$here/containers/require.sh"
+require dockerd docker.io
 
 args=(--log-level=warn)
 bounding=$(awk '/^CapBnd:/ {print $2}' /proc/self/status)

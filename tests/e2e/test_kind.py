@@ -220,20 +220,17 @@ def _assert_one_job_per_attempt(release: KindCluster, namespace: str, name: str)
     assert len(jobs) == len(attempts), (sorted(keys), attempts)
 
 
+def start_slow_chain(release: KindCluster, namespace: str, name: str, steps: int) -> None:
+    """A sequential Workflow of 4-second steps, once its first step Job exists."""
+    chain = [{"name": f"s{i}", "agent": "slow", "prompt": f"part {i}"} for i in range(steps)]
+    apply(release.kubectl, namespace, [workflow(name, chain, [script_agent("slow", sleep=4)])])
+    wait_for(lambda: step_jobs(release.kubectl, namespace, name), 120, what="the first step Job")
+
+
 def test_deleting_the_operator_pod_mid_run_loses_and_duplicates_nothing(
     release: KindCluster, namespace: str
 ) -> None:
-    steps = [{"name": f"s{i}", "agent": "slow", "prompt": f"part {i}"} for i in range(4)]
-    apply(
-        release.kubectl,
-        namespace,
-        [workflow("survivor", steps, [script_agent("slow", sleep=4)])],
-    )
-    wait_for(
-        lambda: step_jobs(release.kubectl, namespace, "survivor"),
-        120,
-        what="the first step Job",
-    )
+    start_slow_chain(release, namespace, "survivor", 4)
     before = wait_operator_ready(release)
     deleted = release.kubectl(
         "-n", RELEASE_NAMESPACE, "delete", "pod", before["metadata"]["name"], "--wait=false"
@@ -321,17 +318,7 @@ def test_prometheus_operator_scrapes_the_operator_and_loads_its_alerts(
 def test_helm_upgrade_rolls_the_operator_and_running_workflows_finish(
     release: KindCluster, namespace: str
 ) -> None:
-    steps = [{"name": f"s{i}", "agent": "slow", "prompt": f"part {i}"} for i in range(3)]
-    apply(
-        release.kubectl,
-        namespace,
-        [workflow("across-upgrade", steps, [script_agent("slow", sleep=4)])],
-    )
-    wait_for(
-        lambda: step_jobs(release.kubectl, namespace, "across-upgrade"),
-        120,
-        what="the first step Job",
-    )
+    start_slow_chain(release, namespace, "across-upgrade", 3)
     before = wait_operator_ready(release)
     release.helm(
         "upgrade", RELEASE, str(REPO / "charts/agentflow"), "--namespace", RELEASE_NAMESPACE,
