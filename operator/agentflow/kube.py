@@ -30,6 +30,11 @@ TOKEN_REVIEWS = "/apis/authentication.k8s.io/v1/tokenreviews"
 SUBJECT_ACCESS_REVIEWS = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
 
 MERGE_PATCH = "application/merge-patch+json"
+# TokenReviews and SubjectAccessReviews answer whoever reaches the metrics port, so they have a
+# bucket of their own: they can never take the reconcile loop's requests (a flood of bearer
+# tokens would otherwise stall every Workflow).  A scraper costs two reviews per verdict TTL.
+REVIEW_QPS = 5.0
+REVIEW_BURST = 10
 
 
 class RequestCounter(Protocol):
@@ -64,6 +69,23 @@ class TokenBucket:
                     self.tokens -= 1.0
                     return
                 await asyncio.sleep((1.0 - self.tokens) / self.rate)
+
+    def try_acquire(self) -> bool:
+        """Take a token if one is there; never wait (for callers that must answer at once)."""
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class Throttled(ApiError):
+    """A review was not sent: the reviews' own rate limit is spent (see ``Kube.review_token``)."""
+
+    def __init__(self) -> None:
+        super().__init__(429, "the rate limit of token and access reviews is reached")
 
 
 class CreateOutcome(StrEnum):
@@ -121,6 +143,7 @@ class Kube:
     ) -> None:
         self.api_client = api_client
         self.limiter = TokenBucket(qps, burst)
+        self.review_limiter = TokenBucket(REVIEW_QPS, REVIEW_BURST)
         self.count = count
         self.timeout = timeout
 
@@ -135,8 +158,15 @@ class Kube:
         query: list[tuple[str, Any]] | None = None,
         content_type: str = "application/json",
         raw: bool = False,
+        review: bool = False,
     ) -> Any:
-        await self.limiter.acquire()
+        if review:
+            # Never queue a review: a caller of /metrics waiting for a token would hold the
+            # request (and a thread) open; it gets a quick 429 and tries again instead.
+            if not self.review_limiter.try_acquire():
+                raise Throttled()
+        else:
+            await self.limiter.acquire()
         verb = method.lower()
         try:
             status, data = await asyncio.to_thread(
@@ -374,13 +404,14 @@ class Kube:
         """The user a bearer token authenticates as (TokenReview), or None when it does not.
 
         The token goes only into the request body; it is never logged or put in an error.
+        Raises :class:`Throttled`, without a request, when the reviews' rate limit is spent.
         """
         body = {
             "apiVersion": "authentication.k8s.io/v1",
             "kind": "TokenReview",
             "spec": {"token": token},
         }
-        result = await self.request("POST", TOKEN_REVIEWS, body=body)
+        result = await self.request("POST", TOKEN_REVIEWS, body=body, review=True)
         status = result.get("status") or {}
         user = status.get("user") or {}
         if not status.get("authenticated") or not user.get("username"):
@@ -409,5 +440,5 @@ class Kube:
             "kind": "SubjectAccessReview",
             "spec": spec,
         }
-        result = await self.request("POST", SUBJECT_ACCESS_REVIEWS, body=body)
+        result = await self.request("POST", SUBJECT_ACCESS_REVIEWS, body=body, review=True)
         return bool((result.get("status") or {}).get("allowed"))

@@ -68,6 +68,14 @@ Health = Callable[[], tuple[bool, str]]
 Authorizer = Callable[[str | None], Awaitable[bool]]
 
 
+class TooManyRequests(Exception):
+    """An authorizer cannot check a token now; the caller gets 429 and tries again later."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many requests: retry after {retry_after}s")
+        self.retry_after = retry_after
+
+
 class OperatorMetrics:
     """All metrics of the operator, registered in one registry."""
 
@@ -308,6 +316,12 @@ class MetricsServer:
             token = bearer_token(request.headers.get("Authorization"))
             try:
                 allowed = await self._authorizer(token)
+            except TooManyRequests as e:
+                return web.Response(
+                    status=429,
+                    text="Too many requests: try again later\n",
+                    headers={"Retry-After": str(e.retry_after)},
+                )
             except Exception:
                 log.exception("metrics authorization check failed")
                 return web.Response(status=503, text="authorization check failed\n")

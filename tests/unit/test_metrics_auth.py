@@ -1,14 +1,37 @@
-"""MetricsAuthorizer: TokenReview then SubjectAccessReview, with a short per-token cache."""
+"""MetricsAuthorizer: TokenReview then SubjectAccessReview, with a short per-token cache;
+tokens that cannot be ServiceAccount tokens, and checks past the concurrency cap or the reviews'
+own rate limit, cost no API call."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import secrets
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
-from agentflow.kube import UserInfo
-from agentflow.metricsauth import MetricsAuthorizer
+from agentflow.kube import REVIEW_BURST, Kube, Throttled, UserInfo
+from agentflow.metrics import TooManyRequests
+from agentflow.metricsauth import (
+    MAX_TOKEN_LENGTH,
+    MetricsAuthorizer,
+    could_be_a_service_account_token,
+)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def jwt(subject: str, signature: str | None = None) -> str:
+    """A token shaped like a ServiceAccount token (the signature is random: only the API
+    server could tell it is not real)."""
+    header = _b64(json.dumps({"alg": "RS256", "kid": "k"}).encode())
+    payload = _b64(json.dumps({"sub": subject}).encode())
+    return f"{header}.{payload}.{signature or _b64(secrets.token_bytes(256))}"
 
 
 @dataclass
@@ -50,14 +73,15 @@ def _authorizer(
 
 
 def test_only_a_user_allowed_to_get_metrics_passes() -> None:
+    good, other, unknown = jwt("good"), jwt("other"), jwt("unknown")
     reviews = FakeReviews(
-        users={"good": SCRAPER, "other": OTHER}, allowed={(SCRAPER.username, "/metrics", "get")}
+        users={good: SCRAPER, other: OTHER}, allowed={(SCRAPER.username, "/metrics", "get")}
     )
     authorize = _authorizer(reviews, Clock())
 
-    assert asyncio.run(authorize("good")) is True
-    assert asyncio.run(authorize("other")) is False
-    assert asyncio.run(authorize("unknown")) is False
+    assert asyncio.run(authorize(good)) is True
+    assert asyncio.run(authorize(other)) is False
+    assert asyncio.run(authorize(unknown)) is False
     assert asyncio.run(authorize(None)) is False
     assert asyncio.run(authorize("")) is False
     assert reviews.calls == [
@@ -70,16 +94,17 @@ def test_only_a_user_allowed_to_get_metrics_passes() -> None:
 
 
 def test_verdicts_are_cached_per_token_until_their_ttl() -> None:
-    reviews = FakeReviews(users={"good": SCRAPER}, allowed={(SCRAPER.username, "/metrics", "get")})
+    good, late = jwt("good"), jwt("late")
+    reviews = FakeReviews(users={good: SCRAPER}, allowed={(SCRAPER.username, "/metrics", "get")})
     clock = Clock()
     authorize = _authorizer(reviews, clock, allowed_ttl=60.0, denied_ttl=10.0)
 
     async def scenario() -> list[bool]:
-        verdicts = [await authorize("good"), await authorize("good")]
+        verdicts = [await authorize(good), await authorize(good)]
         clock.now += 59
-        verdicts.append(await authorize("good"))
+        verdicts.append(await authorize(good))
         clock.now += 2
-        verdicts.append(await authorize("good"))  # expired: reviewed again
+        verdicts.append(await authorize(good))  # expired: reviewed again
         return verdicts
 
     assert asyncio.run(scenario()) == [True, True, True, True]
@@ -89,32 +114,186 @@ def test_verdicts_are_cached_per_token_until_their_ttl() -> None:
     reviews.calls.clear()
 
     async def denied_then_bound() -> list[bool]:
-        first = await authorize("late")
-        reviews.users["late"] = OTHER
+        first = await authorize(late)
+        reviews.users[late] = OTHER
         reviews.allowed.add((OTHER.username, "/metrics", "get"))
         clock.now += 5
-        cached = await authorize("late")
+        cached = await authorize(late)
         clock.now += 6
-        return [first, cached, await authorize("late")]
+        return [first, cached, await authorize(late)]
 
     assert asyncio.run(denied_then_bound()) == [False, False, True]
 
 
 def test_the_cache_is_bounded_and_api_errors_are_not_cached() -> None:
-    reviews = FakeReviews(users={f"t{i}": SCRAPER for i in range(10)})
+    tokens = [jwt(f"t{i}") for i in range(10)]
+    reviews = FakeReviews(users=dict.fromkeys(tokens, SCRAPER))
     authorize = MetricsAuthorizer(reviews, clock=Clock(), max_entries=3)
 
     async def many() -> None:
-        for i in range(10):
-            await authorize(f"t{i}")
+        for token in tokens:
+            await authorize(token)
 
     asyncio.run(many())
-    assert len(authorize._verdicts) == 3
+    assert (len(authorize.allowed), len(authorize.denied)) == (0, 3)
 
+    fresh = jwt("fresh")
     reviews.fail = True
     with pytest.raises(RuntimeError):
-        asyncio.run(authorize("fresh"))
+        asyncio.run(authorize(fresh))
     reviews.fail = False
-    reviews.users["fresh"] = SCRAPER
+    reviews.users[fresh] = SCRAPER
     reviews.allowed.add((SCRAPER.username, "/metrics", "get"))
-    assert asyncio.run(authorize("fresh")) is True
+    assert asyncio.run(authorize(fresh)) is True
+
+
+def test_a_flood_of_refused_tokens_cannot_push_a_grant_out_of_the_cache() -> None:
+    scraper = jwt("scraper")
+    reviews = FakeReviews(users={scraper: SCRAPER}, allowed={(SCRAPER.username, "/metrics", "get")})
+    authorize = MetricsAuthorizer(reviews, clock=Clock(), max_entries=8)
+
+    async def scenario() -> list[bool]:
+        first = await authorize(scraper)
+        for i in range(100):
+            assert await authorize(jwt(f"random-{i}")) is False
+        reviews.calls.clear()
+        return [first, await authorize(scraper)]
+
+    assert asyncio.run(scenario()) == [True, True]
+    assert reviews.calls == []  # still cached: no review for the scraper
+    assert len(authorize.denied) == 8
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "not-a-token",
+        "a.b",
+        "a.b.c.d",
+        "abcdef.0123456789abcdef",  # a bootstrap token's shape
+        jwt("x").replace(".", "..", 1),
+        jwt("x") + "=",  # padding is not base64url as JWTs use it
+        jwt("x", signature="sig") + "+",
+        _b64(b"not json") + "." + _b64(b"{}") + ".sig",
+        _b64(b"[1]") + "." + _b64(b"{}") + ".sig",
+        _b64(b'{"typ": "JWT"}') + "." + _b64(b"{}") + ".sig",  # no alg
+        _b64(b'{"alg": "RS256"}') + "." + _b64(b"null") + ".sig",
+        jwt("x", signature="s" * MAX_TOKEN_LENGTH),
+        "\u00e9" * 10,
+    ],
+)
+def test_a_token_that_cannot_be_a_service_account_token_costs_no_review(token: str) -> None:
+    reviews = FakeReviews(users={token: SCRAPER}, allowed={(SCRAPER.username, "/metrics", "get")})
+    authorize = MetricsAuthorizer(reviews, clock=Clock())
+
+    assert could_be_a_service_account_token(token) is False
+    assert asyncio.run(authorize(token)) is False
+    assert reviews.calls == []
+    assert (len(authorize.allowed), len(authorize.denied)) == (0, 0)
+
+
+def test_a_real_service_account_token_has_the_shape() -> None:
+    # Header and payload of a token from `kubectl create token` (signature shortened).
+    token = (
+        "eyJhbGciOiJSUzI1NiIsImtpZCI6IlVqLW1rZ3BvbEt0In0."
+        "eyJhdWQiOlsiaHR0cHM6Ly9rdWJlcm5ldGVzLmRlZmF1bHQuc3ZjIl0sImV4cCI6MTcwMDAwMDAwMCwi"
+        "c3ViIjoic3lzdGVtOnNlcnZpY2VhY2NvdW50Om1vbml0b3Jpbmc6cHJvbWV0aGV1cyJ9."
+        "c2lnbmF0dXJl"
+    )
+    assert could_be_a_service_account_token(token)
+    assert could_be_a_service_account_token(jwt("x"))
+
+
+@dataclass
+class BlockedReviews(FakeReviews):
+    """Reviews that wait until released, so that checks pile up."""
+
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def review_token(self, token: str) -> UserInfo | None:
+        self.calls.append("TokenReview")
+        await self.release.wait()
+        return None
+
+
+def test_checks_past_the_concurrency_cap_are_refused_at_once_without_a_review() -> None:
+    async def scenario() -> None:
+        reviews = BlockedReviews()
+        authorize = MetricsAuthorizer(reviews, clock=Clock(), max_concurrent=2)
+        pending = [asyncio.create_task(authorize(jwt(f"slow-{i}"))) for i in range(2)]
+        await asyncio.sleep(0)  # both are now waiting for their review
+        assert reviews.calls == ["TokenReview", "TokenReview"]
+        with pytest.raises(TooManyRequests):
+            await asyncio.wait_for(authorize(jwt("one-too-many")), timeout=1)
+        assert len(reviews.calls) == 2
+        reviews.release.set()
+        assert await asyncio.gather(*pending) == [False, False]
+        # The slots are free again.
+        assert await authorize(jwt("later")) is False
+        assert len(reviews.calls) == 3
+        assert authorize.in_flight == 0
+
+    asyncio.run(scenario())
+
+
+@dataclass
+class ThrottledReviews(FakeReviews):
+    async def review_token(self, token: str) -> UserInfo | None:
+        self.calls.append("TokenReview")
+        raise Throttled()
+
+
+def test_a_spent_review_rate_limit_is_429_and_is_not_cached() -> None:
+    reviews = ThrottledReviews()
+    authorize = MetricsAuthorizer(reviews, clock=Clock())
+    token = jwt("x")
+    for _ in range(2):
+        with pytest.raises(TooManyRequests):
+            asyncio.run(authorize(token))
+    assert reviews.calls == ["TokenReview", "TokenReview"]
+    assert authorize.in_flight == 0
+
+
+class Response:
+    status = 201
+
+    def read(self) -> bytes:
+        return json.dumps({"status": {"authenticated": False}}).encode()
+
+
+@dataclass
+class FakeApiClient:
+    """The two calls ``Kube`` makes of a ``kubernetes.client.ApiClient``; records the paths."""
+
+    paths: list[str] = field(default_factory=list)
+
+    def param_serialize(self, method: str, path: str, **_: Any) -> tuple[Any, ...]:
+        return method, path, {}, None, []
+
+    def call_api(self, method: str, url: str, **_: Any) -> Response:
+        self.paths.append(url)
+        return Response()
+
+
+def test_reviews_have_their_own_rate_limit_and_never_take_the_reconcile_loops() -> None:
+    api = FakeApiClient()
+    counted: list[tuple[str, int]] = []
+    kube = Kube(api, qps=50.0, burst=100, count=lambda verb, code: counted.append((verb, code)))
+
+    async def flood() -> tuple[int, int]:
+        reviewed = throttled = 0
+        for _ in range(REVIEW_BURST + 40):
+            try:
+                await asyncio.wait_for(kube.review_token(jwt("random")), timeout=1)
+                reviewed += 1
+            except Throttled:
+                throttled += 1
+        return reviewed, throttled
+
+    reviewed, throttled = asyncio.run(flood())
+    # The burst was reviewed (plus what the bucket refilled meanwhile); the rest was refused
+    # without a request, and the reconcile loop's bucket is untouched.
+    assert REVIEW_BURST <= reviewed <= REVIEW_BURST + 2
+    assert throttled == REVIEW_BURST + 40 - reviewed
+    assert len(api.paths) == reviewed == len(counted)
+    assert kube.limiter.tokens == 100.0
