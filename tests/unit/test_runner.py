@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import signal
@@ -745,3 +746,125 @@ def test_llm_configuration_errors(
     assert run.returncode == 2
     assert complaint in run.result.summary
     assert fake_api.requests == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Keys never reach the output: malformed keys, keys quoted by errors and tracebacks
+# ---------------------------------------------------------------------------------------------
+
+# Two halves that each identify the key; either one in any output is a leak.
+KEY_HEAD = "sk-live-4c1d9e7f-head"
+KEY_TAIL = "tail-b6a0e3d2-secret"
+
+
+def leaked(run: Run, *secrets: str) -> list[str]:
+    """The secrets (or a spelling of them Python uses in reprs) found in any output of ``run``."""
+    outputs = run.report + run.stderr + run.message
+    spelled = {s for secret in secrets for s in (secret, repr(secret)[1:-1])}
+    return sorted(s for s in spelled if s in outputs)
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+@pytest.mark.parametrize("separator", ["\r\n", "\n", "\r", "\t", "\u00e9"])
+def test_a_key_that_cannot_be_a_header_is_refused_without_showing_it(
+    tmp_path: Path, fake_api: FakeApi, provider: str, separator: str
+) -> None:
+    variable = f"{provider.upper()}_API_KEY"
+    base = fake_api.url + ("/v1" if provider == "openai" else "")
+    run = run_runner(
+        tmp_path,
+        AGENTFLOW_PROVIDER=provider,
+        **{variable: KEY_HEAD + separator + KEY_TAIL, f"{provider.upper()}_BASE_URL": base},
+    )
+    assert run.returncode == 2, run.stderr
+    assert run.result.summary.startswith(f"configuration error: {variable} has a ")
+    assert "which an HTTP header cannot carry" in run.result.summary
+    assert "Traceback" not in run.stderr
+    assert leaked(run, KEY_HEAD, KEY_TAIL) == []
+    assert fake_api.requests == []  # refused before anything was sent
+
+
+def test_a_key_with_a_trailing_newline_still_works(tmp_path: Path, fake_api: FakeApi) -> None:
+    # `echo key > file; kubectl create secret --from-file` gives a key with a newline at the end.
+    fake_api.replies.append(anthropic_reply("## Summary\nfine\n"))
+    run = run_anthropic(tmp_path, fake_api, ANTHROPIC_API_KEY=API_KEY + "\n")
+    assert run.returncode == 0, run.stderr
+    assert fake_api.requests[0].headers["x-api-key"] == API_KEY
+
+
+def test_a_provider_error_quoting_the_key_where_the_message_is_cut_shows_none_of_it(
+    tmp_path: Path, fake_api: FakeApi
+) -> None:
+    # The key straddles the 500 characters of the error message that are kept: cutting before
+    # redacting would leave its first half behind.
+    padding = "x" * 480
+    error = {"error": {"message": f"{padding} {API_KEY} is not a valid key"}}
+    fake_api.replies.append(Reply(401, error))
+    run = run_anthropic(tmp_path, fake_api)
+    assert run.returncode == 1
+    assert f"{padding} [redacted]" in run.result.summary
+    assert leaked(run, API_KEY[:8], API_KEY[-8:]) == []
+
+
+def test_a_provider_error_quoting_the_other_providers_key_shows_none_of_it(
+    tmp_path: Path, fake_api: FakeApi
+) -> None:
+    # A proxy in front of both APIs that echoes every header it got, say.
+    other = "sk-ant-other-provider-key-0123"
+    fake_api.replies.append(Reply(400, {"error": {"message": f"headers: {API_KEY}, {other}"}}))
+    run = run_anthropic(tmp_path, fake_api, OPENAI_API_KEY=other)
+    assert run.returncode == 1
+    assert "headers: [redacted], [redacted]" in run.result.summary
+    assert leaked(run, API_KEY, other) == []
+
+
+def run_in_process(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], **env: str
+) -> tuple[int, Run]:
+    from agentflow.runner import main
+
+    (tmp_path / "termination-log").write_text("")
+    code = main([], runner_env(tmp_path, **env))
+    out, err = capfd.readouterr()
+    message = (tmp_path / "termination-log").read_text()
+    return code, Run(code, out.encode(), err, message)
+
+
+def test_a_traceback_quoting_the_key_is_redacted(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agentflow.api.models import Provider
+
+    runner_main = importlib.import_module("agentflow.runner.main")
+    key = KEY_HEAD + "\r\n" + KEY_TAIL
+
+    def header_error(config: Any) -> Any:
+        # What http.client raises for such a header, quoting the value as bytes.
+        value = ("Bearer " + config.env["OPENAI_API_KEY"]).encode()
+        raise ValueError(f"Invalid header value {value!r}")
+
+    monkeypatch.setitem(runner_main.PROVIDERS, Provider.OPENAI, header_error)
+    code, run = run_in_process(tmp_path, capfd, AGENTFLOW_PROVIDER="openai", OPENAI_API_KEY=key)
+    assert code == 1
+    assert "Traceback" in run.stderr and "Invalid header value b'Bearer [redacted]'" in run.stderr
+    assert run.result.summary == "internal error in the openai provider: ValueError"
+    assert leaked(run, KEY_HEAD, KEY_TAIL) == []
+
+
+def test_a_failure_outside_the_provider_is_redacted_and_still_leaves_a_result(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner_main = importlib.import_module("agentflow.runner.main")
+
+    def broken(outcome: Any) -> Any:
+        raise RuntimeError(f"could not print a report for key {API_KEY}")
+
+    calls = iter([broken])
+    real = runner_main.step_result
+    # Only the first call breaks: the failure result is built with the real one.
+    monkeypatch.setattr(runner_main, "step_result", lambda o: next(calls, real)(o))
+    code, run = run_in_process(tmp_path, capfd, ANTHROPIC_API_KEY=API_KEY)
+    assert code == 1
+    assert "RuntimeError: could not print a report for key [redacted]" in run.stderr
+    assert run.result.summary == "internal error in the runner: RuntimeError"
+    assert leaked(run, API_KEY) == []

@@ -3,7 +3,9 @@
 The model gets a system prompt that asks for the report format, and the step's prompt as the
 user message; its answer is the report, with the token usage the API reports written into the
 report's Metrics.  API keys come from ``ANTHROPIC_API_KEY`` / ``OPENAI_API_KEY`` (the operator
-injects them from a Secret) and appear in no output and no error.
+injects them from a Secret) and appear in no output and no error: a key that cannot be an HTTP
+header value is refused without being shown, and every message is redacted
+(:mod:`agentflow.runner.redact`) before it is cut short.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from agentflow.runner.config import (
     bounded_int,
 )
 from agentflow.runner.outcome import Outcome, ProviderError
+from agentflow.runner.redact import Redactor
 
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 ANTHROPIC_VERSION = "2023-06-01"
@@ -41,7 +44,7 @@ MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 MAX_ERROR_BODY_BYTES = 64 * 1024
 MAX_RETRY_AFTER_SECONDS = 60.0
 DEFAULT_RETRY_DELAY_SECONDS = 2.0
-REDACTED = "[redacted]"
+MAX_ERROR_MESSAGE_CHARS = 500
 
 SYSTEM_PROMPT = """\
 You are {agent}, an agent running step "{step}" (iteration {iteration}, attempt {attempt}) \
@@ -245,6 +248,8 @@ APIS = {
         _openai_response,
     ),
 }
+# The variables holding secrets, for the redaction of everything the runner prints.
+KEY_VARIABLES = tuple(api.key_variable for api in APIS.values())
 
 
 def _auth_headers(api: Api, key: str) -> dict[str, str]:
@@ -253,26 +258,47 @@ def _auth_headers(api: Api, key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-def _redact(text: str, secret: str) -> str:
-    return text.replace(secret, REDACTED) if secret else text
+def check_key(variable: str, key: str) -> None:
+    """Refuse a key that cannot be an HTTP header value, without showing any of it.
+
+    http.client would refuse it too, but with ``Invalid header value b'Bearer <the key>'``: an
+    exception that quotes the key into the pod log.
+    """
+    if "\r" in key or "\n" in key:
+        raise ConfigError(
+            f"{variable} has a line break (CR or LF) inside it, which an HTTP header cannot "
+            "carry: store the key in its Secret as a single line"
+        )
+    if not all(" " <= c <= "~" for c in key):
+        raise ConfigError(
+            f"{variable} has a control or non-ASCII character inside it, which an HTTP header "
+            "cannot carry: store the key in its Secret exactly as the provider issued it"
+        )
 
 
-def _api_error_message(body: bytes) -> str:
-    """The error message in an API error body (both APIs use ``{"error": {"message"}}``)."""
+def _api_error_message(body: bytes, redact: Redactor) -> str:
+    """The error message in an API error body (both APIs use ``{"error": {"message"}}``).
+
+    Redacted whole, then cut: a cut through a quoted key would leave a prefix of it behind.
+    """
+    return redact(_error_text(body))[:MAX_ERROR_MESSAGE_CHARS]
+
+
+def _error_text(body: bytes) -> str:
     text = body.decode("utf-8", "replace")
     try:
         data = json.loads(text)
     except ValueError:
-        return " ".join(text.split())[:500] or "(no error message)"
+        return " ".join(text.split()) or "(no error message)"
     error = data.get("error") if isinstance(data, dict) else None
     message = error.get("message") if isinstance(error, dict) else None
     if isinstance(error, dict) and isinstance(message, str):
         kind = error.get("type")
         prefix = f"{kind}: " if isinstance(kind, str) and kind else ""
-        return (prefix + message)[:500]
+        return prefix + message
     if isinstance(error, str):
-        return error[:500]
-    return " ".join(text.split())[:500]
+        return error
+    return " ".join(text.split())
 
 
 def _retry_delay(headers: Message | None) -> float:
@@ -285,7 +311,13 @@ def _retry_delay(headers: Message | None) -> float:
 
 
 def _post(
-    api: Api, url: str, headers: dict[str, str], body: bytes, key: str, timeout: float
+    api: Api,
+    url: str,
+    headers: dict[str, str],
+    body: bytes,
+    key: str,
+    timeout: float,
+    redact: Redactor,
 ) -> Any:
     name = api.provider.value
     shown_url = _display_url(url)
@@ -305,7 +337,7 @@ def _post(
                 error_body = error.read(MAX_ERROR_BODY_BYTES)
             except (OSError, http.client.HTTPException):
                 error_body = b""
-            message = _redact(_api_error_message(error_body), key)
+            message = _api_error_message(error_body, redact)
             if attempt == 1 and (status == 429 or status >= 500):
                 delay = _retry_delay(error.headers)
                 print(
@@ -320,12 +352,12 @@ def _post(
         except TimeoutError:
             raise ProviderError(f"{name} API did not answer within {timeout:g}s") from None
         except urllib.error.URLError as error:
-            reason = _redact(str(error.reason), key)
+            reason = redact(str(error.reason))
             raise ProviderError(
                 f"could not reach the {name} API at {shown_url}: {reason}"
             ) from None
         except (OSError, http.client.HTTPException) as error:
-            reason = _redact(str(error) or type(error).__name__, key)
+            reason = redact(str(error) or type(error).__name__)
             raise ProviderError(f"{name} API request to {shown_url} failed: {reason}") from None
         if len(raw) > MAX_RESPONSE_BYTES:
             raise ProviderError(f"{name} API response is larger than {MAX_RESPONSE_BYTES} bytes")
@@ -344,6 +376,8 @@ def run_llm(config: RunnerConfig) -> Outcome:
         raise ConfigError(
             f"{api.key_variable} is not set: give the agent an env entry with a secretKeyRef"
         )
+    check_key(api.key_variable, key)
+    redact = Redactor.from_env(env, KEY_VARIABLES)
     base_url = env.get(api.base_url_variable, "").strip() or api.default_base_url
     model = config.model or DEFAULT_MODELS[config.provider]
     timeout = bounded_float(
@@ -359,7 +393,7 @@ def run_llm(config: RunnerConfig) -> Outcome:
     )
     max_tokens = limit or None
     url, headers, body = api.request(config, base_url, model, max_tokens)
-    completion = api.response(_post(api, url, headers, body, key, timeout))
+    completion = api.response(_post(api, url, headers, body, key, timeout, redact))
     if completion.cut_short:
         print(
             "agentflow-runner: the model stopped at its token limit; "
@@ -374,5 +408,5 @@ def run_llm(config: RunnerConfig) -> Outcome:
         )
         if value is not None
     }
-    report = _redact(with_metrics(completion.text, usage), key)
+    report = redact(with_metrics(completion.text, usage))
     return Outcome(report=report.encode("utf-8", "replace"))

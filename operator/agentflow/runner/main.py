@@ -1,4 +1,9 @@
-"""Run one agent: configure, call the provider, print the report, write the termination message."""
+"""Run one agent: configure, call the provider, print the report, write the termination message.
+
+Nothing the runner prints may show an API key: every reason, traceback and report of its own
+goes through the :class:`~agentflow.runner.redact.Redactor` made from the key variables it reads
+(a ``command`` agent's own output is the agent's, forwarded as it was printed).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,8 @@ import os
 import signal
 import sys
 import threading
-import traceback
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
@@ -17,14 +22,16 @@ from agentflow.runner.command import run_command
 from agentflow.runner.config import (
     DEFAULT_TERMINATION_MESSAGE_PATH,
     EXIT_CONFIG,
+    EXIT_FAILURE,
     EXIT_TERMINATED,
     ConfigError,
     RunnerConfig,
     load_config,
     termination_message_path,
 )
-from agentflow.runner.llm import run_llm
+from agentflow.runner.llm import KEY_VARIABLES, run_llm
 from agentflow.runner.outcome import Outcome, ProviderError, Terminated, failure_outcome
+from agentflow.runner.redact import Redactor
 from agentflow.runner.script import run_script
 
 PROVIDERS: dict[Provider, Callable[[RunnerConfig], Outcome]] = {
@@ -41,7 +48,7 @@ def _on_sigterm(signum: int, _frame: FrameType | None) -> None:
     raise Terminated()
 
 
-def run(config: RunnerConfig) -> Outcome:
+def run(config: RunnerConfig, redact: Redactor) -> Outcome:
     try:
         return PROVIDERS[config.provider](config)
     except ConfigError as error:
@@ -52,8 +59,8 @@ def run(config: RunnerConfig) -> Outcome:
         return failure_outcome("terminated (SIGTERM) before the agent finished", EXIT_TERMINATED)
     except Exception as error:
         # A bug in the runner: still leave a result that says so.  The exception's text stays
-        # on stderr only, as it could quote anything.
-        traceback.print_exc()
+        # on stderr only, as it could quote anything (redacted, as it could quote a key).
+        redact.print_exception(error)
         name = type(error).__name__
         return failure_outcome(f"internal error in the {config.provider.value} provider: {name}")
 
@@ -88,7 +95,15 @@ def write_termination_message(path: Path, message: str) -> None:
         )
 
 
-def finish(outcome: Outcome, path: Path) -> int:
+def redacted(outcome: Outcome, redact: Redactor) -> Outcome:
+    """``outcome`` with no secret in its reason, nor in its report unless already printed."""
+    reason = redact(outcome.reason) if outcome.reason else outcome.reason
+    report = outcome.report if outcome.streamed else redact.report(outcome.report)
+    return replace(outcome, reason=reason, report=report)
+
+
+def finish(outcome: Outcome, path: Path, redact: Redactor) -> int:
+    outcome = redacted(outcome, redact)
     if not outcome.streamed:
         try:
             sys.stdout.buffer.write(outcome.report)
@@ -107,6 +122,7 @@ def finish(outcome: Outcome, path: Path) -> int:
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     environment = dict(os.environ if env is None else env)
     arguments = sys.argv[1:] if argv is None else list(argv)
+    redact = Redactor.from_env(environment, KEY_VARIABLES)
     path = termination_message_path(environment)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
@@ -114,15 +130,24 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         try:
             config = load_config(arguments, environment)
         except ConfigError as error:
-            return finish(failure_outcome(f"configuration error: {error}", EXIT_CONFIG), path)
+            outcome = failure_outcome(f"configuration error: {error}", EXIT_CONFIG)
+            return finish(outcome, path, redact)
         path = config.termination_message_path
-        return finish(run(config), path)
+        return finish(run(config, redact), path, redact)
     except Terminated:
         # SIGTERM while printing or writing: say so, briefly.
         outcome = failure_outcome("terminated (SIGTERM)", EXIT_TERMINATED)
         message = encode_termination_message(step_result(outcome), full_size=len(outcome.report))
         write_termination_message(path, message)
         return EXIT_TERMINATED
+    except Exception as error:
+        # A bug outside any provider (printing, writing): Python's own traceback would not be
+        # redacted, so print it here and still leave a result.
+        redact.print_exception(error)
+        outcome = failure_outcome(f"internal error in the runner: {type(error).__name__}")
+        message = encode_termination_message(step_result(outcome), full_size=len(outcome.report))
+        write_termination_message(path, message)
+        return EXIT_FAILURE
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
