@@ -15,6 +15,11 @@ A step that was skipped has no result: its result fields render as "" while
 Rendering is a single pass: a value that itself contains ``{{ ... }}`` is inserted literally
 and never rendered again.  ``\\{{`` writes a literal ``{{``.  Anything else between ``{{`` and
 ``}}``, or a ``{{`` without its ``}}``, is a :class:`TemplateError`.
+
+A rendered prompt has at most :data:`MAX_RENDERED_PROMPT_BYTES` of UTF-8.  References repeat
+freely, so a 16 KiB template over a result with 100 long artifact paths could otherwise render
+to tens of megabytes; rendering stops (:class:`PromptTooLarge`) as soon as the next piece would
+pass the limit, before the big string exists.
 """
 
 from __future__ import annotations
@@ -31,9 +36,20 @@ _METRIC_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 STEP_FIELDS = frozenset({"summary", "status", "phase", "iteration", "artifacts"})
 
+# The prompt reaches the agent as the environment string ``AGENTFLOW_PROMPT=<prompt>``, and
+# Linux's execve refuses any one environment string longer than MAX_ARG_STRLEN (128 KiB, its
+# NUL included): a longer prompt could never start the agent.  1 KiB below that leaves room for
+# the name.  The Job carries at most twice this (``jobspec.literal`` doubles every ``$``), far
+# below the API server's request limit.
+MAX_RENDERED_PROMPT_BYTES = 127 * 1024
+
 
 class TemplateError(ValueError):
     """A prompt template that cannot be rendered; the message says why."""
+
+
+class PromptTooLarge(TemplateError):
+    """The rendered prompt would pass its byte limit; the message names the step and limit."""
 
 
 @dataclass(frozen=True)
@@ -134,24 +150,52 @@ def _step_value(ref: Reference, results: Mapping[str, StepResult], ctx: PromptCo
     return "" if value is None else _number(value)
 
 
-def render_prompt(template: str, results: Mapping[str, StepResult], context: PromptContext) -> str:
-    """``template`` with its references replaced; raises TemplateError on an unknown one."""
+def _utf8_size(text: str) -> int:
+    # Lone surrogates (possible in decoded JSON) count as the 3 bytes they would take.
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def render_prompt(
+    template: str,
+    results: Mapping[str, StepResult],
+    context: PromptContext,
+    *,
+    limit: int = MAX_RENDERED_PROMPT_BYTES,
+) -> str:
+    """``template`` with its references replaced; raises TemplateError on an unknown one.
+
+    Raises :class:`PromptTooLarge` as soon as the output would pass ``limit`` bytes of UTF-8:
+    each piece is measured before it is kept, so no more than ``limit`` bytes and one piece
+    (at most one result field) are ever held.
+    """
     out: list[str] = []
+    size = 0
+
+    def keep(piece: str) -> None:
+        nonlocal size
+        size += _utf8_size(piece)
+        if size > limit:
+            raise PromptTooLarge(
+                f"the rendered prompt of step {context.step} is larger than {limit} bytes, "
+                "the limit for a rendered prompt: refer to fewer or shorter results"
+            )
+        out.append(piece)
+
     position = 0
     for match, ref in _tokens(template):
-        out.append(template[position : match.start()])
+        keep(template[position : match.start()])
         position = match.end()
         if ref is None:
-            out.append("{{")
+            keep("{{")
         elif ref.step is not None:
-            out.append(_step_value(ref, results, context))
+            keep(_step_value(ref, results, context))
         elif ref.text == "workflow.name":
-            out.append(context.workflow)
+            keep(context.workflow)
         elif ref.text == "workflow.namespace":
-            out.append(context.namespace)
+            keep(context.namespace)
         elif ref.text == "step.name":
-            out.append(context.step)
+            keep(context.step)
         else:
-            out.append(str(context.iteration))
-    out.append(template[position:])
+            keep(str(context.iteration))
+    keep(template[position:])
     return "".join(out)
