@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 
 from agentflow.jobspec import JobSettings
+from agentflow.metrics import AGENTS_PER_NAMESPACE
 
 
 def _env_list(name: str) -> list[str]:
@@ -19,6 +20,8 @@ class OperatorConfig:
     metrics_host: str = "0.0.0.0"
     metrics_port: int = 8080
     metrics_auth: bool = False
+    # Agent names per namespace that keep their own metric label value; the rest are "other".
+    metrics_agents_per_namespace: int = AGENTS_PER_NAMESPACE
     allowed_images: frozenset[str] | None = None
     max_jobs_per_namespace: int | None = None
     job: JobSettings = field(default_factory=JobSettings)
@@ -48,6 +51,9 @@ class OperatorConfig:
             metrics_host=os.environ.get("AGENTFLOW_METRICS_HOST", "0.0.0.0"),
             metrics_port=int(os.environ.get("AGENTFLOW_METRICS_PORT", "8080")),
             metrics_auth=os.environ.get("AGENTFLOW_METRICS_AUTH", "") in ("1", "true"),
+            metrics_agents_per_namespace=int(
+                os.environ.get("AGENTFLOW_METRICS_AGENTS_PER_NAMESPACE") or AGENTS_PER_NAMESPACE
+            ),
             allowed_images=frozenset(images) if images else None,
             max_jobs_per_namespace=int(max_jobs) if max_jobs else None,
             job=JobSettings(

@@ -306,9 +306,7 @@ class Runtime:
         counts: dict[tuple[str, str], int] = {}
         for (ns, _), phase in self.phases.items():
             counts[(ns, phase)] = counts.get((ns, phase), 0) + 1
-        self.metrics.workflows.clear()
-        for (ns, phase), n in counts.items():
-            self.metrics.workflows.labels(namespace=ns, phase=phase).set(n)
+        self.metrics.set_workflow_counts(counts)
 
 
 @dataclass
@@ -436,6 +434,10 @@ def record_metrics(
     dependencies: Mapping[str, Sequence[str]] | None = None,
 ) -> None:
     m = rt.metrics
+
+    def label(agent_name: str) -> str:  # agent names are the Workflow author's: bounded
+        return m.agent_label(namespace, agent_name, rt.config.metrics_agents_per_namespace)
+
     old_steps = {s.name: s for s in (old.steps if old else [])}
     finished_jobs = {j.name: j for j in observed if j.state is not JobState.ACTIVE}
     new_steps = {s.name: s for s in new.steps}
@@ -452,7 +454,7 @@ def record_metrics(
             ]
             ready_at = max((t for t in ready if t is not None), default=None)
             if ready_at is not None:
-                m.step_queue_latency.labels(namespace=namespace, agent=first.agent).observe(
+                m.step_queue_latency.labels(namespace=namespace, agent=label(first.agent)).observe(
                     max(0.0, (first.started_at - ready_at).total_seconds())
                 )
         before = old_steps.get(step.name)
@@ -466,7 +468,7 @@ def record_metrics(
                 and not any(a.fallback for a in old_attempts.values())
             ):
                 m.fallbacks.labels(
-                    namespace=namespace, agent=primary, fallback_agent=attempt.agent
+                    namespace=namespace, agent=label(primary), fallback_agent=label(attempt.agent)
                 ).inc()
             if attempt.outcome == "Running" or (prev is not None and prev.outcome != "Running"):
                 continue
@@ -474,9 +476,10 @@ def record_metrics(
                 outcome = "fallback" if attempt.fallback else "succeeded"
             else:
                 outcome = "failed"
-            m.step_attempts.labels(namespace=namespace, agent=attempt.agent, outcome=outcome).inc()
+            agent = label(attempt.agent)
+            m.step_attempts.labels(namespace=namespace, agent=agent, outcome=outcome).inc()
             if attempt.started_at and attempt.finished_at:
-                m.step_duration.labels(namespace=namespace, agent=attempt.agent).observe(
+                m.step_duration.labels(namespace=namespace, agent=agent).observe(
                     max(0.0, (attempt.finished_at - attempt.started_at).total_seconds())
                 )
             job = finished_jobs.get(attempt.job_name)
@@ -485,10 +488,12 @@ def record_metrics(
         became = before is None or before.phase != step.phase
         if became and step.phase in (StepPhase.SKIPPED, StepPhase.CACHED):
             m.step_attempts.labels(
-                namespace=namespace, agent=step.agent or primary, outcome=step.phase.value.lower()
+                namespace=namespace,
+                agent=label(step.agent or primary),
+                outcome=step.phase.value.lower(),
             ).inc()
         if became and step.phase is StepPhase.SUCCEEDED and step.result is not None:
-            agent = step.agent or primary
+            agent = label(step.agent or primary)
             metrics = step.result.metrics
             if metrics.tool_calls:
                 m.agent_tool_calls.labels(namespace=namespace, agent=agent).inc(metrics.tool_calls)
@@ -524,7 +529,7 @@ async def reconcile(
 ) -> float | None:
     """One pass (retried on write conflicts).  Returns when to be called again, if at all."""
     started = time.monotonic()
-    outcome = "ok"
+    outcome = "success"  # the values are metrics.RECONCILE_OUTCOMES
     try:
         current: Mapping[str, Any] = body
         written = rt.written.get(key)
@@ -543,7 +548,7 @@ async def reconcile(
             if fresh is None:
                 return None
             current = fresh
-        outcome = "conflict"
+        outcome = "requeue"  # still conflicting: called again soon
         return 1.0
     except Exception:
         outcome = "error"

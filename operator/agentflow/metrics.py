@@ -5,7 +5,9 @@ process-wide default), so tests and several operators in one process do not shar
 
 Label values must stay bounded: namespaces, agent names, phases, outcomes, API verbs and status
 codes.  Workflow names, UIDs, Job names and free-form messages never become labels, because each
-distinct value is a new time series that lives for the life of the process.
+distinct value is a new time series that lives for the life of the process.  Agent names are
+chosen by whoever writes a Workflow, so they pass through :meth:`OperatorMetrics.agent_label`,
+which keeps a bounded number of them per namespace.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import kopf
 from aiohttp import web
@@ -47,6 +49,13 @@ STEP_OUTCOMES = ("succeeded", "failed", "fallback", "skipped", "cached")
 CACHE_RESULTS = ("hit", "miss", "expired")
 TOKEN_DIRECTIONS = ("input", "output")
 RECONCILE_OUTCOMES = ("success", "requeue", "error")
+
+# The label value of every agent past a namespace's limit of agent names.
+OTHER_AGENT = "other"
+# Distinct agent names per namespace that keep their own label value (the setting
+# AGENTFLOW_METRICS_AGENTS_PER_NAMESPACE).  At 20, a namespace's agent-labelled metrics have at
+# most 21 agent values (and 21 x 21 fallback pairs), whatever its Workflows call their agents.
+AGENTS_PER_NAMESPACE = 20
 
 # Seconds.  A step runs an agent: seconds to hours.
 STEP_DURATION_BUCKETS = (
@@ -187,6 +196,41 @@ class OperatorMetrics:
             registry=r,
         )
         self.build_info.info({"version": __version__})
+        # namespace -> the agent names that keep their own label value there.
+        self._agent_names: dict[str, set[str]] = {}
+
+    def agent_label(self, namespace: str, agent: str, limit: int = AGENTS_PER_NAMESPACE) -> str:
+        """The ``agent`` (or ``fallback_agent``) label value for ``agent`` in ``namespace``.
+
+        Anyone who may create a Workflow names its agents, and every new name would be a new
+        set of series kept for the life of the process (and in Prometheus).  The first
+        ``limit`` names a namespace uses keep their value; later ones become ``other``.  The
+        names stay admitted while the process runs: forgetting them would let a loop of
+        Workflows admit new names for ever.  Namespaces are the cluster administrator's.
+        """
+        names = self._agent_names.setdefault(namespace, set())
+        if agent in names:
+            return agent
+        if agent == OTHER_AGENT or len(names) >= limit:
+            return OTHER_AGENT
+        names.add(agent)
+        return agent
+
+    def set_workflow_counts(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """Set ``agentflow_workflows`` to ``counts`` ((namespace, phase) -> Workflows).
+
+        Series of namespaces (and phases) with no Workflow left are removed, and so is a
+        namespace's ``agentflow_jobs_active``: its Jobs go with its Workflows, and a deleted
+        namespace must not stay on the dashboard.
+        """
+        self.workflows.clear()
+        for (namespace, phase), n in counts.items():
+            self.workflows.labels(namespace=namespace, phase=phase).set(n)
+        known = {namespace for namespace, _ in counts}
+        for family in self.jobs_active.collect():
+            for sample in family.samples:
+                if sample.labels["namespace"] not in known:
+                    self.jobs_active.remove(sample.labels["namespace"])
 
     def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """The exposition body and its content type (OpenMetrics when ``accept`` asks for it)."""

@@ -18,7 +18,14 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
-from agentflow.metrics import ALLOWED_LABELS, MetricsServer, OperatorMetrics, bearer_token
+from agentflow.metrics import (
+    ALLOWED_LABELS,
+    OTHER_AGENT,
+    MetricsServer,
+    OperatorMetrics,
+    TooManyRequests,
+    bearer_token,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs" / "metrics.md"
@@ -316,6 +323,24 @@ def test_metrics_auth() -> None:
     assert seen == [None, None, "someone-else", "explode", "scraper-token"]
 
 
+def test_a_check_that_cannot_be_made_now_is_429_with_retry_after() -> None:
+    async def authorizer(token: str | None) -> bool:
+        raise TooManyRequests(1)
+
+    async def scenario(fetch: Fetch) -> None:
+        async with aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{server.port}/metrics"
+            headers = {"Authorization": "Bearer a.b.c"}
+            async with session.get(url, headers=headers) as response:
+                assert response.status == 429
+                assert response.headers["Retry-After"] == "1"
+        status, _, _ = await fetch("/healthz", None)
+        assert status == 200
+
+    server = MetricsServer(OperatorMetrics(), host="127.0.0.1", port=0, authorizer=authorizer)
+    serve(server, scenario)
+
+
 def test_server_start_reports_a_busy_port() -> None:
     async def main() -> None:
         first = MetricsServer(OperatorMetrics(), host="127.0.0.1", port=0)
@@ -351,3 +376,165 @@ def test_exposition_passes_promtool_check_metrics() -> None:
     )
     report: Any = (result.stdout + result.stderr).decode()
     assert result.returncode == 0, report
+
+
+# --------------------------------------------------------------------------------------------
+# Label values that come from users
+# --------------------------------------------------------------------------------------------
+
+
+def label_values(m: OperatorMetrics, metric: str, label: str, **match: str) -> set[str]:
+    """The values ``label`` takes among the samples of family ``metric`` matching ``match``."""
+    return {
+        sample.labels[label]
+        for family in m.registry.collect()
+        if family.name == metric
+        for sample in family.samples
+        if all(sample.labels.get(k) == v for k, v in match.items())
+    }
+
+
+def test_each_namespace_keeps_its_first_agent_names_and_reports_the_rest_as_other() -> None:
+    m = OperatorMetrics()
+    assert [m.agent_label("a", f"agent-{i}", limit=3) for i in range(5)] == [
+        "agent-0",
+        "agent-1",
+        "agent-2",
+        OTHER_AGENT,
+        OTHER_AGENT,
+    ]
+    # Admitted names stay admitted; "other" itself takes no place; other namespaces have their
+    # own budget, so one namespace's Workflows cannot take another's.
+    assert m.agent_label("a", "agent-1", limit=3) == "agent-1"
+    assert m.agent_label("b", OTHER_AGENT, limit=3) == OTHER_AGENT
+    assert [m.agent_label("b", f"x-{i}", limit=3) for i in range(4)] == [
+        "x-0",
+        "x-1",
+        "x-2",
+        OTHER_AGENT,
+    ]
+
+
+def test_workflow_series_of_a_namespace_without_workflows_are_removed() -> None:
+    from agentflow.config import OperatorConfig
+    from agentflow.controller import Runtime
+
+    rt = Runtime(
+        kube=None,  # type: ignore[arg-type]
+        metrics=OperatorMetrics(),
+        config=OperatorConfig(),
+        post_event=lambda *_: None,
+    )
+    reg = rt.metrics.registry
+    rt.record_phase(("gone", "w1"), "Running")
+    rt.record_phase(("gone", "w2"), "Succeeded")
+    rt.record_phase(("stays", "w"), "Running")
+    for ns in ("gone", "stays"):
+        rt.metrics.jobs_active.labels(namespace=ns).set(1)
+    assert reg.get_sample_value("agentflow_workflows", {"namespace": "gone", "phase": "Running"})
+
+    rt.forget(("gone", "w1"))
+    assert label_values(rt.metrics, "agentflow_workflows", "phase", namespace="gone") == {
+        "Succeeded"
+    }
+    assert reg.get_sample_value("agentflow_jobs_active", {"namespace": "gone"}) == 1
+    rt.forget(("gone", "w2"))
+    assert label_values(rt.metrics, "agentflow_workflows", "namespace") == {"stays"}
+    assert label_values(rt.metrics, "agentflow_jobs_active", "namespace") == {"stays"}
+
+
+def test_workflows_with_ever_new_agent_names_keep_the_series_bounded() -> None:
+    """A loop of Workflows whose agents have random names: the agent-labelled metrics have at
+    most ``limit`` + 1 agent values per namespace, and no attempt goes uncounted."""
+    from datetime import UTC, datetime, timedelta
+
+    from agentflow.api.models import (
+        Attempt,
+        StepMetrics,
+        StepPhase,
+        StepResult,
+        StepStatus,
+        WorkflowPhase,
+        WorkflowStatus,
+    )
+    from agentflow.config import OperatorConfig
+    from agentflow.controller import Runtime, record_metrics
+    from agentflow.engine.types import Plan
+
+    limit = 4
+    rt = Runtime(
+        kube=None,  # type: ignore[arg-type]
+        metrics=OperatorMetrics(),
+        config=OperatorConfig(metrics_agents_per_namespace=limit),
+        post_event=lambda *_: None,
+    )
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    runs = 60
+    for i in range(runs):
+        primary, backup = f"p-{os.urandom(4).hex()}", f"b-{os.urandom(4).hex()}"
+        done = t0 + timedelta(seconds=5)
+        attempts = [
+            Attempt(
+                attempt=1,
+                agent=primary,
+                job_name=f"w{i}-1",
+                started_at=t0,
+                finished_at=t0 + timedelta(seconds=2),
+                outcome="Failed",
+            ),
+            Attempt(
+                attempt=2,
+                agent=backup,
+                job_name=f"w{i}-2",
+                fallback=True,
+                started_at=t0 + timedelta(seconds=2),
+                finished_at=done,
+                outcome="Succeeded",
+            ),
+        ]
+        result = StepResult(metrics=StepMetrics(tool_calls=1, input_tokens=10, output_tokens=2))
+        new = WorkflowStatus(
+            phase=WorkflowPhase.SUCCEEDED,
+            degraded=True,
+            started_at=t0,
+            finished_at=done,
+            steps=[
+                StepStatus(
+                    name="s",
+                    phase=StepPhase.SUCCEEDED,
+                    agent=backup,
+                    attempts=attempts,
+                    result=result,
+                    finished_at=done,
+                ),
+                StepStatus(name="skipped", phase=StepPhase.SKIPPED, agent=f"s-{i}"),
+            ],
+        )
+        record_metrics(rt, "team", None, new, Plan(status=new), [], done)
+    m = rt.metrics
+    per_agent = {
+        "agentflow_step_attempts": "agent",
+        "agentflow_fallbacks": "agent",
+        "agentflow_step_duration_seconds": "agent",
+        "agentflow_step_queue_latency_seconds": "agent",
+        "agentflow_agent_tool_calls": "agent",
+        "agentflow_agent_tokens": "agent",
+    }
+    seen: set[str] = set()
+    for metric, label in per_agent.items():
+        values = label_values(m, metric, label, namespace="team")
+        assert values, metric
+        assert OTHER_AGENT in values, metric
+        seen |= values
+    seen |= label_values(m, "agentflow_fallbacks", "fallback_agent", namespace="team")
+    assert len(seen) <= limit + 1, seen
+    # Nothing is lost: "other" carries the rest.
+    total = sum(
+        m.registry.get_sample_value(
+            "agentflow_step_attempts_total", {"namespace": "team", "agent": a, "outcome": o}
+        )
+        or 0.0
+        for a in seen
+        for o in ("failed", "fallback", "skipped")
+    )
+    assert total == 3 * runs
