@@ -62,7 +62,7 @@ def _json_object(part: str) -> dict[str, object] | None:
     try:
         decoded = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
         value = json.loads(decoded)
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):  # RecursionError: "[[[[..." nesting
         return None
     return value if isinstance(value, dict) else None
 

@@ -178,6 +178,7 @@ def test_a_flood_of_refused_tokens_cannot_push_a_grant_out_of_the_cache() -> Non
         _b64(b"[1]") + "." + _b64(b"{}") + ".sig",
         _b64(b'{"typ": "JWT"}') + "." + _b64(b"{}") + ".sig",  # no alg
         _b64(b'{"alg": "RS256"}') + "." + _b64(b"null") + ".sig",
+        _b64(b"[" * 2000) + "." + _b64(b"{}") + ".sig",  # nesting too deep for the parser
         jwt("x", signature="s" * MAX_TOKEN_LENGTH),
         "\u00e9" * 10,
     ],
