@@ -3,27 +3,32 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 
 # A Job's name becomes its pods' ``job-name`` label, so it must be a DNS-1123 label.
 MAX_JOB_NAME_LENGTH = 63
-_HASH_LENGTH = 8
-_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# Hex digits of the digest that ends every name.  64 bits: a Workflow and step whose Job name
+# shares the digest of a given Job's takes about 2**64 hashes to find.
+DIGEST_LENGTH = 16
 _NOT_LABEL_CHARS = re.compile(r"[^a-z0-9-]+")
 
 
 def job_name(workflow: str, step: str, run: int, iteration: int, attempt: int) -> str:
-    """``<workflow>-<step>-<run>-<iteration>-<attempt>``, or a hashed form when that won't do.
+    """``<workflow>-<step>-<run>-<iteration>-<attempt>-<digest>``, cut to 63 characters.
 
-    When the plain name is longer than 63 characters or not a DNS-1123 label (a workflow name
-    may contain dots), the result is a cleaned, truncated prefix, ``-`` and the first 8 hex
-    digits of the SHA-256 of the plain name: still deterministic, and distinct inputs stay
-    distinct with overwhelming probability.
+    Job names share one namespace across Workflows, and the operator creates Jobs by name, so
+    two attempts must never get the same one.  Joining the parts with ``-`` alone cannot
+    promise that (workflow ``a`` step ``b-c`` and workflow ``a-b`` step ``c``; ``app.v2`` and
+    ``app-v2`` once cleaned), and a workflow name of up to 253 characters cannot fit anyway.
+    So ``<digest>``, the first 16 hex digits of the SHA-256 of the JSON array of the five
+    parts, is what tells names apart; the part before it is for people: the workflow and step
+    names made a DNS label and shortened so that the numbers and the digest fit.
     """
-    full = f"{workflow}-{step}-{run}-{iteration}-{attempt}"
-    if len(full) <= MAX_JOB_NAME_LENGTH and _LABEL.match(full):
-        return full
-    digest = hashlib.sha256(full.encode("utf-8")).hexdigest()[:_HASH_LENGTH]
-    cleaned = _NOT_LABEL_CHARS.sub("-", full.lower())
-    prefix = cleaned[: MAX_JOB_NAME_LENGTH - _HASH_LENGTH - 1].strip("-")
-    return f"{prefix}-{digest}" if prefix else digest
+    identity = json.dumps([workflow, step, run, iteration, attempt], separators=(",", ":"))
+    digest = hashlib.sha256(identity.encode("utf-8", "surrogatepass")).hexdigest()[:DIGEST_LENGTH]
+    numbers = f"{run}-{iteration}-{attempt}"
+    room = MAX_JOB_NAME_LENGTH - len(numbers) - len(digest) - 2
+    readable = _NOT_LABEL_CHARS.sub("-", f"{workflow}-{step}".lower())[: max(room, 0)]
+    name = "-".join(part for part in (readable.strip("-"), numbers, digest) if part)
+    return name if len(name) <= MAX_JOB_NAME_LENGTH else digest

@@ -1,4 +1,4 @@
-"""Job names: deterministic, DNS-1123 labels of at most 63 characters, distinct."""
+"""Job names: deterministic, DNS-1123 labels of at most 63 characters, injective."""
 
 from __future__ import annotations
 
@@ -10,27 +10,37 @@ from hypothesis import strategies as st
 from agentflow.engine import job_name
 
 LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DIGEST = re.compile(r"-[0-9a-f]{16}$")
 names = st.from_regex(r"[a-z0-9]([-a-z0-9.]{0,60}[a-z0-9])?", fullmatch=True)
 steps = st.from_regex(r"[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?", fullmatch=True)
 numbers = st.integers(min_value=1, max_value=10_000)
+# Short words joined by "-" or ".": the names whose plain join collides most easily.
+words = st.lists(st.sampled_from(["a", "b", "c", "ab", "1", "x-y"]), min_size=2, max_size=6)
 
 
-def test_short_names_are_plain() -> None:
-    assert job_name("wf", "build", 1, 2, 3) == "wf-build-1-2-3"
+def test_names_read_workflow_step_run_iteration_attempt_then_a_digest() -> None:
+    name = job_name("wf", "build", 1, 2, 3)
+    assert name.startswith("wf-build-1-2-3-")
+    assert DIGEST.search(name) and len(name) == len("wf-build-1-2-3-") + 16
 
 
-def test_long_names_are_truncated_with_a_hash() -> None:
+def test_long_names_keep_the_numbers_and_the_digest() -> None:
     name = job_name(
         "a-very-long-workflow-name-for-the-payments-team", "integration-tests", 12, 3, 4
     )
     assert len(name) <= 63 and LABEL.match(name)
-    assert name.startswith("a-very-long-workflow-name-for-the-payments-team-integ")
-    assert re.search(r"-[0-9a-f]{8}$", name)
+    assert name.startswith("a-very-long-workflow-name-for-")
+    assert re.search(r"-12-3-4-[0-9a-f]{16}$", name)
+
+
+def test_the_issue_pair_gets_two_names() -> None:
+    # Workflow "a" step "b-c" and Workflow "a-b" step "c": both joined to "a-b-c-1-1-1" before.
+    assert job_name("a", "b-c", 1, 1, 1) != job_name("a-b", "c", 1, 1, 1)
 
 
 def test_names_that_differ_only_past_the_cut_stay_distinct() -> None:
-    base = "w" * 50
-    assert job_name(base, "step", 1, 1, 1) != job_name(base, "step", 1, 1, 2)
+    base = "w" * 250
+    assert job_name(base + "x", "step", 1, 1, 1) != job_name(base + "y", "step", 1, 1, 1)
 
 
 def test_a_dotted_workflow_name_becomes_a_label_without_colliding() -> None:
@@ -46,7 +56,37 @@ def test_every_name_is_a_bounded_deterministic_label(
     name = job_name(workflow, step, run, iteration, attempt)
     assert len(name) <= 63
     assert LABEL.match(name), name
+    assert DIGEST.search(name), name
     assert name == job_name(workflow, step, run, iteration, attempt)
+
+
+@settings(max_examples=300, deadline=None)
+@given(words, st.sampled_from(["-", "."]), numbers, numbers, numbers)
+def test_every_split_of_a_hyphenated_name_into_workflow_and_step_gets_its_own_name(
+    parts: list[str], joiner: str, run: int, iteration: int, attempt: int
+) -> None:
+    """The same words, split at every point into a workflow and a step name (and joined by
+    "-" or "." in the workflow): all those Workflows' Jobs have distinct names."""
+    pairs = {
+        (sep.join(parts[:cut]), "-".join(parts[cut:]))
+        for cut in range(1, len(parts))
+        for sep in ("-", joiner)
+    }
+    produced = {job_name(wf, step, run, iteration, attempt) for wf, step in pairs}
+    assert len(produced) == len(pairs), pairs
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(names, steps, numbers, numbers, numbers), min_size=2, max_size=20, unique=True
+    )
+)
+def test_distinct_coordinates_get_distinct_names(
+    keys: list[tuple[str, str, int, int, int]],
+) -> None:
+    produced = {job_name(*key) for key in keys}
+    assert len(produced) == len(keys)
 
 
 @settings(max_examples=100, deadline=None)

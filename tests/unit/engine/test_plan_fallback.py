@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from agentflow.api.models import AgentTemplate, ConditionType, StepPhase
+from agentflow.engine import job_name
 from agentflow.engine.types import WriteCache
 
 from .world import World, creates, deletes, events, fallback_policy, kinds, step, workflow
@@ -35,7 +36,11 @@ def test_retry_waits_with_exponential_backoff_then_succeeds() -> None:
     assert creates(w.plan()) == []  # not yet
     w.tick(1)
     [second] = creates(w.plan())
-    assert (second.attempt, second.job_name, second.agent.name) == (2, "wf-flaky-1-1-2", "a")
+    assert (second.attempt, second.job_name, second.agent.name) == (
+        2,
+        job_name("wf", "flaky", 1, 1, 2),
+        "a",
+    )
     w.fail("flaky")
     p = w.plan()
     # 10 * 3 = 30, capped at 20
