@@ -1,4 +1,4 @@
-"""CEL for ``when`` and ``repeat.until``: compiling (cached), checking and evaluating.
+"""CEL for ``when`` and ``repeat.until``: parsing, checking and evaluating under a budget.
 
 ``when`` sees ``steps`` (the step's upstream steps by name) and ``workflow`` (name,
 namespace); ``until`` sees ``result`` (this iteration's result) as well.  Each step is a map
@@ -6,12 +6,33 @@ namespace); ``until`` sees ``result`` (this iteration's result) as well.  Each s
 the step reported (test with ``has(steps.a.metrics.errors)``), extra metrics merged in.  Step
 names with a ``-`` must be written ``steps["my-step"]``: in CEL ``steps.my-step`` is a
 subtraction.
+
+Expressions come from Workflow authors, so nothing here trusts their text:
+
+- The checks judge the *parsed* expression.  The CEL library exposes no syntax tree, so
+  :func:`parse` is a small CEL parser of its own (the cel-spec grammar, every string-literal
+  form), which fails closed: whatever it cannot classify is rejected, and so is an expression
+  whose identifiers differ from those the CEL library sees in it.
+- Comprehension macros (``all``, ``exists``, ``map``, ...) multiply their cost when they nest,
+  so more than :data:`MAX_MACRO_NESTING` levels are rejected.
+- Evaluation runs in a worker process (:class:`_Evaluator`): the library holds the GIL while it
+  evaluates, so a thread could not be stopped and would stall the operator's event loop.  An
+  evaluation that takes longer than :data:`EVALUATION_BUDGET_SECONDS` is stopped by killing the
+  worker, and fails with a message saying so.
 """
 
 from __future__ import annotations
 
+import atexit
 import functools
-import re
+import json
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import cel
@@ -22,56 +43,435 @@ from agentflow.engine.templating import metric_values
 WHEN_VARIABLES = frozenset({"steps", "workflow"})
 UNTIL_VARIABLES = frozenset({"steps", "workflow", "result"})
 
-# steps.name or steps["name"] / steps['name']
-_STEP_REFERENCE = re.compile(
-    r"\bsteps\s*(?:\.\s*(?P<attr>[A-Za-z_][A-Za-z0-9_]*)|\[\s*(?P<q>[\"'])(?P<key>[^\"']*)(?P=q)\s*\])"
-)
-# Variables that macros bind: list.exists(a, ...), map(x, ...), cel.bind(v, ...)...
-_MACRO_VARIABLE = re.compile(
-    r"\b(?:all|exists|exists_one|map|filter|bind|transformList|transformMap)\s*\(\s*"
-    r"(?P<var>[A-Za-z_][A-Za-z0-9_]*)\s*,(?:\s*(?P<var2>[A-Za-z_][A-Za-z0-9_]*)\s*,)?"
-)
-_HYPHENATED = re.compile(r"\bsteps\s*\.\s*[a-z0-9]+-[a-z0-9]")
-_MACRO_CALL = re.compile(
-    r"\.\s*(?:all|exists|exists_one|map|filter|transformList|transformMap)\s*\("
-)
-# Comprehension macros nest multiplicatively: with expressions capped at 1,024 characters,
-# two levels stay in the tens of thousands of iterations, a few more would run for minutes
-# on the operator's event loop.
+# Comprehension macros nest multiplicatively: with expressions capped at 1,024 characters, two
+# levels stay within a few hundred thousand iterations; three already reach 10^8 (minutes).
 MAX_MACRO_NESTING = 2
+# How deeply parentheses, lists, calls and conditionals may nest.  Real conditions need a
+# handful; the bound keeps the parser's recursion (and the library's) small.
+MAX_SYNTAX_NESTING = 32
+# The wall-clock time one evaluation may take before the worker is killed.  A condition over the
+# largest inputs the schema admits evaluates in well under a millisecond; this is what a hostile
+# one can cost the operator, once, before its step fails.
+EVALUATION_BUDGET_SECONDS = 0.5
+# Address space of the worker: a comprehension that builds huge lists dies there, not in the
+# operator's memory.
+WORKER_MEMORY_BYTES = 512 * 1024 * 1024
 
-
-def macro_nesting(expression: str) -> int:
-    """How deeply comprehension macros (all, exists, map, ...) nest in ``expression``."""
-    deepest = 0
-    open_macros: list[int] = []  # parenthesis depth at which each open macro call started
-    depth = 0
-    quote: str | None = None
-    i = 0
-    while i < len(expression):
-        ch = expression[i]
-        if quote is not None:
-            if ch == "\\":
-                i += 1
-            elif ch == quote:
-                quote = None
-        elif ch in "\"'":
-            quote = ch
-        elif ch == "(":
-            depth += 1
-            if _MACRO_CALL.fullmatch(expression, max(expression.rfind(".", 0, i + 1), 0), i + 1):
-                open_macros.append(depth)
-                deepest = max(deepest, len(open_macros))
-        elif ch == ")":
-            if open_macros and open_macros[-1] == depth:
-                open_macros.pop()
-            depth -= 1
-        i += 1
-    return deepest
+COMPREHENSION_MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
+# Names other CEL implementations define as comprehension macros; the library treats them as
+# plain functions, but counting them too keeps the nesting bound safe whichever it is.
+_MACRO_NAMES = COMPREHENSION_MACROS | {"transformList", "transformMap", "transformMapEntry"}
 
 
 class ExpressionError(ValueError):
     """A CEL expression that does not compile or evaluate; the message says why."""
+
+
+# --------------------------------------------------------------------------------------------
+# Lexing: the token grammar of cel-spec's langdef.md
+# --------------------------------------------------------------------------------------------
+
+_IDENT_START = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
+_IDENT_CHARS = _IDENT_START | frozenset("0123456789")
+_DIGITS = frozenset("0123456789")
+_HEX = frozenset("0123456789abcdefABCDEF")
+_OCTAL = frozenset("01234567")
+_WHITESPACE = frozenset("\t\n\f\r ")
+_STRING_PREFIXES = frozenset({"r", "R", "b", "B", "rb", "rB", "Rb", "RB", "br", "bR", "Br", "BR"})
+_SIMPLE_ESCAPES = {
+    "a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
+    "\\": "\\", "?": "?", '"': '"', "'": "'", "`": "`",
+}  # fmt: skip
+_PUNCTUATION = ("==", "!=", "<=", ">=", "&&", "||", *"<>+-*/%!?:.,()[]{}")
+
+
+@dataclass(frozen=True)
+class Token:
+    kind: str  # "ident", "int", "uint", "double", "string", "bytes", or the punctuation itself
+    text: str
+    start: int
+    end: int
+    value: str | None = None  # a string literal's decoded value
+
+
+def tokenize(expression: str) -> list[Token]:
+    """The tokens of ``expression``; raises ExpressionError on anything CEL does not define."""
+    tokens: list[Token] = []
+    i, n = 0, len(expression)
+    while i < n:
+        ch = expression[i]
+        if ch in _WHITESPACE:
+            i += 1
+        elif expression.startswith("//", i):
+            end = expression.find("\n", i)
+            i = n if end < 0 else end + 1
+        elif ch in _IDENT_START:
+            j = i + 1
+            while j < n and expression[j] in _IDENT_CHARS:
+                j += 1
+            word = expression[i:j]
+            if word in _STRING_PREFIXES and j < n and expression[j] in "\"'":
+                token = _string(expression, i, j, raw="r" in word.lower())
+                kind = "bytes" if "b" in word.lower() else "string"
+                tokens.append(Token(kind, expression[i : token.end], i, token.end, token.value))
+                i = token.end
+                continue
+            tokens.append(Token("ident", word, i, j))
+            i = j
+        elif ch in "\"'":
+            token = _string(expression, i, i, raw=False)
+            tokens.append(token)
+            i = token.end
+        elif ch in _DIGITS or (ch == "." and i + 1 < n and expression[i + 1] in _DIGITS):
+            token = _number(expression, i)
+            tokens.append(token)
+            i = token.end
+        else:
+            for p in _PUNCTUATION:
+                if expression.startswith(p, i):
+                    tokens.append(Token(p, p, i, i + len(p)))
+                    i += len(p)
+                    break
+            else:
+                raise ExpressionError(f"unexpected character {ch!r} at column {i + 1}")
+    tokens.append(Token("eof", "", n, n))
+    return tokens
+
+
+def _string(expression: str, start: int, quote_at: int, *, raw: bool) -> Token:
+    """The string literal whose opening quote is at ``quote_at`` (after any r/b prefix)."""
+    q = expression[quote_at]
+    delimiter = q * 3 if expression.startswith(q * 3, quote_at) else q
+    i, n = quote_at + len(delimiter), len(expression)
+    chars: list[str] = []
+    while True:
+        if i >= n:
+            raise ExpressionError(f"unterminated string starting at column {start + 1}")
+        if expression.startswith(delimiter, i):
+            end = i + len(delimiter)
+            return Token("string", expression[start:end], start, end, "".join(chars))
+        ch = expression[i]
+        if ch in "\r\n" and len(delimiter) == 1:
+            raise ExpressionError(f"newline in the string starting at column {start + 1}")
+        if ch != "\\" or raw:
+            chars.append(ch)
+            i += 1
+            continue
+        escape = expression[i + 1 : i + 2]
+        if escape in _SIMPLE_ESCAPES:
+            chars.append(_SIMPLE_ESCAPES[escape])
+            i += 2
+            continue
+        width = {"x": 2, "X": 2, "u": 4, "U": 8}.get(escape)
+        digits = expression[i + 2 : i + 2 + width] if width else ""
+        if width and len(digits) == width and set(digits) <= _HEX:
+            code = int(digits, 16)
+            if code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
+                raise ExpressionError(f"invalid code point escape at column {i + 1}")
+            chars.append(chr(code))
+            i += 2 + width
+            continue
+        octal = expression[i + 1 : i + 4]
+        if len(octal) == 3 and octal[0] in "0123" and set(octal) <= _OCTAL:
+            chars.append(chr(int(octal, 8)))
+            i += 4
+            continue
+        raise ExpressionError(f"invalid escape sequence at column {i + 1}")
+
+
+def _number(expression: str, start: int) -> Token:
+    n = len(expression)
+    i = start
+    kind = "int"
+    if expression.startswith(("0x", "0X"), i):
+        i += 2
+        j = i
+        while i < n and expression[i] in _HEX:
+            i += 1
+        if i == j:
+            raise ExpressionError(f"malformed number at column {start + 1}")
+    else:
+        while i < n and expression[i] in _DIGITS:
+            i += 1
+        if i + 1 < n and expression[i] == "." and expression[i + 1] in _DIGITS:
+            kind = "double"
+            i += 1
+            while i < n and expression[i] in _DIGITS:
+                i += 1
+        if i < n and expression[i] in "eE":
+            j = i + 1
+            if j < n and expression[j] in "+-":
+                j += 1
+            if j < n and expression[j] in _DIGITS:
+                kind = "double"
+                i = j
+                while i < n and expression[i] in _DIGITS:
+                    i += 1
+    if kind == "int" and i < n and expression[i] in "uU":
+        kind = "uint"
+        i += 1
+    if i < n and expression[i] in _IDENT_CHARS:  # 1x, 0x1g, 1e
+        raise ExpressionError(f"malformed number at column {start + 1}")
+    return Token(kind, expression[start:i], start, i)
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing: the expression grammar of cel-spec's langdef.md
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Node:
+    """One node of the syntax tree.
+
+    ``kind`` is ``ident`` (``name``), ``literal`` (``token``), ``select`` (``args[0].name``),
+    ``index`` (``args[0][args[1]]``), ``call`` (``name``; ``target`` for ``x.f(...)``),
+    ``list``, ``map`` (keys and values alternate) or ``operator`` (``name``: ``_&&_``, ...).
+    """
+
+    kind: str
+    name: str = ""
+    args: tuple[Node, ...] = ()
+    target: Node | None = None
+    token: Token | None = None
+
+
+_RELATIONS = ("<", "<=", ">=", ">", "==", "!=", "in")
+
+
+class _Parser:
+    def __init__(self, expression: str) -> None:
+        self.tokens = tokenize(expression)
+        self.at = 0
+        self.depth = 0
+
+    def peek(self) -> Token:
+        return self.tokens[self.at]
+
+    def take(self) -> Token:
+        token = self.tokens[self.at]
+        self.at += 1
+        return token
+
+    def accept(self, kind: str) -> bool:
+        if self.peek().kind == kind:
+            self.at += 1
+            return True
+        return False
+
+    def expect(self, kind: str) -> Token:
+        token = self.peek()
+        if token.kind != kind:
+            raise self.error(f"expected {kind!r}")
+        self.at += 1
+        return token
+
+    def error(self, why: str) -> ExpressionError:
+        token = self.peek()
+        found = "the end" if token.kind == "eof" else repr(token.text)
+        return ExpressionError(f"{why} at column {token.start + 1}, found {found}")
+
+    def nested(self) -> None:
+        self.depth += 1
+        if self.depth > MAX_SYNTAX_NESTING:
+            raise self.error(f"nested more than {MAX_SYNTAX_NESTING} levels deep")
+
+    def parse(self) -> Node:
+        node = self.expr()
+        if self.peek().kind != "eof":
+            raise self.error("unexpected token")
+        return node
+
+    def expr(self) -> Node:
+        self.nested()
+        condition = self.binary(0)
+        if self.accept("?"):
+            then = self.binary(0)
+            self.expect(":")
+            otherwise = self.expr()
+            condition = Node("operator", "_?_:_", (condition, then, otherwise))
+        self.depth -= 1
+        return condition
+
+    # Binary operators by precedence, loosest first; all associate to the left.
+    _LEVELS: tuple[tuple[str, ...], ...] = (
+        ("||",),
+        ("&&",),
+        _RELATIONS,
+        ("+", "-"),
+        ("*", "/", "%"),
+    )
+
+    def binary(self, level: int) -> Node:
+        if level == len(self._LEVELS):
+            return self.unary()
+        node = self.binary(level + 1)
+        while True:
+            token = self.peek()
+            op = token.text if token.kind in ("ident", *self._LEVELS[level]) else ""
+            if op not in self._LEVELS[level]:
+                return node
+            self.take()
+            node = Node("operator", f"_{op}_", (node, self.binary(level + 1)))
+
+    def unary(self) -> Node:
+        ops: list[str] = []
+        while self.peek().kind in ("!", "-"):
+            ops.append(self.take().kind)
+        node = self.member()
+        for op in reversed(ops):
+            node = Node("operator", f"{op}_", (node,))
+        return node
+
+    def member(self) -> Node:
+        node = self.primary()
+        while True:
+            if self.accept("."):
+                if self.peek().kind == "?":
+                    raise self.error("optional field selection is not supported")
+                name = self.expect("ident").text
+                if self.peek().kind == "(":
+                    node = Node("call", name, self.arguments(")"), target=node)
+                else:
+                    node = Node("select", name, (node,))
+            elif self.accept("["):
+                if self.peek().kind == "?":
+                    raise self.error("optional index is not supported")
+                self.nested()
+                index = self.expr()
+                self.expect("]")
+                self.depth -= 1
+                node = Node("index", args=(node, index))
+            elif self.peek().kind == "{":
+                raise self.error("message construction is not supported")
+            else:
+                return node
+
+    def arguments(self, close: str) -> tuple[Node, ...]:
+        """A comma-separated list up to ``close`` (a trailing comma only in lists)."""
+        self.expect({")": "(", "]": "["}[close])
+        self.nested()
+        items: list[Node] = []
+        while not self.accept(close):
+            items.append(self.expr())
+            if not self.accept(","):
+                self.expect(close)
+                break
+            if close == ")" and self.peek().kind == ")":
+                raise self.error("expected an argument")
+        self.depth -= 1
+        return tuple(items)
+
+    def primary(self) -> Node:
+        token = self.peek()
+        if token.kind == ".":
+            # A name from the root scope, ".steps".  The library lists it with its dot, so the
+            # variable check rejects it rather than guess what it reads.
+            self.take()
+            return Node("ident", "." + self.expect("ident").text)
+        if token.kind == "ident":
+            self.take()
+            if token.text in ("true", "false", "null"):
+                return Node("literal", token=token)
+            if self.peek().kind == "(":
+                return Node("call", token.text, self.arguments(")"))
+            return Node("ident", token.text)
+        if token.kind in ("int", "uint", "double", "string", "bytes"):
+            self.take()
+            return Node("literal", token=token)
+        if token.kind == "(":
+            self.take()
+            node = self.expr()
+            self.expect(")")
+            return node
+        if token.kind == "[":
+            return Node("list", args=self.arguments("]"))
+        if token.kind == "{":
+            self.take()
+            self.nested()
+            entries: list[Node] = []
+            while not self.accept("}"):
+                entries.append(self.expr())
+                self.expect(":")
+                entries.append(self.expr())
+                if not self.accept(","):
+                    self.expect("}")
+                    break
+            self.depth -= 1
+            return Node("map", args=tuple(entries))
+        raise self.error("expected an expression")
+
+
+def parse(expression: str) -> Node:
+    """The syntax tree of ``expression``; raises ExpressionError when it is not CEL we know."""
+    return _Parser(expression).parse()
+
+
+@dataclass
+class Analysis:
+    """What the checks need to know about a parsed expression."""
+
+    macro_nesting: int = 0
+    free: set[str] = field(default_factory=set)  # variables read from the context
+    # Every identifier read, bound ones too: what the library's ``Program.variables()`` lists.
+    identifiers: set[str] = field(default_factory=set)
+    steps: set[str] = field(default_factory=set)  # step names read as steps.x or steps["x"]
+    # True when ``steps`` is read other than as steps.x or steps["x"] (a range, steps[k]):
+    # then the expression may see every step, not only those it names.
+    all_steps: bool = False
+
+
+def analyze(node: Node) -> Analysis:
+    """Macro nesting, variables and step references of a syntax tree."""
+    found = Analysis()
+    _walk(node, frozenset(), 0, found)
+    return found
+
+
+def _walk(node: Node, bound: frozenset[str], depth: int, found: Analysis) -> None:
+    found.macro_nesting = max(found.macro_nesting, depth)
+    if node.kind == "ident":
+        found.identifiers.add(node.name)
+        if node.name not in bound:
+            found.free.add(node.name)
+            found.all_steps |= node.name == "steps"
+        return
+    if node.kind in ("select", "index"):
+        operand, key = node.args[0], node.args[-1].token
+        if operand.kind == "ident" and operand.name == "steps" and "steps" not in bound:
+            name = node.name if node.kind == "select" else None
+            if key is not None and key.kind == "string":
+                name = key.value
+            if name is not None:
+                found.identifiers.add("steps")
+                found.free.add("steps")
+                found.steps.add(name)
+                return
+    if node.kind == "call" and node.name in _MACRO_NAMES:
+        # The receiver is evaluated once; the arguments once per element (or entry).
+        if node.target is not None:
+            _walk(node.target, bound, depth, found)
+        args = node.args
+        if node.target is not None and args and args[0].kind == "ident":
+            bound = bound | {args[0].name}
+            args = args[1:]
+        for arg in args:
+            _walk(arg, bound, depth + 1, found)
+        return
+    if node.target is not None:
+        _walk(node.target, bound, depth, found)
+    for arg in node.args:
+        _walk(arg, bound, depth, found)
+
+
+def macro_nesting(expression: str) -> int:
+    """How deeply comprehension macros (all, exists, map, ...) nest in ``expression``."""
+    return analyze(parse(expression)).macro_nesting
+
+
+# --------------------------------------------------------------------------------------------
+# Checking
+# --------------------------------------------------------------------------------------------
 
 
 @functools.lru_cache(maxsize=2048)
@@ -101,37 +501,209 @@ def check_expression(expression: str, variables: frozenset[str]) -> tuple[list[s
         program = compile_expression(expression)
     except ExpressionError as e:
         return [f"invalid CEL: {e}"], set()
-    if _HYPHENATED.search(expression):
+    try:
+        tokens = tokenize(expression)
+        found = analyze(_Parser(expression).parse())
+    except ExpressionError as e:
+        return [f"not accepted by the operator's CEL checker: {e}"], set()
+    if _hyphenated_step(tokens):
         # Reading further would report the name's first half as an unknown step.
         return ['a step name with "-" must be written steps["name"] in CEL'], set()
+    if set(program.variables()) != found.identifiers:
+        # The library read the text differently from the parser: the checks below would judge
+        # an expression other than the one that runs.
+        return ["not accepted by the operator's CEL checker: it cannot be analysed reliably"], set()
     problems: list[str] = []
-    if macro_nesting(expression) > MAX_MACRO_NESTING:
+    if found.macro_nesting > MAX_MACRO_NESTING:
         problems.append(
-            f"macros such as all/exists/map nest more than {MAX_MACRO_NESTING} deep; "
-            "the cost of evaluating it would be unbounded"
+            f"macros such as all/exists/map nest more than {MAX_MACRO_NESTING} deep "
+            f"({found.macro_nesting}); the cost of evaluating it would be unbounded"
         )
-    bound: set[str] = set()
-    for match in _MACRO_VARIABLE.finditer(expression):
-        bound.update(v for v in match.group("var", "var2") if v)
-    unknown = sorted(set(program.variables()) - variables - bound)
+    unknown = sorted(found.free - variables)
     if unknown:
         allowed = ", ".join(sorted(variables))
         problems.append(f"unknown variable {unknown[0]!r} (available: {allowed})")
-    steps = {m.group("attr") or m.group("key") for m in _STEP_REFERENCE.finditer(expression)}
-    return problems, steps
+    return problems, found.steps
 
 
-def evaluate_bool(expression: str, context: dict[str, Any]) -> bool:
-    """The value of a boolean expression; raises ExpressionError."""
-    program = compile_expression(expression)
+def _hyphenated_step(tokens: list[Token]) -> bool:
+    """``steps.my-step``: a name, then ``-`` and more name with no space between."""
+    for i in range(len(tokens) - 4):
+        steps, dot, name, minus, rest = tokens[i : i + 5]
+        if (
+            (steps.kind, steps.text, dot.kind, name.kind, minus.kind)
+            == ("ident", "steps", ".", "ident", "-")
+            and name.end == minus.start
+            and minus.end == rest.start
+            and rest.kind in ("ident", "int")
+        ):
+            return True
+    return False
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluating under a budget
+# --------------------------------------------------------------------------------------------
+
+# The worker: one request per line (expression and context as JSON), one answer per line.  It
+# imports only cel, so it starts in a fraction of a second.
+_WORKER = """
+import json, resource, sys
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+import cel
+programs = {}
+print("ready", flush=True)
+for line in sys.stdin:
+    request = json.loads(line)
+    print("go", flush=True)
     try:
-        value = program.execute(context)
-    except Exception as e:  # KeyError for a missing key, RuntimeError, TypeError...
-        detail = f"no such key {e}" if isinstance(e, KeyError) else _first_line(str(e))
-        raise ExpressionError(f"evaluation failed: {detail}") from None
-    if not isinstance(value, bool):
-        raise ExpressionError(f"expected a bool, got {type(value).__name__} {value!r}")
-    return value
+        program = programs.get(request["expression"])
+        if program is None:
+            if len(programs) > 1024:
+                programs.clear()
+            program = programs[request["expression"]] = cel.compile(request["expression"])
+        value = program.execute(request["context"])
+    except KeyError as e:
+        answer = {"error": "no such key " + str(e)[:500]}
+    except MemoryError:
+        answer = {"error": "out of memory"}
+    except Exception as e:
+        answer = {"error": str(e)[:2000]}
+    else:
+        if isinstance(value, bool):
+            answer = {"value": value}
+        else:
+            answer = {"type": type(value).__name__, "repr": repr(value)[:200]}
+    print(json.dumps(answer), flush=True)
+"""
+_WORKER_START_SECONDS = 30.0
+_WORKER_READ_SECONDS = 30.0
+
+
+class _WorkerDied(Exception):
+    def __init__(self, returncode: int) -> None:
+        super().__init__(returncode)
+        self.returncode = returncode
+
+
+class _Evaluator:
+    """One worker process, started on first use and again after it was killed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._buffer = b""
+
+    def evaluate(self, expression: str, context: dict[str, Any], budget: float) -> dict[str, Any]:
+        request = json.dumps({"expression": expression, "context": context}).encode() + b"\n"
+        with self._lock:
+            try:
+                return self._evaluate(request, budget)
+            except _WorkerDied as e:
+                self.stop()
+                # A negative code is the signal: SIGKILL or SIGABRT when memory ran out.
+                raise ExpressionError(
+                    f"evaluation failed: the CEL worker stopped (exit code {e.returncode}); "
+                    f"it may have needed more than {WORKER_MEMORY_BYTES >> 20} MiB"
+                ) from None
+
+    def _evaluate(self, request: bytes, budget: float) -> dict[str, Any]:
+        process = self._process
+        if process is None or process.poll() is not None:
+            process = self._start()
+        assert process.stdin is not None
+        try:
+            process.stdin.write(request)
+            process.stdin.flush()
+        except OSError:
+            self.stop()
+            raise ExpressionError("evaluation failed: the CEL worker stopped") from None
+        # The budget is the evaluation's: reading a large context (bounded by the schema)
+        # takes its own time first.
+        if self._read_line(process, time.monotonic() + _WORKER_READ_SECONDS) != b"go":
+            self.stop()
+            raise ExpressionError("evaluation failed: the CEL worker did not answer")
+        line = self._read_line(process, time.monotonic() + budget)
+        if line is None:
+            self.stop()
+            raise ExpressionError(
+                f"evaluation took longer than {budget:g} s, the limit for one expression, "
+                "and was stopped"
+            )
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        self.stop()
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-I", "-c", _WORKER, str(WORKER_MEMORY_BYTES)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+            )
+        except OSError as e:
+            raise ExpressionError(f"evaluation failed: cannot start the CEL worker: {e}") from None
+        self._process = process
+        if self._read_line(process, time.monotonic() + _WORKER_START_SECONDS) != b"ready":
+            self.stop()
+            raise ExpressionError("evaluation failed: the CEL worker did not start")
+        return process
+
+    def _read_line(self, process: subprocess.Popen[bytes], deadline: float) -> bytes | None:
+        """The worker's next line, or None when it is not there by ``deadline``."""
+        assert process.stdout is not None
+        fd = process.stdout.fileno()
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                process.wait()
+                raise _WorkerDied(process.returncode)
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line
+
+    def stop(self) -> None:
+        process, self._process, self._buffer = self._process, None, b""
+        if process is not None:
+            process.kill()
+            process.wait()
+            for stream in (process.stdin, process.stdout):
+                if stream is not None:
+                    stream.close()
+
+
+_EVALUATOR = _Evaluator()
+atexit.register(_EVALUATOR.stop)
+
+
+@functools.lru_cache(maxsize=2048)
+def _analysis(expression: str) -> Analysis:
+    return analyze(parse(expression))
+
+
+def evaluate_bool(
+    expression: str, context: dict[str, Any], budget: float = EVALUATION_BUDGET_SECONDS
+) -> bool:
+    """The value of a boolean expression, evaluated within ``budget`` seconds; raises
+    ExpressionError."""
+    compile_expression(expression)  # a compile error reads better than the worker's
+    found = _analysis(expression)
+    steps = context.get("steps")
+    if isinstance(steps, dict) and not found.all_steps:
+        # Only what the expression names can change its value; the rest would be copied to
+        # the worker for nothing (the upstream steps' results can be megabytes).
+        context = {**context, "steps": {k: v for k, v in steps.items() if k in found.steps}}
+    answer = _EVALUATOR.evaluate(expression, context, budget)
+    if "error" in answer:
+        raise ExpressionError(f"evaluation failed: {_first_line(answer['error'])}")
+    if "value" not in answer:
+        raise ExpressionError(f"expected a bool, got {answer['type']} {answer['repr']}")
+    return bool(answer["value"])
 
 
 def result_view(result: StepResult | None, iteration: int) -> dict[str, Any]:

@@ -203,6 +203,8 @@ class _Planner:
         self.limits = limits
         self.status = _copy_status(workflow.status) if workflow.status else WorkflowStatus()
         self.steps = {s.name: s for s in self.spec.steps}
+        # Failure messages name the field, spec.steps[i].when, as validation's do.
+        self.step_index = {s.name: i for i, s in enumerate(self.spec.steps)}
         self.deps = step_dependencies(self.spec)
         self.ancestors = Ancestors(self.deps)
         self.agent_names = {a.name for a in self.spec.agents}
@@ -513,7 +515,8 @@ class _Planner:
             try:
                 done = evaluate_bool(step.repeat.until, context)
             except ExpressionError as e:
-                self._step_failed(status, f"repeat.until: {e}")
+                field = f"spec.steps[{self.step_index[step.name]}].repeat.until"
+                self._step_failed(status, f"{field}: {e}")
                 return
             if not done and status.iteration < step.repeat.max_iterations:
                 status.iteration += 1
@@ -615,7 +618,7 @@ class _Planner:
             try:
                 go = evaluate_bool(step.when, context)
             except ExpressionError as e:
-                self._step_failed(status, f"when: {e}")
+                self._step_failed(status, f"spec.steps[{self.step_index[step.name]}].when: {e}")
                 return False
             if not go:
                 self._skip(status, f"when: {step.when} was false", warning=False)

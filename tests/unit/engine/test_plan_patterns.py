@@ -173,7 +173,8 @@ def test_until_that_fails_to_evaluate_fails_the_step() -> None:
     w.plan()
     status = w.step_status("loop")
     assert status.phase is StepPhase.FAILED
-    assert status.message is not None and status.message.startswith("repeat.until:")
+    assert status.message is not None
+    assert status.message.startswith("spec.steps[0].repeat.until: evaluation failed")
     assert w.phase == "Failed"
 
 
@@ -268,6 +269,6 @@ def test_when_that_fails_to_evaluate_fails_the_step_and_the_workflow() -> None:
     p = w.plan()
     b = w.step_status("b")
     assert b.phase is StepPhase.FAILED
-    assert b.message is not None and b.message.startswith("when: evaluation failed")
+    assert b.message is not None and b.message.startswith("spec.steps[1].when: evaluation failed")
     assert creates(p) == []
     assert w.phase == "Failed"
