@@ -68,6 +68,11 @@ CACHE_CREATED_ANNOTATION = "agentflow.dev/created-at"
 CACHE_DATA_KEY = "result.json"
 OUTPUT_DATA_KEY = "report"
 MAX_CONFLICT_RETRIES = 5
+# A Job name held by a Job that is not this Workflow's fails that attempt (never adopted, never
+# deleted); the plan made after that may start attempts whose names are taken too.
+JOB_CONFLICT = "JobConflict"
+JOB_CONFLICT_DETAIL = "it is left alone, neither adopted nor deleted"
+MAX_JOB_CONFLICT_REPLANS = 3
 # A step Job this process created counts against its namespace's limit until the Job watch
 # shows it, or for this long at most (it may have been deleted before it was ever seen).
 LAUNCH_VISIBLE_SECONDS = 30.0
@@ -272,6 +277,10 @@ class Runtime:
     def note_launched(self, namespace: str, job_name: str) -> None:
         self.launched.setdefault(namespace, {})[job_name] = time.monotonic()
 
+    def forget_launched(self, namespace: str, job_name: str) -> None:
+        """A Job noted as launched was not created after all (its name was taken)."""
+        self.launched.get(namespace, {}).pop(job_name, None)
+
     def active_jobs(self, namespace: str, watched: Iterable[tuple[str, bool]]) -> int:
         """Step Jobs that count against ``namespace``'s limit: the watched ones still active,
         and the ones this process created that the watch has not shown yet.
@@ -338,14 +347,19 @@ def resolve_fallback_policy(
 
 
 async def store_outputs(
-    rt: Runtime, wf: WorkflowRef, status: WorkflowStatus | None, jobs: list[ObservedJob]
+    rt: Runtime,
+    wf: WorkflowRef,
+    status: WorkflowStatus | None,
+    jobs: list[ObservedJob],
+    uids: Mapping[str, str],
 ) -> list[ObservedJob]:
     """Store the full report of steps whose termination message could not carry it.
 
     That is a report the runner marked truncated, or an agent image that printed its report
     and wrote no termination message at all: its report is read from the pod log, parsed here,
     and kept in an output ConfigMap.  Attempts already settled in the status are left alone,
-    so a log is read once per attempt.
+    so a log is read once per attempt.  ``uids`` holds the uid of each of the Workflow's Jobs
+    by name: the log read is that Job's pod's.
     """
     result: list[ObservedJob] = []
     for job in jobs:
@@ -365,7 +379,9 @@ async def store_outputs(
         if name in stored and not silent:
             result.append(replace(job, output_ref=name))
             continue
-        text = await rt.kube.read_job_log(wf.namespace, job.name, rt.config.output_limit_bytes)
+        text = await rt.kube.read_job_log(
+            wf.namespace, job.name, uids.get(job.name, ""), rt.config.output_limit_bytes
+        )
         if text is None:
             result.append(job)
             continue
@@ -381,9 +397,20 @@ async def store_outputs(
 
 
 async def execute(
-    rt: Runtime, body: Mapping[str, Any], wf: WorkflowRef, actions: Sequence[Action], now: datetime
-) -> None:
+    rt: Runtime,
+    body: Mapping[str, Any],
+    wf: WorkflowRef,
+    actions: Sequence[Action],
+    now: datetime,
+    uids: Mapping[str, str],
+) -> list[tuple[CreateJob, str]]:
+    """Carry out ``actions``; returns the CreateJobs whose name another's Job holds, and why.
+
+    ``uids`` are the uids of the Workflow's Jobs by name (from its index): a Job is deleted
+    only under its uid, or after the API says it is this Workflow's (see ``Kube.delete_job``).
+    """
     fields = {"workflow": wf.name, "namespace": wf.namespace}
+    conflicts: list[tuple[CreateJob, str]] = []
     for action in actions:
         if isinstance(action, CreateJob):
             created = await rt.kube.create_job(build_step_job(wf, action, rt.config.job))
@@ -402,11 +429,19 @@ async def execute(
                 },
             )
             if created.outcome is CreateOutcome.FOREIGN:
-                rt.post_event(body, "Warning", "JobConflict", created.message)
+                message = f"{created.message}; {JOB_CONFLICT_DETAIL}"
+                rt.post_event(body, "Warning", JOB_CONFLICT, message)
+                conflicts.append((action, message))
         elif isinstance(action, DeleteJob):
-            await rt.kube.delete_job(wf.namespace, action.job_name)
+            deleted = await rt.kube.delete_job(
+                wf.namespace,
+                action.job_name,
+                owner_uid=wf.uid,
+                uid=uids.get(action.job_name),
+            )
             logger.info(
-                "step job deleted: %s (%s)",
+                "step job %s: %s (%s)",
+                "deleted" if deleted else "not deleted (gone, or not this workflow's)",
                 action.job_name,
                 action.reason,
                 extra={**fields, "job": action.job_name},
@@ -421,6 +456,90 @@ async def execute(
         elif isinstance(action, DeleteWorkflow):
             logger.info("deleting finished workflow: %s", action.reason, extra=fields)
             await rt.kube.delete_workflow(wf.namespace, wf.name, wf.uid)
+    return conflicts
+
+
+def conflicting_job(action: CreateJob, message: str, now: datetime) -> ObservedJob:
+    """What an attempt whose Job name is held by a Job that is not ours amounts to: a Job that
+    failed at once, with reason ``JobConflict`` and ``message``.
+
+    The planner then retries or falls back as after any failure; the next attempt has another
+    name (the attempt number is part of it).  The Job under the name is left alone.
+    """
+    return ObservedJob(
+        name=action.job_name,
+        step=action.step,
+        run=action.run,
+        iteration=action.iteration,
+        attempt=action.attempt,
+        agent=action.agent.name,
+        state=JobState.FAILED,
+        started_at=now,
+        finished_at=now,
+        reason=JOB_CONFLICT,
+        termination_message=report.encode_termination_message(
+            StepResult(summary=message), full_size=0
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class Planning:
+    """What a pass planned from, to plan again from the plan's own status."""
+
+    workflow: Workflow
+    policy: FallbackPolicy
+    observed: list[ObservedJob]
+    observations: Observations
+    limits: Limits
+    now: datetime
+
+
+async def act(
+    rt: Runtime, body: Mapping[str, Any], wf: WorkflowRef, plan: Plan, planning: Planning
+) -> Plan:
+    """Execute ``plan``; when a Job could not be created because the name is another's, plan
+    again from the plan's own status with that attempt failed (``conflicting_job``), and
+    execute what that adds.  Returns the plan whose status is to be written.
+
+    Planning from its own output adds only what the new failure causes (a retry, a fallback,
+    the step's failure), so the same pass settles the attempt: the status never records an
+    attempt as running under a Job that is not ours.
+    """
+    namespace, now = wf.namespace, planning.now
+    uids = {job.name: job.uid for job in planning.observations.jobs}
+    observed = list(planning.observed)
+    slots = planning.limits.namespace_job_slots
+    actions: Sequence[Action] = plan.actions
+    for _ in range(MAX_JOB_CONFLICT_REPLANS + 1):
+        creates = [a for a in actions if isinstance(a, CreateJob)]
+        if slots is not None:
+            for create in creates:
+                rt.note_launched(namespace, create.job_name)
+        conflicts = await execute(rt, body, wf, actions, now, uids)
+        if not conflicts:
+            break
+        for create, message in conflicts:
+            rt.forget_launched(namespace, create.job_name)
+            observed.append(conflicting_job(create, message, now))
+        if slots is not None:
+            slots = max(0, slots - len(creates) + len(conflicts))
+        again = engine.plan(
+            planning.workflow.model_copy(update={"status": plan.status}),
+            planning.policy,
+            observed,
+            planning.observations.cache,
+            now,
+            replace(planning.limits, namespace_job_slots=slots),
+        )
+        plan = Plan(
+            status=again.status,
+            actions=[*plan.actions, *again.actions],
+            requeue_after=again.requeue_after,
+            cache_outcomes=[*plan.cache_outcomes, *again.cache_outcomes],
+        )
+        actions = again.actions
+    return plan
 
 
 def record_metrics(
@@ -629,7 +748,8 @@ async def _reconcile_once(
         obs = gather()
         observed, stuck = observe(obs.jobs, obs.pods, now)
         recheck = recheck_at(obs.jobs, obs.pods, now)
-        observed = await store_outputs(rt, wf_ref, old, observed)
+        uids = {job.name: job.uid for job in obs.jobs}
+        observed = await store_outputs(rt, wf_ref, old, observed, uids)
         ref = workflow.spec.fallback_policy_ref
         policy = resolve_fallback_policy(ref.name if ref else None, obs.policies)
         slots = None
@@ -638,13 +758,12 @@ async def _reconcile_once(
         limits = Limits(namespace_job_slots=slots, allowed_images=rt.config.allowed_images)
         plan = engine.plan(workflow, policy, observed, obs.cache, now, limits)
         spec = workflow.spec
-        if slots is not None:
-            for action in plan.actions:
-                if isinstance(action, CreateJob):
-                    rt.note_launched(namespace, action.job_name)
         for job_name in stuck:
-            await rt.kube.delete_job(namespace, job_name)
-        await execute(rt, body, wf_ref, plan.actions, now)
+            await rt.kube.delete_job(
+                namespace, job_name, owner_uid=wf_ref.uid, uid=uids.get(job_name)
+            )
+        planning = Planning(workflow, policy, observed, obs, limits, now)
+        plan = await act(rt, body, wf_ref, plan, planning)
         new = plan.status
 
     new_raw = status_wire(new)

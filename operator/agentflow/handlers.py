@@ -228,9 +228,17 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.index("batch", "v1", "jobs", labels={LABEL_WORKFLOW: kopf.PRESENT})
-def step_jobs(body: kopf.Body, namespace: str | None, **_: Any) -> dict[Key, JobSummary] | None:
+def step_jobs(body: kopf.Body, namespace: str | None, **_: Any) -> dict[Key, JobSummary]:
+    """Step Jobs by (namespace, uid of the Workflow that owns them).
+
+    By the owner's uid, not the workflow label: labels can be copied onto any Job, and a
+    Workflow deleted and made again under its name is another Workflow.  A Job without such an
+    owner is nobody's attempt (``{}``, not None, drops an entry the Job had before).
+    """
     summary = summarize_job(body)
-    return {(namespace or "", summary.workflow): summary} if summary else None
+    if summary is None or summary.owner_uid is None:
+        return {}
+    return {(namespace or "", summary.owner_uid): summary}
 
 
 @kopf.index("", "v1", "pods", labels={LABEL_WORKFLOW: kopf.PRESENT})
@@ -244,15 +252,15 @@ def step_pods(
 @kopf.index("batch", "v1", "jobs", labels={LABEL_WORKFLOW: kopf.PRESENT})
 def namespace_step_jobs(
     body: kopf.Body, namespace: str | None, **_: Any
-) -> dict[str, tuple[str, bool]] | None:
+) -> dict[str, tuple[str, bool]]:
     """Every step Job by namespace, and whether it is active (for the namespace's Job limit).
 
     Finished Jobs stay, marked inactive: when an index function returns None, kopf keeps the
     object's previous entry, so an index of active Jobs only would never lose one.
     """
     summary = summarize_job(body)
-    if summary is None:
-        return None
+    if summary is None or summary.owner_uid is None:
+        return {}  # not a Workflow's Job: it does not count, and forgets a previous entry
     return {namespace or "": (summary.name, summary.state is JobState.ACTIVE)}
 
 
@@ -402,6 +410,8 @@ async def workflow_daemon(
     cache_entries: kopf.Index[Key, CacheEntry] = indexes["cache_entries"]
     rt = _runtime(memo)
     key: Key = (namespace or "", name)
+    # Jobs are indexed by their owner's uid (see step_jobs); a Workflow's uid never changes.
+    owner: Key = (namespace or "", body.get("metadata", {}).get("uid") or "")
     wakeup = rt.wakeup(key)
 
     def gather() -> Observations:
@@ -424,7 +434,7 @@ async def workflow_daemon(
         )
         rt.metrics.jobs_active.labels(namespace=namespace or "").set(active_in_namespace)
         return Observations(
-            jobs=list(step_jobs.get(key, [])),
+            jobs=list(step_jobs.get(owner, [])),
             pods=list(step_pods.get(key, [])),
             policies=policies,
             cache=lookup,

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -108,6 +109,24 @@ class UserInfo:
     uid: str = ""
     groups: tuple[str, ...] = ()
     extra: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+
+def owned_by(meta: Mapping[str, Any], uid: str) -> bool:
+    """Whether ``meta`` (an object's metadata) has an ownerReference to the object ``uid``."""
+    return bool(uid) and any(o.get("uid") == uid for o in meta.get("ownerReferences") or [])
+
+
+def utf8_prefix(text: str, limit_bytes: int) -> str:
+    """The longest prefix of ``text`` that is at most ``limit_bytes`` of UTF-8.
+
+    A log of ``limit_bytes`` bytes decodes to more than that when it is not valid UTF-8: every
+    invalid byte becomes U+FFFD, three bytes.  900 KiB of them would be 2.7 MB, more than a
+    ConfigMap may hold (1 MiB), and the API server would refuse the output ConfigMap.
+    """
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= limit_bytes:
+        return text
+    return data[:limit_bytes].decode("utf-8", "ignore")
 
 
 def load_api_client(kubeconfig: str | None = None, context: str | None = None) -> Any:
@@ -283,8 +302,7 @@ class Kube:
         name = manifest["metadata"]["name"]
         existing = await self.request("GET", JOBS.format(namespace=namespace) + f"/{name}")
         want = manifest["metadata"]["ownerReferences"][0]["uid"]
-        owners = existing.get("metadata", {}).get("ownerReferences") or []
-        if any(o.get("uid") == want for o in owners):
+        if owned_by(existing.get("metadata") or {}, want):
             return CreateResult(CreateOutcome.EXISTS)
         if existing.get("metadata", {}).get("deletionTimestamp"):
             return CreateResult(CreateOutcome.FOREIGN, f"job {name} is still being deleted")
@@ -292,23 +310,54 @@ class Kube:
             CreateOutcome.FOREIGN, f"job {name} exists and is not owned by this run"
         )
 
-    async def delete_job(self, namespace: str, name: str) -> None:
-        # Without a propagation policy, deleting a batch/v1 Job orphans its pods.
-        body = {"propagationPolicy": "Background"}
-        try:
-            await self.request("DELETE", JOBS.format(namespace=namespace) + f"/{name}", body=body)
-        except ApiError as e:
-            if e.status != 404:
-                raise
+    async def delete_job(
+        self, namespace: str, name: str, *, owner_uid: str, uid: str | None = None
+    ) -> bool:
+        """Delete Job ``name`` only if the Workflow with uid ``owner_uid`` owns it.
 
-    async def read_job_log(self, namespace: str, job_name: str, limit_bytes: int) -> str | None:
-        """The log of the Job's (only) pod, at most ``limit_bytes``; None when there is no pod."""
+        A name is not an identity: the Job under it now may be another Workflow's, or anyone's.
+        The DELETE carries the Job's uid as a precondition: ``uid`` when the caller saw the Job
+        (its index only holds this Workflow's Jobs), else the uid of the Job read just before,
+        once its owner is checked.  So a Job swapped in under the name meanwhile is not touched
+        either.  True when the Job was deleted.
+        """
+        path = JOBS.format(namespace=namespace) + f"/{name}"
+        if uid is None:
+            try:
+                job = await self.request("GET", path)
+            except ApiError as e:
+                if e.status == 404:
+                    return False
+                raise
+            meta = job.get("metadata") or {}
+            if not owned_by(meta, owner_uid):
+                logger.warning("not deleting job %s/%s: it is not this workflow's", namespace, name)
+                return False
+            uid = str(meta.get("uid") or "")
+        # Without a propagation policy, deleting a batch/v1 Job orphans its pods.
+        body = {"propagationPolicy": "Background", "preconditions": {"uid": uid}}
+        try:
+            await self.request("DELETE", path, body=body)
+        except ApiError as e:
+            if e.status in (404, 409):  # gone, or the name is another Job's now
+                return False
+            raise
+        return True
+
+    async def read_job_log(
+        self, namespace: str, job_name: str, job_uid: str, limit_bytes: int
+    ) -> str | None:
+        """The log of the Job's (only) pod, at most ``limit_bytes``; None when there is no pod.
+
+        The pod must be the Job's by its ownerReference (the Job's uid), not only by the
+        ``job-name`` label: a pod left from another Job of the same name is not this one's.
+        """
         pods = await self.request(
             "GET",
             PODS.format(namespace=namespace),
             query=[("labelSelector", f"batch.kubernetes.io/job-name={job_name}")],
         )
-        items = pods.get("items") or []
+        items = [p for p in pods.get("items") or [] if owned_by(p.get("metadata") or {}, job_uid)]
         if not items:
             return None
         pod = items[-1]["metadata"]["name"]

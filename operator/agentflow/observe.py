@@ -40,6 +40,8 @@ POD_STATUS_GRACE = timedelta(seconds=10)
 @dataclass(frozen=True)
 class PodSummary:
     job_name: str
+    # The uid of the Job that owns the pod: pods join their Job by it, never by name alone.
+    job_uid: str
     name: str
     created_at: datetime | None
     exit_code: int | None = None
@@ -56,6 +58,11 @@ class PodSummary:
 @dataclass(frozen=True)
 class JobSummary:
     name: str
+    uid: str
+    # The uid of the Workflow that controls the Job (its ownerReference), or None.  Labels say
+    # which attempt a Job is, but anyone who can create Jobs can copy them: a Job belongs to a
+    # Workflow only through this reference, which names the Workflow's uid.
+    owner_uid: str | None
     workflow: str
     step: str
     run: int
@@ -89,6 +96,14 @@ def _int(value: Any, default: int = 0) -> int:
         return default
 
 
+def controller_uid(meta: Mapping[str, Any], kind: str) -> str | None:
+    """The uid in ``meta``'s controlling ownerReference when it is of ``kind``, else None."""
+    for owner in meta.get("ownerReferences") or []:
+        if owner.get("controller") and owner.get("kind") == kind and owner.get("uid"):
+            return str(owner["uid"])
+    return None
+
+
 def summarize_job(job: Mapping[str, Any]) -> JobSummary | None:
     meta = job.get("metadata") or {}
     labels = meta.get("labels") or {}
@@ -107,6 +122,8 @@ def summarize_job(job: Mapping[str, Any]) -> JobSummary | None:
             finished = _time(condition.get("lastTransitionTime"))
     return JobSummary(
         name=meta.get("name", ""),
+        uid=meta.get("uid", ""),
+        owner_uid=controller_uid(meta, "Workflow"),
         workflow=labels[LABEL_WORKFLOW],
         step=labels[LABEL_STEP],
         run=_int(labels.get(LABEL_RUN), 1),
@@ -127,10 +144,12 @@ def summarize_pod(pod: Mapping[str, Any]) -> PodSummary | None:
     meta = pod.get("metadata") or {}
     labels = meta.get("labels") or {}
     job_name = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
-    if not job_name:
+    job_uid = controller_uid(meta, "Job")
+    if not job_name or not job_uid:
         return None
     summary = PodSummary(
         job_name=job_name,
+        job_uid=job_uid,
         name=meta.get("name", ""),
         created_at=_time(meta.get("creationTimestamp")),
         succeeded=(pod.get("status") or {}).get("phase") == "Succeeded",
@@ -157,12 +176,16 @@ def summarize_pod(pod: Mapping[str, Any]) -> PodSummary | None:
 
 
 def _pods_by_job(pods: Iterable[PodSummary]) -> dict[str, PodSummary]:
-    """Each Job's pod, preferring one that has terminated."""
+    """Each Job's pod by the Job's uid, preferring one that has terminated.
+
+    By uid, not by name: a pod of another Job that had the same name (a Job deleted and made
+    again, by us or by someone else) must never lend its exit code to ours.
+    """
     by_job: dict[str, PodSummary] = {}
     for candidate in pods:
-        current = by_job.get(candidate.job_name)
+        current = by_job.get(candidate.job_uid)
         if current is None or candidate.terminated or not current.terminated:
-            by_job[candidate.job_name] = candidate
+            by_job[candidate.job_uid] = candidate
     return by_job
 
 
@@ -193,7 +216,7 @@ def recheck_at(
     pods_by_job = _pods_by_job(pods)
     moments: list[datetime] = []
     for job in jobs:
-        pod = pods_by_job.get(job.name)
+        pod = pods_by_job.get(job.uid)
         for moment in (_held_until(job, pod), _stuck_from(pod)):
             if moment is not None and moment > now:
                 moments.append(moment)
@@ -215,7 +238,7 @@ def observe(
     observed: list[ObservedJob] = []
     stuck: list[str] = []
     for job in jobs:
-        pod = pods_by_job.get(job.name)
+        pod = pods_by_job.get(job.uid)
         state, reason, message = job.state, job.reason, job.message
         finished = job.finished_at
         held = _held_until(job, pod)

@@ -17,6 +17,10 @@ LABELS = {
 }
 
 
+JOB_UID = "job-uid-1"
+WORKFLOW_UID = "wf-uid-1"
+
+
 def _ts(delta: float) -> str:
     return (NOW + timedelta(seconds=delta)).isoformat().replace("+00:00", "Z")
 
@@ -25,7 +29,11 @@ def _job(conditions: list[dict[str, Any]] | None = None, **meta: Any) -> dict[st
     return {
         "metadata": {
             "name": "wf-s-2-1-3",
+            "uid": JOB_UID,
             "labels": LABELS,
+            "ownerReferences": [
+                {"kind": "Workflow", "name": "wf", "uid": WORKFLOW_UID, "controller": True}
+            ],
             "creationTimestamp": _ts(-100),
             **meta,
         },
@@ -33,11 +41,14 @@ def _job(conditions: list[dict[str, Any]] | None = None, **meta: Any) -> dict[st
     }
 
 
-def _pod(state: dict[str, Any], created: float = -99) -> dict[str, Any]:
+def _pod(state: dict[str, Any], created: float = -99, job_uid: str = JOB_UID) -> dict[str, Any]:
     return {
         "metadata": {
             "name": "p",
             "labels": {"batch.kubernetes.io/job-name": "wf-s-2-1-3"},
+            "ownerReferences": [
+                {"kind": "Job", "name": "wf-s-2-1-3", "uid": job_uid, "controller": True}
+            ],
             "creationTimestamp": _ts(created),
         },
         "status": {"containerStatuses": [{"state": state}]},
@@ -151,3 +162,27 @@ def test_a_succeeded_pod_finishes_its_step_before_the_job_controller_marks_the_j
     assert running is not None and not running.succeeded
     (still,), _ = observe([job], [running], NOW)
     assert still.state is JobState.ACTIVE
+
+
+def test_a_job_belongs_to_the_workflow_its_controlling_owner_reference_names() -> None:
+    summary = summarize_job(_job())
+    assert summary is not None and (summary.uid, summary.owner_uid) == (JOB_UID, WORKFLOW_UID)
+    # The labels alone (anyone who can create Jobs can copy them) make no owner.
+    copied = summarize_job(_job(ownerReferences=[]))
+    assert copied is not None and copied.owner_uid is None
+    not_controller = [{"kind": "Workflow", "uid": WORKFLOW_UID, "controller": False}]
+    assert summarize_job(_job(ownerReferences=not_controller)).owner_uid is None  # type: ignore[union-attr]
+
+
+def test_a_pod_joins_its_job_by_uid_not_by_name() -> None:
+    job = summarize_job(_job())
+    terminated = {"terminated": {"exitCode": 7, "message": "not ours", "finishedAt": _ts(-2)}}
+    stranger = summarize_pod(_pod(terminated, job_uid="another-job-of-the-same-name"))
+    assert job and stranger and stranger.job_name == job.name
+    (seen,), stuck = observe([job], [stranger], NOW)
+    assert seen.state is JobState.ACTIVE and seen.exit_code is None
+    assert seen.termination_message is None and stuck == []
+    # A pod that no Job controls is nobody's.
+    orphan = _pod(terminated)
+    orphan["metadata"]["ownerReferences"] = []
+    assert summarize_pod(orphan) is None
