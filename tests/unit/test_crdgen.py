@@ -11,7 +11,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agentflow.api import crdgen
 from agentflow.api.crdgen import (
@@ -24,7 +24,12 @@ from agentflow.api.crdgen import (
     openapi_schema,
     structural,
 )
-from agentflow.api.models import Workflow, WorkflowSpec
+from agentflow.api.models import (
+    MAX_WORKFLOW_NAME_LENGTH,
+    WORKFLOW_NAME_MESSAGE,
+    Workflow,
+    WorkflowSpec,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "crds"
@@ -224,6 +229,32 @@ def test_cel_rules_name_their_field() -> None:
                     assert rule["fieldPath"].strip(".") in node["properties"], path
                 checked += 1
     assert checked >= 7
+
+
+def _named(name: str) -> dict[str, Any]:
+    spec = {"agents": [{"name": "a"}], "steps": [{"name": "s", "agent": "a"}]}
+    return {
+        "apiVersion": "agentflow.dev/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def test_a_workflow_name_that_cannot_be_a_label_value_is_rejected_by_crd_and_models() -> None:
+    from .test_examples_schema import crd_errors
+
+    longest = "w" * MAX_WORKFLOW_NAME_LENGTH
+    assert crd_errors(_named(longest)) == []
+    assert Workflow.model_validate(_named(longest)).metadata.name == longest
+    too_long = _named(longest + "w")
+    assert crd_errors(too_long) == [f"<root>: {WORKFLOW_NAME_MESSAGE}"]
+    with pytest.raises(ValidationError, match="label on the Workflow's Jobs"):
+        Workflow.model_validate(too_long)
+    rules = CRDS["Workflow"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"][
+        "x-kubernetes-validations"
+    ]
+    assert rules == [{"rule": "self.metadata.name.size() <= 63", "message": WORKFLOW_NAME_MESSAGE}]
 
 
 def test_spec_rules_live_on_the_spec() -> None:

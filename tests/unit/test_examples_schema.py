@@ -279,6 +279,12 @@ CASES = [
         "is too long",
         False,
     ),
+    Case(
+        "name-too-long-for-a-label",
+        {**workflow(), "metadata": {"name": "w" * 64}},
+        "agentflow.dev/workflow label",
+        False,
+    ),
     Case("bad-strategy", workflow(strategy="Random"), "is not one of", False),
     Case("parallelism-zero", workflow(parallelism=0), "less than the minimum", False),
     Case("unknown-field", workflow(colour="red"), "Additional properties", False),

@@ -662,14 +662,44 @@ class ObjectMeta(StatusModel):
     creation_timestamp: datetime | None = None
 
 
+# A Workflow's name is the value of the agentflow.dev/workflow label on its Jobs (the operator
+# selects them by it), and a label value has at most 63 characters: a longer name could never
+# start a step.
+MAX_WORKFLOW_NAME_LENGTH = 63
+WORKFLOW_NAME_MESSAGE = (
+    f"metadata.name may have at most {MAX_WORKFLOW_NAME_LENGTH} characters: it is the value of"
+    " the agentflow.dev/workflow label on the Workflow's Jobs"
+)
+
+
 class Workflow(Model):
     """A multi-step AI-agent workflow: each step runs as a Kubernetes Job."""
+
+    # A rule at the root may read metadata.name; the API server bounds the name (253), so the
+    # rule's cost is small.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"self.metadata.name.size() <= {MAX_WORKFLOW_NAME_LENGTH}",
+                    "message": WORKFLOW_NAME_MESSAGE,
+                }
+            ]
+        }
+    )
 
     api_version: Literal["agentflow.dev/v1alpha1"] = API_VERSION  # type: ignore[assignment]
     kind: Literal["Workflow"] = "Workflow"
     metadata: ObjectMeta
     spec: WorkflowSpec
     status: WorkflowStatus | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _name_fits_a_label_value(cls, metadata: ObjectMeta) -> ObjectMeta:
+        if len(metadata.name) > MAX_WORKFLOW_NAME_LENGTH:
+            raise ValueError(WORKFLOW_NAME_MESSAGE)
+        return metadata
 
 
 class AgentFallbackPolicy(Model):
