@@ -34,6 +34,7 @@ from agentflow.api.models import (
     WorkflowStatus,
 )
 from agentflow.config import OperatorConfig
+from agentflow.engine.caching import bounded_result
 from agentflow.engine.types import (
     LABEL_CACHE,
     LABEL_OUTPUT,
@@ -90,19 +91,53 @@ def output_configmap_name(job_name: str) -> str:
     return f"{job_name}-output"
 
 
+def is_cache_configmap(cm: Mapping[str, Any]) -> bool:
+    """Whether ``cm`` is a cache entry the operator wrote, as opposed to any ConfigMap that
+    carries the cache label.
+
+    An entry's name is the one its key annotation gives (:func:`cache_configmap_name`: 40 hex
+    digits of the key's SHA-256), which no ConfigMap made for anything else has by accident;
+    entries of every earlier version have it too.  A label alone is what a user's own
+    ConfigMaps (a kustomize ``commonLabels``, a copy) may carry: the operator neither reads
+    those nor deletes them.  Cache entries belong to no Workflow (they outlive it), so an
+    ownerReference cannot mark them.
+    """
+    meta = cm.get("metadata") or {}
+    key = (meta.get("annotations") or {}).get(CACHE_KEY_ANNOTATION)
+    return isinstance(key, str) and meta.get("name") == cache_configmap_name(key)
+
+
+def _aware(text: str) -> datetime:
+    when = datetime.fromisoformat(text)
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
 def cache_entry_from_configmap(cm: Mapping[str, Any]) -> CacheEntry | None:
+    """The entry in an operator's cache ConfigMap, its result cut to a fresh result's bounds;
+    None for a ConfigMap that is not one (:func:`is_cache_configmap`) or does not parse."""
+    if not is_cache_configmap(cm):
+        return None
     meta = cm.get("metadata") or {}
     annotations = meta.get("annotations") or {}
     try:
         result = StepResult.model_validate_json((cm.get("data") or {})[CACHE_DATA_KEY])
         return CacheEntry(
             key=annotations[CACHE_KEY_ANNOTATION],
-            result=result,
-            created_at=datetime.fromisoformat(annotations[CACHE_CREATED_ANNOTATION]),
-            expires_at=datetime.fromisoformat(annotations[CACHE_EXPIRES_ANNOTATION]),
+            result=bounded_result(result),
+            created_at=_aware(annotations[CACHE_CREATED_ANNOTATION]),
+            expires_at=_aware(annotations[CACHE_EXPIRES_ANNOTATION]),
         )
-    except (KeyError, ValueError, ValidationError):
+    except (KeyError, TypeError, ValueError, ValidationError):
         return None
+
+
+def cache_configmap_to_sweep(cm: Mapping[str, Any], now: datetime) -> bool:
+    """Whether the expiry sweep deletes ``cm``: an operator's entry that expired or that no
+    longer parses.  Any other ConfigMap carrying the cache label is left alone."""
+    if not is_cache_configmap(cm):
+        return False
+    entry = cache_entry_from_configmap(cm)
+    return entry is None or entry.expires_at <= now
 
 
 def cache_configmap(namespace: str, action: WriteCache, now: datetime) -> dict[str, Any]:

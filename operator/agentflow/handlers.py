@@ -190,7 +190,10 @@ async def sweep_cache(rt: Runtime) -> None:
     """Delete expired cache entries (a stale entry is never used, but it takes space).
 
     One LIST per interval, rather than a kopf timer per entry: timers put a finalizer on each
-    ConfigMap, which would block deleting cache entries while the operator is down.
+    ConfigMap, which would block deleting cache entries while the operator is down.  Only the
+    operator's own entries are deleted (``controller.cache_configmap_to_sweep``), and only the
+    very version that was judged (uid and resourceVersion preconditions): a ConfigMap that
+    changed since the LIST is judged again next round.
     """
     while True:
         await asyncio.sleep(CACHE_SWEEP_SECONDS)
@@ -201,10 +204,14 @@ async def sweep_cache(rt: Runtime) -> None:
             now = datetime.now(UTC)
             for scope in scopes:
                 for cm in await rt.kube.list_configmaps(scope, LABEL_CACHE):
-                    entry = controller.cache_entry_from_configmap(cm)
-                    if entry is None or entry.expires_at <= now:
+                    if controller.cache_configmap_to_sweep(cm, now):
                         meta = cm["metadata"]
-                        await rt.kube.delete_configmap(meta["namespace"], meta["name"])
+                        await rt.kube.delete_configmap(
+                            meta["namespace"],
+                            meta["name"],
+                            uid=meta.get("uid"),
+                            resource_version=meta.get("resourceVersion"),
+                        )
         except Exception as e:  # the next round tries again
             logger.warning("cache sweep failed: %s", e)
 
@@ -272,18 +279,24 @@ def fallback_policies(
 
 
 @kopf.index("", "v1", "configmaps", labels={LABEL_CACHE: kopf.PRESENT})
-def cache_entries(body: kopf.Body, namespace: str | None, **_: Any) -> dict[Key, CacheEntry] | None:
+def cache_entries(body: kopf.Body, namespace: str | None, **_: Any) -> dict[Key, CacheEntry]:
+    # {} rather than None: an entry edited into one that is not ours must lose its old value.
     entry = controller.cache_entry_from_configmap(body)
-    return {(namespace or "", entry.key): entry} if entry else None
+    return {(namespace or "", entry.key): entry} if entry else {}
 
 
 @kopf.on.event("", "v1", "configmaps", labels={LABEL_CACHE: kopf.PRESENT})
 def cache_entry_changed(
-    type: str | None, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
+    type: str | None,
+    body: kopf.Body,
+    namespace: str | None,
+    name: str,
+    memo: kopf.Memo,
+    **_: Any,
 ) -> None:
     rt = _runtime(memo)
     key = (namespace or "", name)
-    if type == "DELETED":
+    if type == "DELETED" or not controller.is_cache_configmap(body):
         rt.cache_names.discard(key)
     else:
         rt.cache_names.add(key)

@@ -403,12 +403,31 @@ class Kube:
         path = CONFIGMAPS.format(namespace=meta["namespace"]) + f"/{meta['name']}"
         await self.request("PATCH", path, body=patch, content_type=MERGE_PATCH)
 
-    async def delete_configmap(self, namespace: str, name: str) -> None:
+    async def delete_configmap(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        uid: str | None = None,
+        resource_version: str | None = None,
+    ) -> bool:
+        """Delete a ConfigMap; with ``uid``/``resource_version``, only that very version of it.
+
+        True when deleted; False when it is gone or (preconditions) changed since it was read.
+        """
+        preconditions = {
+            k: v for k, v in (("uid", uid), ("resourceVersion", resource_version)) if v
+        }
+        body = {"preconditions": preconditions} if preconditions else None
         try:
-            await self.request("DELETE", CONFIGMAPS.format(namespace=namespace) + f"/{name}")
+            await self.request(
+                "DELETE", CONFIGMAPS.format(namespace=namespace) + f"/{name}", body=body
+            )
         except ApiError as e:
-            if e.status != 404:
-                raise
+            if e.status in (404, 409):
+                return False
+            raise
+        return True
 
     async def list_configmaps(
         self, namespace: str | None, label_selector: str

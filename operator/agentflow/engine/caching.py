@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from agentflow.api.models import AgentTemplate, StepResult
+from agentflow.report import decode_termination_message, encode_termination_message
 
 # Bump when the meaning of a key's inputs changes, so old entries stop matching.
 CACHE_KEY_VERSION = "agentflow.dev/cache-key/v1"
+# What an output ConfigMap's name may be (a DNS subdomain).
+_CONFIGMAP_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 
 def _sha256(text: str) -> str:
@@ -59,3 +63,22 @@ def cache_key(
 def result_digest(result: StepResult) -> str:
     """The report's digest when the runner computed one, else a digest of the summary."""
     return result.digest or _sha256(result.summary)
+
+
+def bounded_result(result: StepResult) -> StepResult:
+    """``result`` cut to the bounds of a fresh one, for a result read back from the cache.
+
+    A fresh result reaches the status only through a termination message
+    (:func:`~agentflow.report.decode_termination_message` of at most 4096 bytes, which also
+    caps the summary, the artifacts and the metrics), so a cached one takes the same way: it
+    is encoded as the runner would and decoded as the operator does.  A cache entry is a
+    ConfigMap of up to 1 MiB that anyone allowed to write ConfigMaps in the namespace can
+    edit; unbounded, one would grow the Workflow's status (and the prompts that quote it) past
+    what etcd stores.  A result that was cut says ``truncated``; ``outputRef`` is kept when it
+    can be a ConfigMap's name.  A result the operator stored itself comes back unchanged.
+    """
+    bounded = decode_termination_message(encode_termination_message(result, full_size=0))
+    ref = result.output_ref
+    return bounded.model_copy(
+        update={"output_ref": ref if ref is not None and _CONFIGMAP_NAME.match(ref) else None}
+    )
