@@ -18,13 +18,18 @@ Expressions come from Workflow authors, so nothing here trusts their text:
 - Evaluation runs in a worker process (:class:`_Evaluator`): the library holds the GIL while it
   evaluates, so a thread could not be stopped and would stall the operator's event loop.  An
   evaluation that takes longer than :data:`EVALUATION_BUDGET_SECONDS` is stopped by killing the
-  worker, and fails with a message saying so.
+  worker, and fails with a message saying so.  A planning pass spends at most
+  :data:`PASS_BUDGET_SECONDS` on all its ``when`` conditions together (:class:`PassBudget`),
+  and answers are remembered, so no Workflow holds the event loop for longer, however many
+  costly conditions it has.  Static bounds alone could not do this: one ``matches`` with a
+  large regular expression takes a tenth of a second, with no macro at all.
 """
 
 from __future__ import annotations
 
 import atexit
 import functools
+import hashlib
 import json
 import os
 import select
@@ -32,6 +37,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +59,8 @@ MAX_SYNTAX_NESTING = 32
 # largest inputs the schema admits evaluates in well under a millisecond; this is what a hostile
 # one can cost the operator, once, before its step fails.
 EVALUATION_BUDGET_SECONDS = 0.5
+# What one planning pass may spend on CEL in all (see PassBudget).
+PASS_BUDGET_SECONDS = 1.0
 # Address space of the worker: a comprehension that builds huge lists dies there, not in the
 # operator's memory.
 WORKER_MEMORY_BYTES = 512 * 1024 * 1024
@@ -581,6 +589,10 @@ _WORKER_START_SECONDS = 30.0
 _WORKER_READ_SECONDS = 30.0
 
 
+class _TimedOut(Exception):
+    pass
+
+
 class _WorkerDied(Exception):
     def __init__(self, returncode: int) -> None:
         super().__init__(returncode)
@@ -595,8 +607,8 @@ class _Evaluator:
         self._process: subprocess.Popen[bytes] | None = None
         self._buffer = b""
 
-    def evaluate(self, expression: str, context: dict[str, Any], budget: float) -> dict[str, Any]:
-        request = json.dumps({"expression": expression, "context": context}).encode() + b"\n"
+    def evaluate(self, request: bytes, budget: float) -> dict[str, Any]:
+        """The worker's answer to ``request``; raises _TimedOut after ``budget`` seconds."""
         with self._lock:
             try:
                 return self._evaluate(request, budget)
@@ -627,10 +639,7 @@ class _Evaluator:
         line = self._read_line(process, time.monotonic() + budget)
         if line is None:
             self.stop()
-            raise ExpressionError(
-                f"evaluation took longer than {budget:g} s, the limit for one expression, "
-                "and was stopped"
-            )
+            raise _TimedOut
         answer: dict[str, Any] = json.loads(line)
         return answer
 
@@ -686,11 +695,39 @@ def _analysis(expression: str) -> Analysis:
     return analyze(parse(expression))
 
 
+class EvaluationDeferred(ExpressionError):
+    """The planning pass has spent its CEL budget: evaluate the expression in a later pass."""
+
+
+@dataclass
+class PassBudget:
+    """The CEL time one planning pass may still spend, across all its expressions.
+
+    Each expression is held to :data:`EVALUATION_BUDGET_SECONDS`, but a Workflow of 256 steps
+    whose conditions each take just under that would hold the event loop for minutes; the pass
+    stops evaluating when this runs out, and a later pass carries on (answers are remembered).
+    """
+
+    seconds: float = PASS_BUDGET_SECONDS
+
+
+# Answers by the digest of (expression, context): a step held back by parallelism is judged
+# again on every pass, with the same inputs, and a costly condition should cost once.
+_ANSWERS: OrderedDict[bytes, dict[str, Any]] = OrderedDict()
+_ANSWERS_KEPT = 4096
+_ANSWERS_LOCK = threading.Lock()
+
+
 def evaluate_bool(
-    expression: str, context: dict[str, Any], budget: float = EVALUATION_BUDGET_SECONDS
+    expression: str,
+    context: dict[str, Any],
+    budget: float = EVALUATION_BUDGET_SECONDS,
+    pass_budget: PassBudget | None = None,
 ) -> bool:
-    """The value of a boolean expression, evaluated within ``budget`` seconds; raises
-    ExpressionError."""
+    """The value of a boolean expression, evaluated within ``budget`` seconds.
+
+    Raises ExpressionError, or EvaluationDeferred when ``pass_budget`` ran out first.
+    """
     compile_expression(expression)  # a compile error reads better than the worker's
     found = _analysis(expression)
     steps = context.get("steps")
@@ -698,7 +735,35 @@ def evaluate_bool(
         # Only what the expression names can change its value; the rest would be copied to
         # the worker for nothing (the upstream steps' results can be megabytes).
         context = {**context, "steps": {k: v for k, v in steps.items() if k in found.steps}}
-    answer = _EVALUATOR.evaluate(expression, context, budget)
+    request = json.dumps({"expression": expression, "context": context}).encode() + b"\n"
+    key = hashlib.sha256(request).digest()
+    with _ANSWERS_LOCK:
+        answer = _ANSWERS.get(key)
+        if answer is not None:
+            _ANSWERS.move_to_end(key)
+    if answer is None:
+        limit = budget
+        if pass_budget is not None:
+            if pass_budget.seconds <= 0:
+                raise EvaluationDeferred("this pass has spent its time for CEL")
+            limit = min(budget, pass_budget.seconds)
+        started = time.monotonic()
+        try:
+            answer = _EVALUATOR.evaluate(request, limit)
+        except _TimedOut:
+            if limit < budget:
+                raise EvaluationDeferred("this pass has spent its time for CEL") from None
+            raise ExpressionError(
+                f"evaluation took longer than {budget:g} s, the limit for one expression, "
+                "and was stopped"
+            ) from None
+        finally:
+            if pass_budget is not None:
+                pass_budget.seconds -= time.monotonic() - started
+        with _ANSWERS_LOCK:
+            _ANSWERS[key] = answer
+            while len(_ANSWERS) > _ANSWERS_KEPT:
+                _ANSWERS.popitem(last=False)
     if "error" in answer:
         raise ExpressionError(f"evaluation failed: {_first_line(answer['error'])}")
     if "value" not in answer:

@@ -73,7 +73,14 @@ from agentflow.api.models import (
 from agentflow.engine.agents import resolve_agent
 from agentflow.engine.caching import cache_key, result_digest
 from agentflow.engine.conditions import progress, set_condition, step_counts
-from agentflow.engine.expressions import ExpressionError, evaluate_bool, result_view, step_view
+from agentflow.engine.expressions import (
+    EvaluationDeferred,
+    ExpressionError,
+    PassBudget,
+    evaluate_bool,
+    result_view,
+    step_view,
+)
 from agentflow.engine.graph import Ancestors, step_dependencies, topological_order
 from agentflow.engine.names import job_name
 from agentflow.engine.templating import PromptContext, TemplateError, render_prompt
@@ -205,6 +212,7 @@ class _Planner:
         self.steps = {s.name: s for s in self.spec.steps}
         # Failure messages name the field, spec.steps[i].when, as validation's do.
         self.step_index = {s.name: i for i, s in enumerate(self.spec.steps)}
+        self.cel_budget = PassBudget()
         self.deps = step_dependencies(self.spec)
         self.ancestors = Ancestors(self.deps)
         self.agent_names = {a.name for a in self.spec.agents}
@@ -616,7 +624,11 @@ class _Planner:
         if step.when is not None:
             context = {"steps": self._steps_view(step), "workflow": self._workflow_view()}
             try:
-                go = evaluate_bool(step.when, context)
+                go = evaluate_bool(step.when, context, pass_budget=self.cel_budget)
+            except EvaluationDeferred:
+                # This pass has spent its time on CEL; the step waits for the next one.
+                self._wake(self.now + timedelta(seconds=1))
+                return False
             except ExpressionError as e:
                 self._step_failed(status, f"spec.steps[{self.step_index[step.name]}].when: {e}")
                 return False

@@ -18,6 +18,7 @@ from agentflow.api.models import StepPhase
 from agentflow.engine.expressions import (
     EVALUATION_BUDGET_SECONDS,
     MAX_MACRO_NESTING,
+    PASS_BUDGET_SECONDS,
     WHEN_VARIABLES,
     ExpressionError,
     check_expression,
@@ -224,3 +225,22 @@ def test_an_until_over_its_budget_fails_its_step_naming_the_field() -> None:
     assert a.message is not None
     assert a.message.startswith("spec.steps[0].repeat.until: evaluation took longer than")
     assert w.phase == "Failed"
+
+
+def test_a_pass_spends_at_most_its_cel_budget_and_later_passes_carry_on() -> None:
+    # 24 conditions of about 0.1 s each (distinct, so no answer is reused): 2.5 s in one pass
+    # without a pass budget.
+    costly = [
+        step(f"s{i}", when=f'[0, 1].all(a, !"x{i}".matches("\\\\w{{150}}"))') for i in range(24)
+    ]
+    w = World(workflow(costly, strategy="Parallel"))
+    assert evaluate_bool("true", {})  # the worker's start is not what is measured
+    started: list[int] = []
+    while sum(started) < len(costly) and len(started) < 50:
+        before = time.monotonic()
+        p = w.plan()
+        assert time.monotonic() - before < PASS_BUDGET_SECONDS + EVALUATION_BUDGET_SECONDS + 0.5
+        started.append(len(creates(p)))
+    assert sum(started) == len(costly), started
+    assert len(started) >= 2 and started[0] < len(costly), started
+    assert all(w.step_status(s.name).phase is StepPhase.RUNNING for s in costly)
