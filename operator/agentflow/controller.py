@@ -54,7 +54,7 @@ from agentflow.engine.types import (
     WriteCache,
 )
 from agentflow.jobspec import WorkflowRef, build_step_job
-from agentflow.kube import ApiError, CreateOutcome, Kube
+from agentflow.kube import ApiError, CreateOutcome, Kube, is_refusal, is_too_large
 from agentflow.metrics import OperatorMetrics
 from agentflow.observe import JobSummary, PodSummary, observe, recheck_at
 
@@ -68,6 +68,10 @@ CACHE_EXPIRES_ANNOTATION = "agentflow.dev/expires-at"
 CACHE_CREATED_ANNOTATION = "agentflow.dev/created-at"
 CACHE_DATA_KEY = "result.json"
 OUTPUT_DATA_KEY = "report"
+# Reasons of what the API server refused (see ``kube.is_refusal``).
+JOB_REFUSED = "JobRefused"
+OUTPUT_REFUSED = "OutputRefused"
+CACHE_WRITE_REFUSED = "CacheWriteRefused"
 MAX_CONFLICT_RETRIES = 5
 # A Job name held by a Job that is not this Workflow's fails that attempt (never adopted, never
 # deleted); the plan made after that may start attempts whose names are taken too.
@@ -159,6 +163,24 @@ def cache_configmap(namespace: str, action: WriteCache, now: datetime) -> dict[s
     }
 
 
+def refused_output(job: ObservedJob, message: str) -> ObservedJob:
+    """``job`` as an attempt that failed (reason ``OutputRefused``, ``message``): its full report
+    cannot be kept, since the API server refused the output ConfigMap.
+
+    The planner then retries or falls back as after any failure (under the built-in policy the
+    step and the Workflow fail, with the server's message), instead of the pass trying to store
+    the same refused object again every few seconds.
+    """
+    return replace(
+        job,
+        state=JobState.FAILED,
+        reason=OUTPUT_REFUSED,
+        termination_message=report.encode_termination_message(
+            StepResult(status="failure", summary=message), full_size=0
+        ),
+    )
+
+
 def output_configmap(wf: WorkflowRef, job: ObservedJob, text: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
@@ -225,11 +247,6 @@ def invalid_object_status(
         ),
     ]
     return status
-
-
-def is_too_large(error: ApiError) -> bool:
-    """etcd's request limit (a 500 from the API server) or the API server's own body limit."""
-    return error.status in (413, 500) and "too large" in str(error).lower()
 
 
 def status_too_large(
@@ -421,7 +438,15 @@ async def store_outputs(
             result.append(job)
             continue
         if name not in stored:
-            await rt.kube.create_configmap(output_configmap(wf, job, text))
+            try:
+                await rt.kube.create_configmap(output_configmap(wf, job, text))
+            except ApiError as e:
+                if not is_refusal(e):
+                    raise
+                # Refused once, refused on every pass: the attempt fails, with the reason.
+                message = f"the API server refused output ConfigMap {name}: {e}"
+                result.append(refused_output(job, message))
+                continue
             stored.add(name)
         if silent:
             parsed = report.parse_report(text)
@@ -438,17 +463,29 @@ async def execute(
     actions: Sequence[Action],
     now: datetime,
     uids: Mapping[str, str],
-) -> list[tuple[CreateJob, str]]:
-    """Carry out ``actions``; returns the CreateJobs whose name another's Job holds, and why.
+) -> list[tuple[CreateJob, str, str]]:
+    """Carry out ``actions``; returns the CreateJobs whose name another's Job holds, or whose
+    Job the API server refused (``kube.is_refusal``), with the reason and why.
 
     ``uids`` are the uids of the Workflow's Jobs by name (from its index): a Job is deleted
     only under its uid, or after the API says it is this Workflow's (see ``Kube.delete_job``).
     """
     fields = {"workflow": wf.name, "namespace": wf.namespace}
-    conflicts: list[tuple[CreateJob, str]] = []
+    conflicts: list[tuple[CreateJob, str, str]] = []
     for action in actions:
         if isinstance(action, CreateJob):
-            created = await rt.kube.create_job(build_step_job(wf, action, rt.config.job))
+            try:
+                created = await rt.kube.create_job(build_step_job(wf, action, rt.config.job))
+            except ApiError as e:
+                if not is_refusal(e):
+                    raise
+                # The same Job would be refused on every pass: the attempt fails instead.
+                # The attempt records the Job's name; the server's message is what matters.
+                message = f"the API server refused the Job: {e}"
+                rt.post_event(body, "Warning", JOB_REFUSED, message)
+                logger.warning(message, extra={**fields, "job": action.job_name})
+                conflicts.append((action, JOB_REFUSED, message))
+                continue
             logger.info(
                 "step job %s: %s",
                 created.outcome.value,
@@ -466,7 +503,7 @@ async def execute(
             if created.outcome is CreateOutcome.FOREIGN:
                 message = f"{created.message}; {JOB_CONFLICT_DETAIL}"
                 rt.post_event(body, "Warning", JOB_CONFLICT, message)
-                conflicts.append((action, message))
+                conflicts.append((action, JOB_CONFLICT, message))
         elif isinstance(action, DeleteJob):
             deleted = await rt.kube.delete_job(
                 wf.namespace,
@@ -487,16 +524,30 @@ async def execute(
                 "%s: %s", action.reason, action.message, extra={**fields, "reason": action.reason}
             )
         elif isinstance(action, WriteCache):
-            await rt.kube.replace_configmap_data(cache_configmap(wf.namespace, action, now))
+            manifest = cache_configmap(wf.namespace, action, now)
+            try:
+                await rt.kube.replace_configmap_data(manifest)
+            except ApiError as e:
+                if not is_refusal(e):
+                    raise
+                # The step's result stands; only its cache entry is lost.  Failing the Workflow
+                # would let whoever fills the namespace's ConfigMap quota fail others' steps.
+                message = (
+                    f"step {action.step}: the API server refused cache ConfigMap "
+                    f"{manifest['metadata']['name']}: {e}; the result is not cached"
+                )
+                rt.post_event(body, "Warning", CACHE_WRITE_REFUSED, message)
+                logger.warning(message, extra={**fields, "step": action.step})
         elif isinstance(action, DeleteWorkflow):
             logger.info("deleting finished workflow: %s", action.reason, extra=fields)
             await rt.kube.delete_workflow(wf.namespace, wf.name, wf.uid)
     return conflicts
 
 
-def conflicting_job(action: CreateJob, message: str, now: datetime) -> ObservedJob:
-    """What an attempt whose Job name is held by a Job that is not ours amounts to: a Job that
-    failed at once, with reason ``JobConflict`` and ``message``.
+def conflicting_job(action: CreateJob, reason: str, message: str, now: datetime) -> ObservedJob:
+    """What an attempt whose Job name is held by a Job that is not ours (``JobConflict``), or
+    whose Job the API server refused (``JobRefused``), amounts to: a Job that failed at once,
+    with that reason and ``message``.
 
     The planner then retries or falls back as after any failure; the next attempt has another
     name (the attempt number is part of it).  The Job under the name is left alone.
@@ -511,7 +562,7 @@ def conflicting_job(action: CreateJob, message: str, now: datetime) -> ObservedJ
         state=JobState.FAILED,
         started_at=now,
         finished_at=now,
-        reason=JOB_CONFLICT,
+        reason=reason,
         termination_message=report.encode_termination_message(
             StepResult(summary=message), full_size=0
         ),
@@ -533,9 +584,10 @@ class Planning:
 async def act(
     rt: Runtime, body: Mapping[str, Any], wf: WorkflowRef, plan: Plan, planning: Planning
 ) -> Plan:
-    """Execute ``plan``; when a Job could not be created because the name is another's, plan
-    again from the plan's own status with that attempt failed (``conflicting_job``), and
-    execute what that adds.  Returns the plan whose status is to be written.
+    """Execute ``plan``; when a Job could not be created because the name is another's or the
+    API server refused it, plan again from the plan's own status with that attempt failed
+    (``conflicting_job``), and execute what that adds.  Returns the plan whose status is to be
+    written.
 
     Planning from its own output adds only what the new failure causes (a retry, a fallback,
     the step's failure), so the same pass settles the attempt: the status never records an
@@ -554,9 +606,9 @@ async def act(
         conflicts = await execute(rt, body, wf, actions, now, uids)
         if not conflicts:
             break
-        for create, message in conflicts:
+        for create, reason, message in conflicts:
             rt.forget_launched(namespace, create.job_name)
-            observed.append(conflicting_job(create, message, now))
+            observed.append(conflicting_job(create, reason, message, now))
         if slots is not None:
             slots = max(0, slots - len(creates) + len(conflicts))
         again = engine.plan(

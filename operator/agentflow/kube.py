@@ -50,6 +50,23 @@ class ApiError(Exception):
         self.body = body or {}
 
 
+def is_too_large(error: ApiError) -> bool:
+    """etcd's request limit (a 500 from the API server) or the API server's own body limit."""
+    return error.status in (413, 500) and "too large" in str(error).lower()
+
+
+def is_refusal(error: ApiError) -> bool:
+    """Whether the API server refused the object itself, so that sending it again cannot help.
+
+    That is any 4xx but a conflict (409: another writer, or the name is taken), a request
+    timeout (408) or throttling (429), and an object too large to store.  Retrying a refusal
+    would repeat the same request on every pass, forever.
+    """
+    if error.status in (408, 409, 429):
+        return False
+    return 400 <= error.status < 500 or is_too_large(error)
+
+
 class TokenBucket:
     """Allows ``rate`` requests per second on average, ``burst`` at once."""
 
@@ -373,7 +390,7 @@ class Kube:
                 return None
             raise
         text: str = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
-        return text
+        return utf8_prefix(text, limit_bytes)
 
     # -- config maps (step outputs and cache entries) ---------------------------------------
 
