@@ -868,3 +868,13 @@ def test_a_failure_outside_the_provider_is_redacted_and_still_leaves_a_result(
     assert "RuntimeError: could not print a report for key [redacted]" in run.stderr
     assert run.result.summary == "internal error in the runner: RuntimeError"
     assert leaked(run, API_KEY) == []
+
+
+def test_a_report_that_quotes_a_key_is_redacted_and_other_bytes_stay() -> None:
+    from agentflow.runner.redact import Redactor
+
+    redact = Redactor.of([API_KEY])
+    data = b"\xff\xfe binary " + API_KEY.encode() + b" and " + json.dumps(API_KEY).encode()
+    assert redact.report(data) == b'\xff\xfe binary [redacted] and "[redacted]"'
+    assert redact.report(b"\xffnothing secret") == b"\xffnothing secret"
+    assert Redactor.of([]).report(data) == data

@@ -67,12 +67,16 @@ class Redactor:
         return text
 
     def report(self, data: bytes) -> bytes:
-        """A report (bytes as printed) with the secrets replaced; other bytes stay as they are."""
-        if not self.spellings:
-            return data
-        text = data.decode("utf-8", "surrogateescape")
-        redacted = self(text)
-        return data if redacted == text else redacted.encode("utf-8", "surrogateescape")
+        """A report (bytes as printed) with the secrets replaced; other bytes stay as they are.
+
+        Replaced as bytes: a report may be hundreds of MiB (the script provider's filler), and
+        is copied only when a secret is in it.
+        """
+        for form in self.spellings:
+            encoded = form.encode("utf-8", "surrogatepass")
+            if encoded in data:
+                data = data.replace(encoded, REDACTED.encode())
+        return data
 
     def print_exception(self, error: BaseException) -> None:
         """The traceback of ``error`` (chained ones included) on stderr, redacted."""
