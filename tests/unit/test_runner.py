@@ -859,10 +859,7 @@ def test_a_failure_outside_the_provider_is_redacted_and_still_leaves_a_result(
     def broken(outcome: Any) -> Any:
         raise RuntimeError(f"could not print a report for key {API_KEY}")
 
-    calls = iter([broken])
-    real = runner_main.step_result
-    # Only the first call breaks: the failure result is built with the real one.
-    monkeypatch.setattr(runner_main, "step_result", lambda o: next(calls, real)(o))
+    monkeypatch.setattr(runner_main, "step_result", broken)
     code, run = run_in_process(tmp_path, capfd, ANTHROPIC_API_KEY=API_KEY)
     assert code == 1
     assert "RuntimeError: could not print a report for key [redacted]" in run.stderr

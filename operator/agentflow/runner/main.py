@@ -144,9 +144,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         # A bug outside any provider (printing, writing): Python's own traceback would not be
         # redacted, so print it here and still leave a result.
         redact.print_exception(error)
-        outcome = failure_outcome(f"internal error in the runner: {type(error).__name__}")
-        message = encode_termination_message(step_result(outcome), full_size=len(outcome.report))
-        write_termination_message(path, message)
+        # Built directly: whatever failed may be what the usual way goes through.
+        reason = f"internal error in the runner: {type(error).__name__}"
+        result = StepResult(status="failure", summary=reason)
+        write_termination_message(path, encode_termination_message(result, full_size=0))
         return EXIT_FAILURE
     finally:
         if in_main_thread:
