@@ -62,8 +62,10 @@ EVALUATION_BUDGET_SECONDS = 0.5
 # What one planning pass may spend on CEL in all (see PassBudget).
 PASS_BUDGET_SECONDS = 1.0
 # Address space of the worker: a comprehension that builds huge lists dies there, not in the
-# operator's memory.
-WORKER_MEMORY_BYTES = 512 * 1024 * 1024
+# operator's memory (the chart limits the operator's pod to 512 MiB).  The largest context the
+# schema admits (256 steps, each with a 2,000-character summary and 100 paths of 1 KiB: 26 MB
+# of JSON) evaluates within it.
+WORKER_MEMORY_BYTES = 256 * 1024 * 1024
 
 COMPREHENSION_MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 # Names other CEL implementations define as comprehension macros; the library treats them as

@@ -20,6 +20,7 @@ from agentflow.engine.expressions import (
     MAX_MACRO_NESTING,
     PASS_BUDGET_SECONDS,
     WHEN_VARIABLES,
+    WORKER_MEMORY_BYTES,
     ExpressionError,
     check_expression,
     evaluate_bool,
@@ -244,3 +245,13 @@ def test_a_pass_spends_at_most_its_cel_budget_and_later_passes_carry_on() -> Non
     assert sum(started) == len(costly), started
     assert len(started) >= 2 and started[0] < len(costly), started
     assert all(w.step_status(s.name).phase is StepPhase.RUNNING for s in costly)
+
+
+def test_an_expression_that_needs_too_much_memory_stops_only_the_worker() -> None:
+    # 10,000 strings of 40 KB: 400 MB, more than the worker may map.
+    items = "[" + ",".join("0" for _ in range(100)) + "]"
+    hungry = f"{items}.map(a, {items}.map(b, steps.big + steps.big)).size() > 0"
+    with pytest.raises(ExpressionError, match=r"the CEL worker stopped .* more than 256 MiB"):
+        evaluate_bool(hungry, {"steps": {"big": "x" * 20_000}}, budget=30.0)
+    assert WORKER_MEMORY_BYTES == 256 * 1024 * 1024
+    assert evaluate_bool("steps.big.size() == 2", {"steps": {"big": "xx"}})
