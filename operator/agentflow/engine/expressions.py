@@ -31,6 +31,7 @@ import atexit
 import functools
 import hashlib
 import json
+import math
 import os
 import select
 import subprocess
@@ -558,7 +559,7 @@ def _hyphenated_step(tokens: list[Token]) -> bool:
 # The worker: one request per line (expression and context as JSON), one answer per line.  It
 # imports only cel, so it starts in a fraction of a second.
 _WORKER = """
-import json, resource, sys
+import json, resource, signal, sys
 limit = int(sys.argv[1])
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 import cel
@@ -567,6 +568,9 @@ print("ready", flush=True)
 for line in sys.stdin:
     request = json.loads(line)
     print("go", flush=True)
+    # The operator kills the worker at the budget; should the operator be gone, SIGALRM (whose
+    # default action needs no Python code, so the GIL cannot hold it up) ends it soon after.
+    signal.alarm(request["alarm"])
     try:
         program = programs.get(request["expression"])
         if program is None:
@@ -585,6 +589,7 @@ for line in sys.stdin:
             answer = {"value": value}
         else:
             answer = {"type": type(value).__name__, "repr": repr(value)[:200]}
+    signal.alarm(0)
     print(json.dumps(answer), flush=True)
 """
 _WORKER_START_SECONDS = 30.0
@@ -737,8 +742,8 @@ def evaluate_bool(
         # Only what the expression names can change its value; the rest would be copied to
         # the worker for nothing (the upstream steps' results can be megabytes).
         context = {**context, "steps": {k: v for k, v in steps.items() if k in found.steps}}
-    request = json.dumps({"expression": expression, "context": context}).encode() + b"\n"
-    key = hashlib.sha256(request).digest()
+    quoted, context_json = json.dumps(expression).encode(), json.dumps(context).encode()
+    key = hashlib.sha256(quoted + b"\0" + context_json).digest()
     with _ANSWERS_LOCK:
         answer = _ANSWERS.get(key)
         if answer is not None:
@@ -750,6 +755,12 @@ def evaluate_bool(
                 raise EvaluationDeferred("this pass has spent its time for CEL")
             limit = min(budget, pass_budget.seconds)
         started = time.monotonic()
+        alarm = math.ceil(limit) + 2
+        request = b'{"alarm": %d, "expression": %s, "context": %s}\n' % (
+            alarm,
+            quoted,
+            context_json,
+        )
         try:
             answer = _EVALUATOR.evaluate(request, limit)
         except _TimedOut:

@@ -6,7 +6,14 @@ not know (triple quotes, raw strings, a comment) hid any number of nested macros
 
 from __future__ import annotations
 
+import os
+import select
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import cel
@@ -255,3 +262,59 @@ def test_an_expression_that_needs_too_much_memory_stops_only_the_worker() -> Non
         evaluate_bool(hungry, {"steps": {"big": "x" * 20_000}}, budget=30.0)
     assert WORKER_MEMORY_BYTES == 256 * 1024 * 1024
     assert evaluate_bool("steps.big.size() == 2", {"steps": {"big": "xx"}})
+
+
+_ORPHAN = f"""
+from agentflow.engine import expressions
+expressions.evaluate_bool("true", {{}})
+print(expressions._EVALUATOR._process.pid, flush=True)
+expressions.evaluate_bool({SLOW!r}, {{}}, budget=3.0)
+"""
+
+
+def _stat(pid: int) -> list[str]:
+    """Fields of /proc/<pid>/stat after the command: state, ppid, ..., utime, stime."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return ["X"]
+
+
+def _alive(pid: int) -> bool:
+    # A zombie is dead too: it only waits for its (new) parent to reap it.
+    return _stat(pid)[0] not in ("X", "Z")
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = _stat(pid)
+    return int(fields[11]) + int(fields[12]) if len(fields) > 12 else 0
+
+
+def _poll(seconds: float, done: Callable[[], bool]) -> bool:
+    deadline = time.monotonic() + seconds
+    while not done() and time.monotonic() < deadline:
+        select.select([], [], [], 0.05)
+    return done()
+
+
+def test_a_worker_whose_operator_died_mid_evaluation_ends_soon_after_its_budget() -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _ORPHAN], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    assert parent.stdout is not None
+    worker = int(parent.stdout.readline())
+    idle = _cpu_ticks(worker)
+    # Busy for a tenth of a second of CPU: it has the request and is evaluating.
+    assert _poll(5.0, lambda: _cpu_ticks(worker) > idle + 10)
+    started = time.monotonic()
+    # Killed as SIGKILL kills an operator: before its own 3 s deadline, with no atexit.
+    parent.kill()
+    parent.wait()
+    try:
+        assert _alive(worker)  # orphaned, evaluating an expression of minutes
+        # The request armed an alarm of ceil(3) + 2 s, which needs no Python code to fire.
+        assert _poll(10.0, lambda: not _alive(worker)), "the orphaned worker still runs"
+        assert time.monotonic() - started < 5.5
+    finally:
+        if _alive(worker):
+            os.kill(worker, signal.SIGKILL)
