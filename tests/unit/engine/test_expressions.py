@@ -318,3 +318,18 @@ def test_a_worker_whose_operator_died_mid_evaluation_ends_soon_after_its_budget(
     finally:
         if _alive(worker):
             os.kill(worker, signal.SIGKILL)
+
+
+def test_an_answer_is_remembered_for_the_same_expression_and_inputs() -> None:
+    costly = '[0, 1].all(a, !steps.s.summary.matches("\\\\w{150}"))'
+    context: dict[str, Any] = {"steps": {"s": {"summary": "memo"}}}
+    evaluate_bool("true", {})
+    before = time.monotonic()
+    assert evaluate_bool(costly, context)
+    first = time.monotonic() - before
+    before = time.monotonic()
+    assert evaluate_bool(costly, context)
+    again = time.monotonic() - before
+    assert again < first / 10, (first, again)
+    changed: dict[str, Any] = {"steps": {"s": {"summary": "w" * 150}}}
+    assert not evaluate_bool(costly, changed)  # other inputs: evaluated again
