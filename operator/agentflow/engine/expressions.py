@@ -717,6 +717,10 @@ class PassBudget:
 
     seconds: float = PASS_BUDGET_SECONDS
 
+    @property
+    def spent(self) -> bool:
+        return self.seconds <= 0
+
 
 # Answers by the digest of (expression, context): a step held back by parallelism is judged
 # again on every pass, with the same inputs, and a costly condition should cost once.
@@ -730,10 +734,14 @@ def evaluate_bool(
     context: dict[str, Any],
     budget: float = EVALUATION_BUDGET_SECONDS,
     pass_budget: PassBudget | None = None,
+    *,
+    may_defer: bool = True,
 ) -> bool:
     """The value of a boolean expression, evaluated within ``budget`` seconds.
 
-    Raises ExpressionError, or EvaluationDeferred when ``pass_budget`` ran out first.
+    The time is charged to ``pass_budget``.  Raises ExpressionError, or EvaluationDeferred when
+    ``pass_budget`` ran out first; with ``may_defer`` False (the caller cannot wait for a later
+    pass and checks ``spent`` before it starts) the expression gets its whole ``budget``.
     """
     compile_expression(expression)  # a compile error reads better than the worker's
     found = _analysis(expression)
@@ -750,8 +758,8 @@ def evaluate_bool(
             _ANSWERS.move_to_end(key)
     if answer is None:
         limit = budget
-        if pass_budget is not None:
-            if pass_budget.seconds <= 0:
+        if pass_budget is not None and may_defer:
+            if pass_budget.spent:
                 raise EvaluationDeferred("this pass has spent its time for CEL")
             limit = min(budget, pass_budget.seconds)
         started = time.monotonic()

@@ -431,6 +431,10 @@ class _Planner:
             if self.now < until:
                 self._wake(until)
                 return
+        if step.repeat is not None and self.cel_budget.spent:
+            # This pass has spent its time on CEL: repeat.until is judged in the next one.
+            self._wake(self.now + timedelta(seconds=1))
+            return
         attempt.outcome = "Succeeded"
         attempt.finished_at = job.finished_at or self.now
         attempt.exit_code = job.exit_code if job.exit_code is not None else 0
@@ -521,7 +525,9 @@ class _Planner:
                 "workflow": self._workflow_view(),
             }
             try:
-                done = evaluate_bool(step.repeat.until, context)
+                done = evaluate_bool(
+                    step.repeat.until, context, pass_budget=self.cel_budget, may_defer=False
+                )
             except ExpressionError as e:
                 field = f"spec.steps[{self.step_index[step.name]}].repeat.until"
                 self._step_failed(status, f"{field}: {e}")
@@ -669,6 +675,10 @@ class _Planner:
                 if number == 1:
                     entry = self.cache(key)
                     if entry is not None and entry.expires_at > self.now:
+                        if step.repeat is not None and self.cel_budget.spent:
+                            # As in _job_succeeded: until is judged in the next pass.
+                            self._wake(self.now + timedelta(seconds=1))
+                            return
                         status.cache_key = key
                         self.outcomes.append(CacheOutcome(step=step.name, key=key, result="hit"))
                         self._event(
