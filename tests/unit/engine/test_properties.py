@@ -50,7 +50,8 @@ class Scenario:
 
 
 @st.composite
-def scenarios(draw: st.DrawFn) -> Scenario:
+def scenarios(draw: st.DrawFn, hostile: bool = False) -> Scenario:
+    """A scenario; ``hostile`` adds, now and then, a condition the core must reject."""
     count = draw(st.integers(min_value=1, max_value=7))
     strategy = draw(st.sampled_from(["Sequential", "Parallel", "DAG"]))
     agents = [f"agent{i}" for i in range(draw(st.integers(min_value=1, max_value=3)))]
@@ -68,9 +69,16 @@ def scenarios(draw: st.DrawFn) -> Scenario:
             },
             "cache": {"enabled": draw(st.booleans())},
         }
-        when = draw(st.sampled_from([None, None, "true", "false", "upstream"]))
+        hidden = ["hidden"] if hostile and draw(st.integers(0, 14)) == 0 else []
+        when = draw(st.sampled_from([None, None, "true", "false", "upstream", "quoted", *hidden]))
         if when == "upstream":
             when = f'steps.{upstream[0]}.phase != "Skipped"' if upstream else None
+        elif when == "quoted" and upstream:  # literals of every form, read as the library does
+            when = "'''it's''' != r\"\\\" && " + f'steps["{upstream[0]}"].summary != "("'
+        elif when == "quoted":
+            when = None
+        elif when == "hidden":  # macros nested three deep behind a triple-quoted string
+            when = "'''it's''' != '' && [1].all(a, [1].all(b, [1].all(c, true)))"
         if when:
             fields["when"] = when
         if draw(st.integers(min_value=0, max_value=4)) == 0:
@@ -189,7 +197,7 @@ def simulate(scenario: Scenario) -> World:
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(scenarios())
+@given(scenarios(hostile=True))
 def test_generated_workflows_finish_and_keep_the_invariants(scenario: Scenario) -> None:
     w = simulate(scenario)
     status = w.wf.status
@@ -203,6 +211,11 @@ def test_generated_workflows_finish_and_keep_the_invariants(scenario: Scenario) 
     else:
         assert status.phase is WorkflowPhase.FAILED
         assert status.message and status.finished_at is not None
+    hidden = [i for i, s in enumerate(w.wf.spec.steps) if (s.when or "").endswith("c, true)))")]
+    if hidden:  # rejected before anything runs; the message names the first such field
+        event("a condition with hidden nested macros")
+        assert f"spec.steps[{hidden[0]}].when: macros such as all/exists" in (status.message or "")
+        assert w.created == []
     assert status.progress == f"{sum(s.phase in TERMINAL_STEP_PHASES for s in steps)}/{len(steps)}"
     # A finished Workflow stays as it is.
     settled = plan(w.wf, w.policy, w.observed(), w.cache.get, w.now, Limits())
