@@ -69,7 +69,7 @@ def scenarios(draw: st.DrawFn, hostile: bool = False) -> Scenario:
             },
             "cache": {"enabled": draw(st.booleans())},
         }
-        hidden = ["hidden"] if hostile and draw(st.integers(0, 14)) == 0 else []
+        hidden = ["hidden"] if hostile and draw(st.integers(0, 7)) == 0 else []
         when = draw(st.sampled_from([None, None, "true", "false", "upstream", "quoted", *hidden]))
         if when == "upstream":
             when = f'steps.{upstream[0]}.phase != "Skipped"' if upstream else None
