@@ -56,7 +56,7 @@ test-unit: install ## Unit tests only (no cluster)
 test: install binaries lint ## Everything: lint, unit, integration (local control plane), then e2e (real containers on kind)
 	cd hack/capdrop && GOTOOLCHAIN=local go test ./...
 	$(PY) -m pytest --ignore=tests/e2e $(PYTEST_ARGS)
-	hack/containers/engine.sh
+	$(MAKE) e2e-images
 	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
 .PHONY: cluster-up
@@ -87,9 +87,18 @@ kind-up: install ## A kind cluster from agentflow's node image, built here with 
 kind-down: ## Delete the kind cluster of `make kind-up` and its Docker network
 	hack/kind/cluster.sh down
 
+# Built before pytest starts: the first build takes longer than a test may (pytest-timeout), and
+# cached it takes seconds.
+.PHONY: e2e-images
+e2e-images: ## The e2e's images: agentflow's, the kind node image, Prometheus Operator's (cached)
+	hack/containers/engine.sh
+	hack/containers/images.sh
+	hack/kind/node-image.sh
+	hack/monitoring/images.sh
+
 .PHONY: e2e
 e2e: install binaries ## End to end on real containers: images, a kind cluster of its own, the chart, Prometheus Operator
-	hack/containers/engine.sh
+	$(MAKE) e2e-images
 	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
 .PHONY: clean
