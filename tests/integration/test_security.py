@@ -366,3 +366,170 @@ def test_metrics_need_a_token_whose_user_may_get_metrics(limited: LimitedOperato
     assert "agentflow_build_info" in body
     # The probes stay open: the kubelet calls them without credentials.
     assert limited.operator.http("/healthz")[0] == 200
+
+
+# --------------------------------------------------------------------------------------------
+# A flood of bearer tokens on /metrics
+# --------------------------------------------------------------------------------------------
+
+FLOOD_CONNECTIONS = 64
+FLOOD_RATE = 150.0  # requests per second: three times the operator's own API budget (qps 50)
+FLOOD_MAX_REQUESTS = 30_000
+FLOOD_MAX_SECONDS = 120.0
+
+
+def _random_service_account_shaped_token() -> str:
+    """Three base64url parts with a JSON header and payload: it passes every check but the API
+    server's, so each one would cost a TokenReview if nothing stopped it."""
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    header = b64(json.dumps({"alg": "RS256", "kid": "flood"}).encode())
+    payload = b64(json.dumps({"sub": f"system:serviceaccount:x:{secrets.token_hex(8)}"}).encode())
+    return f"{header}.{payload}.{b64(secrets.token_bytes(256))}"
+
+
+class Flood:
+    """Sends ``GET /metrics`` with a new random token each time, from a thread of its own, over
+    loopback, until stopped or a bound is reached; records each answer's status and latency."""
+
+    def __init__(self, port: int) -> None:
+        import threading
+
+        self.port = port
+        # Written by the flood's thread only; read by the test once the thread has ended.
+        self.statuses: dict[int, int] = {}
+        self.latencies: list[float] = []
+        self.sent = 0  # answers so far (an int, so the test may poll it meanwhile)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="metrics-flood", daemon=True)
+        self.started = 0.0
+        self.seconds = 0.0
+
+    def __enter__(self) -> Flood:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=60)
+        assert not self.thread.is_alive(), "the flood did not stop"
+
+    def _run(self) -> None:
+        import asyncio
+
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        import asyncio
+
+        import aiohttp
+
+        url = f"http://127.0.0.1:{self.port}/metrics"
+        self.started = time.monotonic()
+        deadline = self.started + FLOOD_MAX_SECONDS
+        issued = 0
+        timeout = aiohttp.ClientTimeout(total=30)
+        connector = aiohttp.TCPConnector(limit=FLOOD_CONNECTIONS)
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+
+            async def one(token: str) -> None:
+                began = time.monotonic()
+                try:
+                    async with session.get(url, headers={"Authorization": f"Bearer {token}"}) as r:
+                        await r.read()
+                        status = r.status
+                except (aiohttp.ClientError, TimeoutError):
+                    status = 0
+                self.latencies.append(time.monotonic() - began)
+                self.statuses[status] = self.statuses.get(status, 0) + 1
+                self.sent += 1
+
+            async def worker() -> None:
+                nonlocal issued
+                while not self.stopped.is_set() and issued < FLOOD_MAX_REQUESTS:
+                    # Pace the whole flood at FLOOD_RATE: request n leaves at n / FLOOD_RATE.
+                    slot = self.started + issued / FLOOD_RATE
+                    issued += 1
+                    if slot > deadline:
+                        return
+                    await asyncio.sleep(max(0.0, slot - time.monotonic()))
+                    await one(_random_service_account_shaped_token())
+
+            await asyncio.gather(*(worker() for _ in range(FLOOD_CONNECTIONS)))
+        self.seconds = time.monotonic() - self.started
+
+
+def _sequential_workflow(name: str) -> dict[str, Any]:
+    steps = [{"name": f"s{i}", "agent": "a", "prompt": f"{name}: part {i}"} for i in range(4)]
+    return workflow(name, steps, [script_agent("a")], strategy="Sequential")
+
+
+def _time_to_finish(kubectl: Kubectl, namespace: str, name: str) -> float:
+    began = time.monotonic()
+    apply(kubectl, namespace, [_sequential_workflow(name)])
+    wf = wait_finished(kubectl, namespace, name, timeout=180)
+    assert wf["status"]["phase"] == "Succeeded", wf["status"]
+    return time.monotonic() - began
+
+
+def test_a_flood_of_random_tokens_on_metrics_does_not_slow_workflows(
+    limited: LimitedOperator,
+) -> None:
+    from agentflow.kube import REVIEW_BURST, REVIEW_QPS
+
+    ns = limited.namespace("flood")
+    kubectl = limited.kubectl
+    reader = f"flood-reader-{ns}"
+    for args in (
+        ("create", "serviceaccount", "scraper", "-n", ns),
+        ("create", "clusterrole", reader, "--non-resource-url=/metrics", "--verb=get"),
+        (
+            "create",
+            "clusterrolebinding",
+            reader,
+            f"--clusterrole={reader}",
+            f"--serviceaccount={ns}:scraper",
+        ),
+    ):
+        result = kubectl(*args)
+        assert result.returncode == 0, result.stderr
+    created = kubectl("create", "token", "scraper", "-n", ns, "--duration=10m")
+    assert created.returncode == 0, created.stderr
+    scraper = created.stdout.strip()
+    port = limited.operator.metrics_port
+
+    usual = _time_to_finish(kubectl, ns, "usual")
+    # The scraper's grant is cached now (60 s): refused tokens must not push it out.
+    assert _get_metrics(port, scraper)[0] == 200
+    with Flood(port) as flood:
+        wait_for(lambda: flood.sent >= 200, 30, what="the flood to start")
+        flooded = _time_to_finish(kubectl, ns, "flooded")
+        began = time.monotonic()
+        status, body = _get_metrics(port, scraper)
+        scrape_seconds = time.monotonic() - began
+        assert limited.operator.http("/healthz")[0] == 200
+    assert status == 200, body
+    slowest = sorted(flood.latencies)[int(len(flood.latencies) * 0.99)]
+    print(  # shown with -s: what the flood measured
+        f"usual {usual:.1f}s, flooded {flooded:.1f}s; {flood.sent} requests in "
+        f"{flood.seconds:.1f}s: {flood.statuses}; p99 {slowest * 1000:.0f} ms, "
+        f"scrape {scrape_seconds * 1000:.0f} ms"
+    )
+
+    # The Workflow finished in its usual time.
+    assert flooded <= 1.5 * usual + 5.0, (
+        f"{flooded:.1f}s under the flood, {usual:.1f}s without; {flood.statuses} "
+        f"in {flood.seconds:.1f}s"
+    )
+    # Every random token was refused, and quickly; a 403 means its TokenReview was sent, so at
+    # most the reviews' own rate went to the API server and the rest never left the operator.
+    assert set(flood.statuses) <= {403, 429}, flood.statuses
+    reviewed = flood.statuses.get(403, 0)
+    assert reviewed <= REVIEW_BURST + REVIEW_QPS * flood.seconds * 1.1 + 5, flood.statuses
+    assert slowest < 1.0, f"p99 answer to the flood took {slowest:.2f}s"
+    assert scrape_seconds < 2.0
+    # And the flood was real: hundreds of requests a second, for the whole second Workflow.
+    assert flood.seconds >= flooded
+    assert flood.sent >= 0.5 * FLOOD_RATE * flooded, (flood.sent, flood.seconds)
