@@ -475,3 +475,141 @@ def test_a_workflow_past_a_limit_is_rejected_naming_the_limit(
     assert result.returncode != 0
     assert message in result.stderr, result.stderr
     assert get(kubectl, namespace, "workflows.agentflow.dev", "too-big") is None
+
+
+# --------------------------------------------------------------------------------------------
+# What the operator builds is bounded; what the API server refuses is settled, not retried
+# --------------------------------------------------------------------------------------------
+
+# A report naming 100 files with 1 KB paths; the termination message keeps as many as fit.
+LONG_ARTIFACTS = """
+print("## Summary\\nmany files\\n\\n## Files Created/Modified")
+for i in range(100):
+    print(f"- Created: src/{i:03d}/" + "p" * 1000)
+"""
+ARTIFACTS_REFERENCE = "{{ steps.files.artifacts }}"
+
+
+def test_a_prompt_that_would_render_too_large_fails_its_step_and_others_still_run(
+    kubectl: Kubectl, namespace: str, operator: OperatorProcess
+) -> None:
+    from agentflow.engine.templating import MAX_RENDERED_PROMPT_BYTES
+
+    # 16 KiB of references to the artifacts: rendered, 606 copies of their paths.
+    hostile_prompt = ARTIFACTS_REFERENCE * (MAX_PROMPT_LENGTH // len(ARTIFACTS_REFERENCE))
+    hostile = workflow(
+        "huge-prompt",
+        [
+            {"name": "files", "agent": "files", "prompt": "list them"},
+            {"name": "echo", "agent": "echo", "prompt": hostile_prompt},
+        ],
+        [command_agent("files", LONG_ARTIFACTS), script_agent("echo")],
+    )
+    fine = workflow(
+        "fine", [{"name": "only", "agent": "a", "prompt": "hello"}], [script_agent("a")]
+    )
+    apply(kubectl, namespace, [hostile, fine])
+
+    wf = wait_finished(kubectl, namespace, "huge-prompt")
+    assert wf["status"]["phase"] == "Failed", wf["status"]
+    paths = [a["path"] for a in step(wf, "files")["result"]["artifacts"]]
+    rendered_bytes = len(", ".join(paths).encode()) * (
+        len(hostile_prompt) // len(ARTIFACTS_REFERENCE)
+    )
+    assert rendered_bytes > 10 * MAX_RENDERED_PROMPT_BYTES  # what it would have rendered to
+    echo = step(wf, "echo")
+    expected = (
+        f"prompt: the rendered prompt of step echo is larger than {MAX_RENDERED_PROMPT_BYTES} "
+        "bytes, the limit for a rendered prompt"
+    )
+    assert echo["phase"] == "Failed" and not echo.get("attempts"), echo
+    assert echo["message"].startswith(expected), echo["message"]
+    assert wf["status"]["message"].startswith(f"step echo failed: {expected}")
+    labels = [
+        j["metadata"]["labels"]["agentflow.dev/step"]
+        for j in step_jobs(kubectl, namespace, "huge-prompt")
+    ]
+    assert labels == ["files"]
+    assert len(json.dumps(wf).encode()) < SMALL_WORKFLOW_BYTES
+
+    assert wait_finished(kubectl, namespace, "fine")["status"]["phase"] == "Succeeded"
+    assert operator.proc is not None and operator.proc.poll() is None
+
+
+def test_a_job_the_api_server_refuses_fails_its_attempts_with_its_message_and_others_run(
+    kubectl: Kubectl, namespace: str, operator: OperatorProcess
+) -> None:
+    from tests.integration.workflows import events
+
+    # The CRD schema checks each quantity; only the core API knows requests may not pass limits.
+    greedy = {
+        **script_agent("greedy"),
+        "resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}},
+    }
+    refused = workflow(
+        "refused",
+        [
+            {
+                "name": "s",
+                "agent": "greedy",
+                "prompt": "go",
+                "retries": {"limit": 1, "backoffSeconds": 1},
+            }
+        ],
+        [greedy],
+    )
+    fine = workflow(
+        "fine", [{"name": "only", "agent": "a", "prompt": "hello"}], [script_agent("a")]
+    )
+    apply(kubectl, namespace, [refused, fine])
+
+    wf = wait_finished(kubectl, namespace, "refused")
+    assert wf["status"]["phase"] == "Failed", wf["status"]
+    failed = step(wf, "s")
+    server = "must be less than or equal to cpu limit of 1"
+    assert [a["reason"] for a in failed["attempts"]] == ["JobRefused", "JobRefused"]
+    for attempt in failed["attempts"]:
+        prefix = (
+            f'JobRefused: the API server refused the Job: 422: Job.batch "{attempt["jobName"]}"'
+        )
+        assert attempt["message"].startswith(prefix), attempt["message"]
+        assert server in attempt["message"], attempt["message"]
+    assert server in wf["status"]["message"]
+    assert step_jobs(kubectl, namespace, "refused") == []
+    warnings = [
+        e["message"] for e in events(kubectl, namespace, "refused") if e["reason"] == "JobRefused"
+    ]
+    assert warnings and all(server in m for m in warnings), warnings
+
+    assert wait_finished(kubectl, namespace, "fine")["status"]["phase"] == "Succeeded"
+    assert operator.proc is not None and operator.proc.poll() is None
+
+
+# 1 MiB of bytes that are not UTF-8 after a summary: read back, each becomes U+FFFD (3 bytes).
+INVALID_UTF8 = """
+import sys
+sys.stdout.write("## Summary\\nbinary follows\\n")
+sys.stdout.flush()
+sys.stdout.buffer.write(b"\\xff" * (1024 * 1024))
+"""
+
+
+def test_a_full_report_of_invalid_utf8_is_stored_within_a_configmaps_limit(
+    kubectl: Kubectl, namespace: str, operator: OperatorProcess
+) -> None:
+    doc = workflow(
+        "invalid-utf8",
+        [{"name": "s", "agent": "bytes", "prompt": "go"}],
+        [command_agent("bytes", INVALID_UTF8)],
+    )
+    apply(kubectl, namespace, [doc])
+    wf = wait_finished(kubectl, namespace, "invalid-utf8")
+    assert wf["status"]["phase"] == "Succeeded", wf["status"]
+    result = step(wf, "s")["result"]
+    assert result["summary"].startswith("binary follows\n\ufffd") and result["truncated"] is True
+    output = get(kubectl, namespace, "configmap", result["outputRef"])
+    assert output is not None
+    stored = output["data"]["report"]
+    assert stored.startswith("## Summary\nbinary follows\n\ufffd")
+    # The operator reads at most 900 KiB of log; decoded, that would be 2.7 MB.
+    assert 800 * 1024 < len(stored.encode()) <= 900 * 1024
