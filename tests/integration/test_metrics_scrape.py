@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from agentflow.metrics import RECONCILE_OUTCOMES
 from tests.chart.promql import metric_names_in_promql
 from tests.chart.test_alerts import alert_rules, dashboard_exprs
 from tests.integration.conftest import OperatorProcess
@@ -129,3 +130,23 @@ def test_dashboards_and_alerts_query_only_metrics_a_real_operator_exports(
     for expr in exprs:
         missing = metric_names_in_promql(expr) - exported
         assert not missing, f"{expr!r} queries {missing}, which the operator did not export"
+
+
+def test_reconcile_outcomes_are_the_documented_ones(scraped_after_fallback: str) -> None:
+    outcomes = label_values(scraped_after_fallback, "agentflow_reconcile_duration_seconds_count")
+    assert outcomes.get("outcome"), outcomes
+    assert outcomes["outcome"] <= set(RECONCILE_OUTCOMES), outcomes
+
+
+def label_values(text: str, name: str, **labels: str) -> dict[str, set[str]]:
+    """Label name -> the values it takes among the samples of ``name`` matching ``labels``."""
+    found: dict[str, set[str]] = {}
+    for line in text.splitlines():
+        match = SAMPLE.match(line)
+        if not match or match["name"] != name:
+            continue
+        have = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match["labels"] or ""))
+        if all(have.get(k) == v for k, v in labels.items()):
+            for key, value in have.items():
+                found.setdefault(key, set()).add(value)
+    return found
