@@ -455,8 +455,15 @@ def resume(
 
 def _cache_rows(cluster: Cluster, namespace: str | None) -> list[Any]:
     from agentflow.console.cache import CACHE_SELECTOR, CacheRow
+    from agentflow.controller import is_cache_configmap
 
-    rows = [CacheRow.of(cm) for cm in cluster.list_configmaps(namespace, CACHE_SELECTOR)]
+    # Only the operator's own entries: a user's ConfigMap that merely carries the label is
+    # neither listed nor purged (the operator's sweep leaves it alone too).
+    rows = [
+        CacheRow.of(cm)
+        for cm in cluster.list_configmaps(namespace, CACHE_SELECTOR)
+        if is_cache_configmap(cm)
+    ]
     return sorted(rows, key=lambda r: (r.namespace, r.step, r.created or datetime.min))
 
 

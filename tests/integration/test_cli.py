@@ -301,6 +301,14 @@ def test_cache_ls_and_purge(
     operator: OperatorProcess, cli: Cli, kubectl: Kubectl, namespace: str
 ) -> None:
     apply(kubectl, namespace, REPO / "workflows" / "health-check.yaml")
+    # A user's ConfigMap that carries the cache label is not a cache entry: never listed or purged.
+    users = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "team-notes", "labels": {"agentflow.dev/cache": "true"}},
+        "data": {"notes": "keep me"},
+    }
+    apply(kubectl, namespace, [users])
     wf = wait_finished(kubectl, namespace, "health-check")
     assert wf["status"]["phase"] == "Succeeded", wf["status"]
 
@@ -314,7 +322,8 @@ def test_cache_ls_and_purge(
     assert kept.exit_code == 0 and "deleted 0 cache entries, kept 4" in kept.stdout
     purged = cli("cache", "purge", "-n", namespace)
     assert purged.exit_code == 0 and "deleted 4 cache entries, kept 0" in purged.stdout
-    assert items(kubectl, namespace, "configmaps", "agentflow.dev/cache") == []
+    left = items(kubectl, namespace, "configmaps", "agentflow.dev/cache")
+    assert [cm["metadata"]["name"] for cm in left] == ["team-notes"]
     empty = cli("cache", "ls", "-n", namespace)
     assert f"No cache entries in namespace {namespace}." in empty.stdout
 
