@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +24,9 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
+
+from agentflow.localcluster import LocalCluster
+from tests.conftest import Kubectl
 
 REPO = Path(__file__).resolve().parents[2]
 CRDS = REPO / "crds"
@@ -147,6 +152,45 @@ def install_crds(kubectl: Callable[..., subprocess.CompletedProcess[str]]) -> No
         name = yaml.safe_load(path.read_text())["metadata"]["name"]
         waited = kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
         assert waited.returncode == 0, waited.stderr
+
+
+def fresh_namespace(kubectl: Callable[..., subprocess.CompletedProcess[str]], name: str) -> str:
+    """A new namespace ``<name>-<random>``, once its ``default`` ServiceAccount exists (a pod
+    created before that is rejected)."""
+    full = f"{name}-{secrets.token_hex(3)}"
+    created = kubectl("create", "namespace", full)
+    assert created.returncode == 0, created.stderr
+    wait_for(
+        lambda: kubectl("get", "serviceaccount", "default", "-n", full).returncode == 0,
+        30,
+        what=f"the default ServiceAccount of {full}",
+    )
+    return full
+
+
+@contextlib.contextmanager
+def operator_of_its_own(
+    prefix: str, log_dir: Path, **options: Any
+) -> Iterator[tuple[LocalCluster, Kubectl, OperatorProcess]]:
+    """A local cluster of its own with the CRDs and one operator started with ``options``
+    (``extra_args``, ``env``): for tests whose operator flags would change what the shared one
+    does.  Everything is stopped and removed afterwards, also when the test failed."""
+    state = REPO / ".agentflow" / f"{prefix}-{secrets.token_hex(3)}"
+    cluster = LocalCluster(state)
+    try:
+        cluster.start()
+        cluster.start_node()
+        kubectl = Kubectl(cluster.kubeconfig)
+        install_crds(kubectl)
+        operator = OperatorProcess(kubeconfig=cluster.kubeconfig, log_dir=log_dir, **options)
+        operator.start()
+        try:
+            yield cluster, kubectl, operator
+        finally:
+            operator.stop()
+    finally:
+        cluster.stop()
+        shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -10,17 +10,20 @@ record the metrics instead.
 from __future__ import annotations
 
 import secrets
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from agentflow.localcluster import LocalCluster
 from agentflow.metrics import OTHER_AGENT
 from tests.conftest import Kubectl
-from tests.integration.conftest import OperatorProcess, install_crds, wait_for
+from tests.integration.conftest import (
+    OperatorProcess,
+    fresh_namespace,
+    operator_of_its_own,
+    wait_for,
+)
 from tests.integration.test_metrics_scrape import label_values, samples
 from tests.integration.workflows import (
     apply,
@@ -54,39 +57,17 @@ class Capped:
     operator: OperatorProcess
 
     def namespace(self, name: str) -> str:
-        full = f"{name}-{secrets.token_hex(3)}"
-        created = self.kubectl("create", "namespace", full)
-        assert created.returncode == 0, created.stderr
-        wait_for(
-            lambda: self.kubectl("get", "serviceaccount", "default", "-n", full).returncode == 0,
-            30,
-            what=f"the default ServiceAccount of {full}",
-        )
-        return full
+        return fresh_namespace(self.kubectl, name)
 
 
 @pytest.fixture(scope="module")
 def capped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Capped]:
-    state = REPO / ".agentflow" / f"labels-{secrets.token_hex(3)}"
-    cluster = LocalCluster(state)
-    try:
-        cluster.start()
-        cluster.start_node()
-        kubectl = Kubectl(cluster.kubeconfig)
-        install_crds(kubectl)
-        operator = OperatorProcess(
-            kubeconfig=cluster.kubeconfig,
-            log_dir=tmp_path_factory.mktemp("capped-operator"),
-            env={"AGENTFLOW_METRICS_AGENTS_PER_NAMESPACE": str(AGENTS)},
-        )
-        operator.start()
-        try:
-            yield Capped(kubectl, operator)
-        finally:
-            operator.stop()
-    finally:
-        cluster.stop()
-        shutil.rmtree(state, ignore_errors=True)
+    with operator_of_its_own(
+        "labels",
+        tmp_path_factory.mktemp("capped-operator"),
+        env={"AGENTFLOW_METRICS_AGENTS_PER_NAMESPACE": str(AGENTS)},
+    ) as (_, kubectl, operator):
+        yield Capped(kubectl, operator)
 
 
 def random_name(prefix: str) -> str:

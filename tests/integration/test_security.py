@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-import shutil
 import textwrap
 import time
 import urllib.error
@@ -34,7 +33,12 @@ from agentflow.api.models import DEFAULT_AGENT_IMAGE
 from agentflow.engine import WAITING_NAMESPACE_LIMIT
 from agentflow.localcluster import LocalCluster
 from tests.conftest import Kubectl
-from tests.integration.conftest import OperatorProcess, install_crds, wait_for
+from tests.integration.conftest import (
+    OperatorProcess,
+    fresh_namespace,
+    operator_of_its_own,
+    wait_for,
+)
 from tests.integration.workflows import (
     apply,
     get,
@@ -208,47 +212,27 @@ class LimitedOperator:
     operator: OperatorProcess
 
     def namespace(self, name: str) -> str:
-        full = f"{name}-{secrets.token_hex(3)}"
-        created = self.kubectl("create", "namespace", full)
-        assert created.returncode == 0, created.stderr
-        wait_for(
-            lambda: self.kubectl("get", "serviceaccount", "default", "-n", full).returncode == 0,
-            30,
-            what=f"the default ServiceAccount of {full}",
-        )
-        return full
+        return fresh_namespace(self.kubectl, name)
 
 
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LimitedOperator]:
-    state = REPO / ".agentflow" / f"security-{secrets.token_hex(3)}"
-    cluster = LocalCluster(state)
-    try:
-        cluster.start()
-        cluster.start_node()
-        kubectl = Kubectl(cluster.kubeconfig)
-        install_crds(kubectl)
-        operator = OperatorProcess(
-            kubeconfig=cluster.kubeconfig,
-            log_dir=tmp_path_factory.mktemp("limited-operator"),
-            extra_args=[
-                "--allowed-images",
-                DEFAULT_AGENT_IMAGE,
-                "--max-jobs-per-namespace",
-                str(MAX_JOBS),
-                "--metrics-auth",
-            ],
-        )
-        operator.start()
+    with operator_of_its_own(
+        "security",
+        tmp_path_factory.mktemp("limited-operator"),
+        extra_args=[
+            "--allowed-images",
+            DEFAULT_AGENT_IMAGE,
+            "--max-jobs-per-namespace",
+            str(MAX_JOBS),
+            "--metrics-auth",
+        ],
+    ) as (cluster, kubectl, operator):
         api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
         try:
             yield LimitedOperator(cluster, kubectl, api, operator)
         finally:
             api.close()
-            operator.stop()
-    finally:
-        cluster.stop()
-        shutil.rmtree(state, ignore_errors=True)
 
 
 def test_only_allowed_images_run(limited: LimitedOperator) -> None:
