@@ -316,12 +316,10 @@ def _get_metrics(port: int, token: str | None) -> tuple[int, str]:
         return e.code, e.read().decode()
 
 
-def test_metrics_need_a_token_whose_user_may_get_metrics(limited: LimitedOperator) -> None:
-    ns = limited.namespace("metrics")
-    kubectl = limited.kubectl
-    reader = f"metrics-reader-{ns}"
+def _scraper_allowed_metrics(kubectl: Kubectl, ns: str, reader: str) -> None:
+    """ServiceAccount ``scraper`` in ``ns``, bound to a ClusterRole ``reader`` that may get
+    /metrics."""
     for args in (
-        ("create", "serviceaccount", "nobody", "-n", ns),
         ("create", "serviceaccount", "scraper", "-n", ns),
         ("create", "clusterrole", reader, "--non-resource-url=/metrics", "--verb=get"),
         (
@@ -335,10 +333,22 @@ def test_metrics_need_a_token_whose_user_may_get_metrics(limited: LimitedOperato
         result = kubectl(*args)
         assert result.returncode == 0, result.stderr
 
+
+def _token(kubectl: Kubectl, ns: str, account: str) -> str:
+    result = kubectl("create", "token", account, "-n", ns, "--duration=10m")
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_metrics_need_a_token_whose_user_may_get_metrics(limited: LimitedOperator) -> None:
+    ns = limited.namespace("metrics")
+    kubectl = limited.kubectl
+    created = kubectl("create", "serviceaccount", "nobody", "-n", ns)
+    assert created.returncode == 0, created.stderr
+    _scraper_allowed_metrics(kubectl, ns, f"metrics-reader-{ns}")
+
     def token(account: str) -> str:
-        result = kubectl("create", "token", account, "-n", ns, "--duration=10m")
-        assert result.returncode == 0, result.stderr
-        return result.stdout.strip()
+        return _token(kubectl, ns, account)
 
     port = limited.operator.metrics_port
     status, body = _get_metrics(port, None)
@@ -465,23 +475,8 @@ def test_a_flood_of_random_tokens_on_metrics_does_not_slow_workflows(
 
     ns = limited.namespace("flood")
     kubectl = limited.kubectl
-    reader = f"flood-reader-{ns}"
-    for args in (
-        ("create", "serviceaccount", "scraper", "-n", ns),
-        ("create", "clusterrole", reader, "--non-resource-url=/metrics", "--verb=get"),
-        (
-            "create",
-            "clusterrolebinding",
-            reader,
-            f"--clusterrole={reader}",
-            f"--serviceaccount={ns}:scraper",
-        ),
-    ):
-        result = kubectl(*args)
-        assert result.returncode == 0, result.stderr
-    created = kubectl("create", "token", "scraper", "-n", ns, "--duration=10m")
-    assert created.returncode == 0, created.stderr
-    scraper = created.stdout.strip()
+    _scraper_allowed_metrics(kubectl, ns, f"flood-reader-{ns}")
+    scraper = _token(kubectl, ns, "scraper")
     port = limited.operator.metrics_port
 
     usual = _time_to_finish(kubectl, ns, "usual")
