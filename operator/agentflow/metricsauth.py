@@ -20,22 +20,29 @@ operator more than it can spare:
   so a scraper every few seconds costs two API requests per TTL rather than per scrape.  A
   denial is remembered for less time than a grant, so a newly bound scraper is let in soon.
   Grants and denials are kept apart, each bounded, so a flood of refused tokens cannot push
-  a real scraper's grant out of the cache.
+  a real scraper's grant out of the cache;
+- a token never granted before is checked within a budget of its own
+  (:data:`FIRST_CHECK_RATE` per second), below the reviews' rate limit, and in at most
+  :data:`MAX_CONCURRENT_REVIEWS` checks at once; a token granted in the last
+  :data:`KNOWN_SECONDS` whose grant has expired is checked again in a lane of its own
+  (:data:`MAX_CONCURRENT_RENEWALS` at once, outside that budget).  A flood of new tokens
+  therefore cannot spend the reviews a known scraper needs to renew its grant.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
-from agentflow.kube import Throttled, UserInfo
+from agentflow.kube import Throttled, TokenBucket, UserInfo
 from agentflow.metrics import TooManyRequests
 
 METRICS_PATH = "/metrics"
@@ -47,6 +54,15 @@ MAX_TOKEN_LENGTH = 4096
 # Checks under way at once.  Each holds one of the event loop's worker threads while its review
 # is in flight; a scraper needs one, and only when its cached verdict has expired.
 MAX_CONCURRENT_REVIEWS = 2
+# Renewals of known grants have their own slot, so checks of new tokens never hold it.
+MAX_CONCURRENT_RENEWALS = 1
+# A check is up to two reviews (TokenReview, then SubjectAccessReview).  Checks of tokens never
+# granted before get at most 3 of the reviews' 5 per second (burst 6 of 10): the rest stays for
+# renewals, which a flood of new tokens therefore cannot spend.
+FIRST_CHECK_RATE = 1.5
+FIRST_CHECK_BURST = 3
+# How long a granted token counts as known: a scraper renews every ALLOWED_TTL_SECONDS.
+KNOWN_SECONDS = 3600.0
 RETRY_AFTER_SECONDS = 1
 
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
@@ -107,11 +123,32 @@ class _Verdicts:
         self._expiry.move_to_end(key)
         return True
 
+    def forget(self, key: str) -> None:
+        self._expiry.pop(key, None)
+
     def add(self, key: str, expiry: float) -> None:
         self._expiry[key] = expiry
         self._expiry.move_to_end(key)
         while len(self._expiry) > self.limit:
             self._expiry.popitem(last=False)
+
+
+class _Lane:
+    """At most ``limit`` checks under way at once; one more is refused with 429 at once."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_flight = 0
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        if self.in_flight >= self.limit:
+            raise TooManyRequests(RETRY_AFTER_SECONDS)
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
 
 
 class MetricsAuthorizer:
@@ -132,6 +169,7 @@ class MetricsAuthorizer:
         denied_ttl: float = DENIED_TTL_SECONDS,
         max_entries: int = MAX_CACHED_TOKENS,
         max_concurrent: int = MAX_CONCURRENT_REVIEWS,
+        first_checks: TokenBucket | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.api = api
@@ -139,11 +177,14 @@ class MetricsAuthorizer:
         self.verb = verb
         self.allowed_ttl = allowed_ttl
         self.denied_ttl = denied_ttl
-        self.max_concurrent = max_concurrent
         self.clock = clock
         self.allowed = _Verdicts(max_entries)
         self.denied = _Verdicts(max_entries)
-        self.in_flight = 0
+        # Tokens granted lately, whose expired grant is renewed in the renewal lane.
+        self.known = _Verdicts(max_entries)
+        self.first_checks = first_checks or TokenBucket(FIRST_CHECK_RATE, FIRST_CHECK_BURST)
+        self.first = _Lane(max_concurrent)
+        self.renewals = _Lane(MAX_CONCURRENT_RENEWALS)
 
     async def __call__(self, token: str | None) -> bool:
         if not token or not could_be_a_service_account_token(token):
@@ -154,19 +195,25 @@ class MetricsAuthorizer:
             return True
         if self.denied.holds(key, now):
             return False
-        if self.in_flight >= self.max_concurrent:
-            raise TooManyRequests(RETRY_AFTER_SECONDS)
-        self.in_flight += 1
+        if self.known.holds(key, now):
+            with self.renewals.slot():
+                return await self._check(key, token)
+        with self.first.slot():
+            if not self.first_checks.try_acquire():
+                raise TooManyRequests(RETRY_AFTER_SECONDS)
+            return await self._check(key, token)
+
+    async def _check(self, key: str, token: str) -> bool:
         try:
             allowed = await self._review(token)
         except Throttled:
             raise TooManyRequests(RETRY_AFTER_SECONDS) from None
-        finally:
-            self.in_flight -= 1
         if allowed:
             self.allowed.add(key, self.clock() + self.allowed_ttl)
+            self.known.add(key, self.clock() + KNOWN_SECONDS)
         else:
             self.denied.add(key, self.clock() + self.denied_ttl)
+            self.known.forget(key)
         return allowed
 
     async def _review(self, token: str) -> bool:

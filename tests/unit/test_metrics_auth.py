@@ -8,14 +8,17 @@ import asyncio
 import base64
 import json
 import secrets
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-from agentflow.kube import REVIEW_BURST, Kube, Throttled, UserInfo
+from agentflow.kube import REVIEW_BURST, REVIEW_QPS, Kube, Throttled, TokenBucket, UserInfo
 from agentflow.metrics import TooManyRequests
 from agentflow.metricsauth import (
+    FIRST_CHECK_BURST,
+    FIRST_CHECK_RATE,
     MAX_TOKEN_LENGTH,
     MetricsAuthorizer,
     could_be_a_service_account_token,
@@ -64,6 +67,11 @@ class Clock:
 
 SCRAPER = UserInfo(username="system:serviceaccount:monitoring:prometheus", groups=("a",))
 OTHER = UserInfo(username="system:serviceaccount:team:app")
+
+
+def unlimited() -> TokenBucket:
+    """A first-check budget that is never spent, for tests whose subject is something else."""
+    return TokenBucket(1e9, 10**9)
 
 
 def _authorizer(
@@ -128,7 +136,7 @@ def test_verdicts_are_cached_per_token_until_their_ttl() -> None:
 def test_the_cache_is_bounded_and_api_errors_are_not_cached() -> None:
     tokens = [jwt(f"t{i}") for i in range(10)]
     reviews = FakeReviews(users=dict.fromkeys(tokens, SCRAPER))
-    authorize = MetricsAuthorizer(reviews, clock=Clock(), max_entries=3)
+    authorize = MetricsAuthorizer(reviews, clock=Clock(), max_entries=3, first_checks=unlimited())
 
     async def many() -> None:
         for token in tokens:
@@ -150,7 +158,7 @@ def test_the_cache_is_bounded_and_api_errors_are_not_cached() -> None:
 def test_a_flood_of_refused_tokens_cannot_push_a_grant_out_of_the_cache() -> None:
     scraper = jwt("scraper")
     reviews = FakeReviews(users={scraper: SCRAPER}, allowed={(SCRAPER.username, "/metrics", "get")})
-    authorize = MetricsAuthorizer(reviews, clock=Clock(), max_entries=8)
+    authorize = MetricsAuthorizer(reviews, clock=Clock(), max_entries=8, first_checks=unlimited())
 
     async def scenario() -> list[bool]:
         first = await authorize(scraper)
@@ -232,7 +240,7 @@ def test_checks_past_the_concurrency_cap_are_refused_at_once_without_a_review() 
         # The slots are free again.
         assert await authorize(jwt("later")) is False
         assert len(reviews.calls) == 3
-        assert authorize.in_flight == 0
+        assert authorize.first.in_flight == 0
 
     asyncio.run(scenario())
 
@@ -252,7 +260,7 @@ def test_a_spent_review_rate_limit_is_429_and_is_not_cached() -> None:
         with pytest.raises(TooManyRequests):
             asyncio.run(authorize(token))
     assert reviews.calls == ["TokenReview", "TokenReview"]
-    assert authorize.in_flight == 0
+    assert authorize.first.in_flight == 0
 
 
 class Response:
@@ -276,25 +284,113 @@ class FakeApiClient:
         return Response()
 
 
+async def tally(
+    calls: Iterator[Coroutine[Any, Any, object]], refusal: type[Exception]
+) -> tuple[int, int]:
+    """Await ``calls`` one by one: how many were answered, and how many raised ``refusal``."""
+    answered = refused = 0
+    for call in calls:
+        try:
+            await asyncio.wait_for(call, timeout=1)
+            answered += 1
+        except refusal:
+            refused += 1
+    return answered, refused
+
+
 def test_reviews_have_their_own_rate_limit_and_never_take_the_reconcile_loops() -> None:
     api = FakeApiClient()
     counted: list[tuple[str, int]] = []
     kube = Kube(api, qps=50.0, burst=100, count=lambda verb, code: counted.append((verb, code)))
 
-    async def flood() -> tuple[int, int]:
-        reviewed = throttled = 0
-        for _ in range(REVIEW_BURST + 40):
-            try:
-                await asyncio.wait_for(kube.review_token(jwt("random")), timeout=1)
-                reviewed += 1
-            except Throttled:
-                throttled += 1
-        return reviewed, throttled
-
-    reviewed, throttled = asyncio.run(flood())
+    calls = (kube.review_token(jwt("random")) for _ in range(REVIEW_BURST + 40))
+    reviewed, throttled = asyncio.run(tally(calls, Throttled))
     # The burst was reviewed (plus what the bucket refilled meanwhile); the rest was refused
     # without a request, and the reconcile loop's bucket is untouched.
     assert REVIEW_BURST <= reviewed <= REVIEW_BURST + 2
     assert throttled == REVIEW_BURST + 40 - reviewed
     assert len(api.paths) == reviewed == len(counted)
     assert kube.limiter.tokens == 100.0
+
+
+def test_checks_of_new_tokens_have_a_budget_below_the_reviews_rate_limit() -> None:
+    # A check is up to two reviews: new tokens may use at most part of the reviews' rate, so
+    # what is left is there for renewals of known grants.
+    assert 2 * FIRST_CHECK_RATE < REVIEW_QPS
+    assert 2 * FIRST_CHECK_BURST < REVIEW_BURST
+    reviews = FakeReviews()
+    authorize = MetricsAuthorizer(reviews, clock=Clock())
+
+    calls = (authorize(jwt(f"random-{i}")) for i in range(FIRST_CHECK_BURST + 20))
+    checked, refused = asyncio.run(tally(calls, TooManyRequests))
+    assert FIRST_CHECK_BURST <= checked <= FIRST_CHECK_BURST + 1
+    assert reviews.calls.count("TokenReview") == checked
+    assert refused == FIRST_CHECK_BURST + 20 - checked
+
+
+@dataclass
+class ScraperAndFlood(FakeReviews):
+    """The scraper's token is answered at once; every other token's review hangs."""
+
+    scraper: str = ""
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def review_token(self, token: str) -> UserInfo | None:
+        if token == self.scraper:
+            return await super().review_token(token)
+        self.calls.append("TokenReview")
+        await self.release.wait()
+        return None
+
+
+def test_a_known_scraper_renews_its_grant_while_new_tokens_fill_every_slot() -> None:
+    async def scenario() -> None:
+        scraper = jwt("scraper")
+        reviews = ScraperAndFlood(
+            users={scraper: SCRAPER},
+            allowed={(SCRAPER.username, "/metrics", "get")},
+            scraper=scraper,
+        )
+        clock = Clock()
+        authorize = MetricsAuthorizer(reviews, clock=clock, allowed_ttl=60.0, max_concurrent=2)
+        assert await authorize(scraper) is True
+        # The flood takes both slots for new tokens and spends the first-check budget.
+        hanging = [asyncio.create_task(authorize(jwt(f"random-{i}"))) for i in range(2)]
+        await asyncio.sleep(0)
+        while authorize.first_checks.try_acquire():
+            pass
+        with pytest.raises(TooManyRequests):
+            await authorize(jwt("one-more"))
+        # The scraper's grant expires: it is renewed in its own lane, with a real review.
+        clock.now += 61
+        reviews.calls.clear()
+        assert await asyncio.wait_for(authorize(scraper), timeout=1) is True
+        assert reviews.calls == [
+            "TokenReview",
+            f"SubjectAccessReview {SCRAPER.username} get /metrics",
+        ]
+        reviews.release.set()
+        assert await asyncio.gather(*hanging) == [False, False]
+        assert (authorize.first.in_flight, authorize.renewals.in_flight) == (0, 0)
+
+    asyncio.run(scenario())
+
+
+def test_a_revoked_grant_leaves_the_renewal_lane() -> None:
+    scraper = jwt("scraper")
+    reviews = FakeReviews(users={scraper: SCRAPER}, allowed={(SCRAPER.username, "/metrics", "get")})
+    clock = Clock()
+    authorize = MetricsAuthorizer(reviews, clock=clock, first_checks=TokenBucket(1e-9, 1))
+
+    async def scenario() -> list[bool]:
+        granted = await authorize(scraper)  # spends the only first check
+        reviews.allowed.clear()  # its RoleBinding is deleted
+        clock.now += 61
+        renewed = await authorize(scraper)  # known: renewed, and now denied
+        clock.now += 11
+        return [granted, renewed]
+
+    assert asyncio.run(scenario()) == [True, False]
+    # No longer known: the next check is a first check again, and that budget is spent.
+    with pytest.raises(TooManyRequests):
+        asyncio.run(authorize(scraper))
