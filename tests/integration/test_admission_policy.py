@@ -143,6 +143,8 @@ def release(
 
 def test_the_operator_runs_every_code_path_under_the_policies(release: PolicyRelease) -> None:
     kubectl = kubectl_for(release.cluster.kubeconfig)
+    audit_log = release.cluster.audit_log
+    since = audit_log.stat().st_size  # other tests of this module make refused requests too
     operator = release.identity.operator(release.cluster)
     operator.start()
     try:
@@ -163,7 +165,7 @@ def test_the_operator_runs_every_code_path_under_the_policies(release: PolicyRel
     finally:
         operator.stop()
 
-    seen, forbidden = used(release.cluster.audit_log, release.identity.username)
+    seen, forbidden = used(audit_log, release.identity.username, since)
     assert not forbidden, f"the admission policies refused the operator: {forbidden[:10]}"
     # Creating and deleting Jobs and ConfigMaps all passed the policies.
     assert {
@@ -172,6 +174,33 @@ def test_the_operator_runs_every_code_path_under_the_policies(release: PolicyRel
         ("", "configmaps", "create"),
         ("", "configmaps", "delete"),
     } <= seen
+
+
+def test_a_job_the_policy_refuses_fails_its_step_with_the_policys_message(
+    release: PolicyRelease,
+) -> None:
+    """An operator whose settings disagree with the policy's (here a step ServiceAccount the
+    chart did not configure) gets its Jobs refused: each attempt fails with JobRefused and the
+    policy's message, and the Workflow ends instead of waiting."""
+    kubectl = kubectl_for(release.cluster.kubeconfig)
+    operator = release.identity.operator(release.cluster, "--step-service-account", "impostor")
+    operator.start()
+    try:
+        apply(
+            kubectl,
+            WORKLOAD_NAMESPACE,
+            [workflow("refused", [{"name": "only", "agent": "a"}], [script_agent("a")])],
+        )
+        wf = wait_finished(kubectl, WORKLOAD_NAMESPACE, "refused")
+    finally:
+        operator.stop()
+    assert wf["status"]["phase"] == "Failed", wf["status"]
+    attempts = step(wf, "only")["attempts"]
+    assert [a["reason"] for a in attempts] == ["JobRefused"], attempts
+    for message in (attempts[0]["message"], wf["status"]["message"]):
+        assert JOB_POLICY in message, message
+        assert "only Jobs that name no ServiceAccount" in message, message
+    assert step_jobs(kubectl, WORKLOAD_NAMESPACE, "refused") == []
 
 
 def _without_owner(job: Manifest) -> None:

@@ -86,10 +86,15 @@ def granted(docs: list[dict[str, Any]], account: str) -> set[Rule]:
     return rules
 
 
-def used(audit_log: Path, username: str) -> tuple[set[Rule], list[dict[str, Any]]]:
+def used(audit_log: Path, username: str, since: int = 0) -> tuple[set[Rule], list[dict[str, Any]]]:
+    """What ``username`` requested (and what of it was forbidden), from byte ``since`` of the
+    audit log on."""
     seen: set[Rule] = set()
     forbidden: list[dict[str, Any]] = []
-    for line in audit_log.read_text().splitlines():
+    with audit_log.open("rb") as log:
+        log.seek(since)
+        lines = log.read().decode().splitlines()
+    for line in lines:
         event = json.loads(line)
         if event["user"]["username"] != username or "objectRef" not in event:
             continue
@@ -136,9 +141,14 @@ class ChartIdentity:
     def username(self) -> str:
         return f"system:serviceaccount:{RELEASE_NAMESPACE}:{self.account}"
 
-    def operator(self, cluster: LocalCluster) -> OperatorProcess:
+    def operator(self, cluster: LocalCluster, *extra_args: str) -> OperatorProcess:
         """The operator as the chart runs it: this identity and the Deployment's plain env."""
-        return OperatorProcess(kubeconfig=self.kubeconfig, log_dir=cluster.logs_dir, env=self.env)
+        return OperatorProcess(
+            kubeconfig=self.kubeconfig,
+            log_dir=cluster.logs_dir,
+            env=self.env,
+            extra_args=list(extra_args),
+        )
 
 
 def install_chart_identity(
