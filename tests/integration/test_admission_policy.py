@@ -243,6 +243,24 @@ def _host_port(job: Manifest) -> None:
     container["ports"] = [{"containerPort": 8080, "hostPort": 8080}]
 
 
+def _as_root(job: Manifest) -> None:
+    context = job["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+    context.update(runAsNonRoot=False, runAsUser=0)
+
+
+def _unconfined(job: Manifest) -> None:
+    context = job["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+    context["seccompProfile"] = {"type": "Unconfined"}
+
+
+def _on_a_chosen_node(job: Manifest) -> None:
+    job["spec"]["template"]["spec"]["nodeName"] = "agentflow-local"
+
+
+def _tolerating_taints(job: Manifest) -> None:
+    job["spec"]["template"]["spec"]["tolerations"] = [{"operator": "Exists"}]
+
+
 def _missing_labels(job: Manifest) -> None:
     for label in ("agentflow.dev/run", "agentflow.dev/agent"):
         del job["metadata"]["labels"][label]
@@ -260,6 +278,10 @@ def _missing_labels(job: Manifest) -> None:
         (_token_mounted, "set automountServiceAccountToken false"),
         (_host_network, "use the host's network, PID or IPC namespace"),
         (_host_port, "use host ports"),
+        (_as_root, "run as non-root with the RuntimeDefault seccomp profile"),
+        (_unconfined, "run as non-root with the RuntimeDefault seccomp profile"),
+        (_on_a_chosen_node, "name a node, tolerate taints or take a priority class"),
+        (_tolerating_taints, "name a node, tolerate taints or take a priority class"),
         (_missing_labels, "lacks agentflow.dev/run, agentflow.dev/agent"),
     ],
 )
@@ -331,7 +353,19 @@ def test_only_the_operators_own_configmaps_may_be_written_or_deleted(
     assert deleted and CONFIGMAP_POLICY in deleted, deleted
     assert "may change or delete only its own cache and output ConfigMaps" in deleted, deleted
     assert "refused: team-settings" in deleted, deleted
-    assert delete(entry["metadata"]["name"]) is None
+    # Refreshing an entry of the operator's (kube.Kube.replace_configmap_data) and deleting it
+    # are admitted.
+    entry_name = entry["metadata"]["name"]
+    fresh = probe_cache_entry("k3")
+    refresh = {
+        "metadata": {k: fresh["metadata"][k] for k in ("labels", "annotations")},
+        "data": fresh["data"],
+    }
+    assert (
+        refusal(lambda: core.patch_namespaced_config_map(entry_name, ns, refresh, dry_run="All"))
+        is None
+    )
+    assert delete(entry_name) is None
 
 
 def test_a_job_that_is_not_the_operators_may_not_be_deleted(release: PolicyRelease) -> None:
