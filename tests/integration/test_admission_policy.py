@@ -40,6 +40,7 @@ from tests.integration.test_chart_rbac import (
 )
 from tests.integration.workflows import (
     apply,
+    get,
     script_agent,
     step,
     step_jobs,
@@ -368,18 +369,33 @@ def test_only_the_operators_own_configmaps_may_be_written_or_deleted(
     assert delete(entry_name) is None
 
 
-def test_a_job_that_is_not_the_operators_may_not_be_deleted(release: PolicyRelease) -> None:
+def test_the_operator_may_delete_only_its_own_jobs(release: PolicyRelease) -> None:
+    """A Job without the operator's owner reference may not be deleted; one of its own may, even
+    in the shape of earlier settings (here namespaced mode's step ServiceAccount)."""
     kubectl = kubectl_for(release.cluster.kubeconfig)
-    job = probe_job()
-    del job["metadata"]["ownerReferences"]
-    job["metadata"]["name"] = "someone-elses"
-    job["spec"]["suspend"] = True  # never runs
-    created = kubectl("create", "-n", WORKLOAD_NAMESPACE, "-f", "-", input=json.dumps(job))
-    assert created.returncode == 0, created.stderr
-    refused = refusal(
-        lambda: release.batch.delete_namespaced_job(
-            "someone-elses", WORKLOAD_NAMESPACE, dry_run="All"
+    earlier = workflow("earlier", [{"name": "build", "agent": "a"}], [script_agent("a")])
+    apply(kubectl, WORKLOAD_NAMESPACE, [earlier])
+    owner = get(kubectl, WORKLOAD_NAMESPACE, "workflows.agentflow.dev", "earlier")
+    assert owner is not None
+    own = probe_job()
+    own["metadata"]["name"] = "earlier-build"
+    own["metadata"]["labels"]["agentflow.dev/workflow"] = "earlier"
+    own["metadata"]["ownerReferences"][0].update(name="earlier", uid=owner["metadata"]["uid"])
+    own["spec"]["template"]["spec"]["serviceAccountName"] = "agentflow-step"
+    foreign = probe_job()
+    del foreign["metadata"]["ownerReferences"]
+    foreign["metadata"]["name"] = "someone-elses"
+    for job in (own, foreign):
+        job["spec"]["suspend"] = True  # never runs
+        created = kubectl("create", "-n", WORKLOAD_NAMESPACE, "-f", "-", input=json.dumps(job))
+        assert created.returncode == 0, created.stderr
+
+    def delete(name: str) -> str | None:
+        return refusal(
+            lambda: release.batch.delete_namespaced_job(name, WORKLOAD_NAMESPACE, dry_run="All")
         )
-    )
+
+    refused = delete("someone-elses")
     assert refused and JOB_POLICY in refused, refused
     assert "may create or delete only Jobs whose one ownerReference" in refused, refused
+    assert delete("earlier-build") is None
