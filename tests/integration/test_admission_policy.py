@@ -13,8 +13,9 @@ import copy
 import json
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -53,6 +54,7 @@ pytestmark = pytest.mark.integration
 POLICY_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
 JOB_POLICY = "ValidatingAdmissionPolicy 'agentflow-step-jobs'"
 CONFIGMAP_POLICY = "ValidatingAdmissionPolicy 'agentflow-configmaps'"
+TENANT_NAMESPACE = "tenant-a"
 PROBE_WORKFLOW = WorkflowRef("probe", WORKLOAD_NAMESPACE, str(uuid.uuid4()))
 Manifest = dict[str, Any]
 
@@ -65,7 +67,7 @@ class PolicyRelease:
     batch: client.BatchV1Api
 
 
-def probe_job() -> Manifest:
+def probe_job(namespace: str = WORKLOAD_NAMESPACE) -> Manifest:
     """A step Job exactly as the operator builds it, with a Secret reference as agents have."""
     agent = AgentTemplate.model_validate(
         {
@@ -86,7 +88,7 @@ def probe_job() -> Manifest:
         cache_key=None,
         timeout_seconds=None,
     )
-    return build_step_job(PROBE_WORKFLOW, action)
+    return build_step_job(replace(PROBE_WORKFLOW, namespace=namespace), action)
 
 
 def probe_cache_entry(key: str) -> Manifest:
@@ -124,22 +126,25 @@ def release(
     )
     api = config.new_client_from_config(config_file=str(identity.kubeconfig))
     core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
-    unowned = probe_job()
+    wait_until_effective(core, batch, WORKLOAD_NAMESPACE)
+    yield PolicyRelease(admission_cluster, identity, core, batch)
+    api.close()
+
+
+def wait_until_effective(core: client.CoreV1Api, batch: client.BatchV1Api, namespace: str) -> None:
+    """Until both policies refuse a request: a new policy takes effect once the API server has
+    compiled it, a moment after its creation."""
+    unowned = probe_job(namespace)
     del unowned["metadata"]["ownerReferences"]
     plain = {"metadata": {"name": "plain"}, "data": {"a": "b"}}
 
-    # A new policy takes effect once the API server has compiled it, a moment after creation.
     def effective() -> bool:
         return bool(
-            refusal(lambda: batch.create_namespaced_job(WORKLOAD_NAMESPACE, unowned, dry_run="All"))
-            and refusal(
-                lambda: core.create_namespaced_config_map(WORKLOAD_NAMESPACE, plain, dry_run="All")
-            )
+            refusal(lambda: batch.create_namespaced_job(namespace, unowned, dry_run="All"))
+            and refusal(lambda: core.create_namespaced_config_map(namespace, plain, dry_run="All"))
         )
 
     wait_for(effective, 60, what="the admission policies to refuse a request")
-    yield PolicyRelease(admission_cluster, identity, core, batch)
-    api.close()
 
 
 def test_the_operator_runs_every_code_path_under_the_policies(release: PolicyRelease) -> None:
@@ -399,3 +404,62 @@ def test_the_operator_may_delete_only_its_own_jobs(release: PolicyRelease) -> No
     assert refused and JOB_POLICY in refused, refused
     assert "may create or delete only Jobs whose one ownerReference" in refused, refused
     assert delete("earlier-build") is None
+
+
+def test_in_namespaced_mode_the_operator_runs_as_the_step_account_in_its_namespaces_only(
+    admission_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """The recommended setting for shared clusters: namespaced mode with the policies.  A release
+    of its own (its own ServiceAccount and policies) watches one namespace: its operator runs
+    every code path there, its step Jobs run as the step ServiceAccount, and a Job even of its
+    own shape in a namespace it does not watch is forbidden by RBAC."""
+    kubectl = kubectl_for(admission_cluster.kubeconfig)
+    docs = render_chart(
+        "watch.mode=namespaced",
+        f"watch.namespaces={{{TENANT_NAMESPACE}}}",
+        "rbac.scope=namespaced",
+        "admissionPolicy.enabled=true",
+        release="tenant",
+    )
+    identity = install_chart_identity(
+        admission_cluster,
+        docs,
+        tmp_path / "tenant.kubeconfig",
+        IDENTITY_KINDS + POLICY_KINDS,
+        TENANT_NAMESPACE,
+    )
+    args = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"][
+        "containers"
+    ][0]["args"]
+    chosen = [
+        part
+        for i, flag in enumerate(args)
+        if flag in ("--namespace", "--step-service-account")
+        for part in (flag, args[i + 1])
+    ]
+    assert chosen == ["--namespace", TENANT_NAMESPACE, "--step-service-account", "agentflow-step"]
+    api = config.new_client_from_config(config_file=str(identity.kubeconfig))
+    core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
+    try:
+        wait_until_effective(core, batch, TENANT_NAMESPACE)
+        elsewhere = refusal(
+            lambda: batch.create_namespaced_job(WORKLOAD_NAMESPACE, probe_job(), dry_run="All")
+        )
+        assert elsewhere and 'cannot create resource "jobs"' in elsewhere, elsewhere
+    finally:
+        api.close()
+
+    audit_log = admission_cluster.audit_log
+    since = audit_log.stat().st_size
+    operator = identity.operator(admission_cluster, *chosen)
+    operator.start()
+    try:
+        run_every_code_path(kubectl, TENANT_NAMESPACE)
+    finally:
+        operator.stop()
+    jobs = step_jobs(kubectl, TENANT_NAMESPACE, "everything")
+    assert jobs
+    assert {j["spec"]["template"]["spec"]["serviceAccountName"] for j in jobs} == {"agentflow-step"}
+    seen, forbidden = used(audit_log, identity.username, since)
+    assert not forbidden, f"refused in namespaced mode: {forbidden[:10]}"
+    assert {("batch", "jobs", "create"), ("", "configmaps", "create")} <= seen

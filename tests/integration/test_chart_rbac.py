@@ -50,13 +50,12 @@ Rule = tuple[str, str, str]  # (apiGroup, resource[/subresource], verb)
 IDENTITY_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
 
 
-def render_chart(*sets: str) -> list[dict[str, Any]]:
-    """The chart as release ``agentflow`` in RELEASE_NAMESPACE, with ``--set`` for each of
-    ``sets``."""
+def render_chart(*sets: str, release: str = "agentflow") -> list[dict[str, Any]]:
+    """The chart as ``release`` in RELEASE_NAMESPACE, with ``--set`` for each of ``sets``."""
     if not HELM.exists():
         pytest.fail(f"{HELM} is missing: run `make binaries`")
     version = (REPO / "hack" / "controlplane" / "VERSION").read_text().strip()
-    args = [str(HELM), "template", "agentflow", str(REPO / "charts" / "agentflow")]
+    args = [str(HELM), "template", release, str(REPO / "charts" / "agentflow")]
     args += ["--namespace", RELEASE_NAMESPACE, "--kube-version", version]
     for value in sets:
         args += ["--set", value]
@@ -156,15 +155,16 @@ def install_chart_identity(
     docs: list[dict[str, Any]],
     kubeconfig: Path,
     kinds: tuple[str, ...] = IDENTITY_KINDS,
+    workload: str = WORKLOAD_NAMESPACE,
 ) -> ChartIdentity:
-    """CRDs, the release and workload namespaces, and the rendered objects of ``kinds``;
+    """CRDs, the release namespace and ``workload``, and the rendered objects of ``kinds``;
     ``kubeconfig`` is written with a token of the operator's ServiceAccount."""
     kubectl = kubectl_for(cluster.kubeconfig)
     install_crds(kubectl)
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
-    for ns in (RELEASE_NAMESPACE, WORKLOAD_NAMESPACE):
-        kubectl("create", "namespace", ns)
+    for ns in (RELEASE_NAMESPACE, workload):
+        kubectl("create", "namespace", ns)  # fails harmlessly when another install made it
     objects = [d for d in docs if d["kind"] in kinds]
     result = kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(objects))
     assert result.returncode == 0, result.stderr
@@ -200,14 +200,14 @@ def install_chart_identity(
     return ChartIdentity(account=account, kubeconfig=kubeconfig, env=env)
 
 
-def run_every_code_path(kubectl: Kubectl) -> None:
-    """Workflows in WORKLOAD_NAMESPACE that take every path of the operator's API use, run to
+def run_every_code_path(kubectl: Kubectl, namespace: str = WORKLOAD_NAMESPACE) -> None:
+    """Workflows in ``namespace`` that take every path of the operator's API use, run to
     the end: Job creation, Job deletion (a critical failure stops a running step), fallbacks,
     an output ConfigMap (a large report), a cache entry and its expiry sweep, the policy's
     status, and deleting a Workflow after ttlSecondsAfterFinished."""
     apply(
         kubectl,
-        WORKLOAD_NAMESPACE,
+        namespace,
         [
             policy(
                 "fallbacks",
@@ -252,28 +252,24 @@ def run_every_code_path(kubectl: Kubectl) -> None:
     )
 
     def finished() -> dict[str, Any] | None:
-        wf = get(kubectl, WORKLOAD_NAMESPACE, "workflows.agentflow.dev", "everything")
+        wf = get(kubectl, namespace, "workflows.agentflow.dev", "everything")
         return wf if (wf or {}).get("status", {}).get("phase") in ("Succeeded", "Failed") else None
 
     wf = wait_for(finished, 120, what="the workflow under the chart's identity")
     assert wf["status"]["phase"] == "Succeeded", wf["status"]
     assert step(wf, "big")["result"]["outputRef"]
     wait_for(
-        lambda: get(kubectl, WORKLOAD_NAMESPACE, "workflows.agentflow.dev", "short-lived") is None,
+        lambda: get(kubectl, namespace, "workflows.agentflow.dev", "short-lived") is None,
         60,
         what="ttlSecondsAfterFinished to delete the finished workflow",
     )
-    policy_status = get(
-        kubectl, WORKLOAD_NAMESPACE, "agentfallbackpolicies.agentflow.dev", "fallbacks"
-    )
+    policy_status = get(kubectl, namespace, "agentfallbackpolicies.agentflow.dev", "fallbacks")
     assert policy_status and policy_status["status"]["conditions"][0]["type"] == "Ready"
     remaining: list[str] = []
 
     def cache_swept() -> bool:
         entries = json.loads(
-            kubectl(
-                "get", "cm", "-n", WORKLOAD_NAMESPACE, "-l", "agentflow.dev/cache", "-o", "json"
-            ).stdout
+            kubectl("get", "cm", "-n", namespace, "-l", "agentflow.dev/cache", "-o", "json").stdout
         )["items"]
         remaining[:] = [
             f"{e['metadata']['name']} {e['metadata'].get('annotations')}" for e in entries
