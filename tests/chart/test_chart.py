@@ -378,6 +378,17 @@ def test_namespaced_scope_rbac() -> None:
     assert set(cluster_roles) == {"agentflow-metrics-auth", "agentflow-metrics-reader"}
 
 
+def test_namespaced_watch_alone_keeps_the_cluster_role() -> None:
+    """watch.mode namespaced bounds the operator's rights only with rbac.scope namespaced too."""
+    watched = ("watch.mode=namespaced", "watch.namespaces={team-a}")
+    alone = documents(render(sets=watched))
+    assert one(alone, "ClusterRole", "agentflow")
+    assert not find(alone, "Role", "agentflow")
+    both = documents(render(sets=(*watched, "rbac.scope=namespaced")))
+    assert not find(both, "ClusterRole")
+    assert one(both, "Role", "agentflow")["metadata"]["namespace"] == "team-a"
+
+
 @pytest.mark.parametrize("config", ["all-on", "all-on-cluster"])
 def test_metrics_auth_rbac(config: str) -> None:
     docs = rendered(config)

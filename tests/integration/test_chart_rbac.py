@@ -13,6 +13,7 @@ import json
 import shutil
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,16 @@ import yaml
 
 from agentflow.localcluster import LocalCluster
 from tests.integration.conftest import OperatorProcess, install_crds, kubectl_for, wait_for
-from tests.integration.workflows import REPO, apply, get, policy, script_agent, step, workflow
+from tests.integration.workflows import (
+    REPO,
+    Kubectl,
+    apply,
+    get,
+    policy,
+    script_agent,
+    step,
+    workflow,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -37,23 +47,19 @@ RARE = {
 Rule = tuple[str, str, str]  # (apiGroup, resource[/subresource], verb)
 
 
-def render_chart() -> list[dict[str, Any]]:
+IDENTITY_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+
+
+def render_chart(*sets: str, release: str = "agentflow") -> list[dict[str, Any]]:
+    """The chart as ``release`` in RELEASE_NAMESPACE, with ``--set`` for each of ``sets``."""
+    if not HELM.exists():
+        pytest.fail(f"{HELM} is missing: run `make binaries`")
     version = (REPO / "hack" / "controlplane" / "VERSION").read_text().strip()
-    out = subprocess.run(
-        [
-            str(HELM),
-            "template",
-            "agentflow",
-            str(REPO / "charts" / "agentflow"),
-            "--namespace",
-            RELEASE_NAMESPACE,
-            "--kube-version",
-            version,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    args = [str(HELM), "template", release, str(REPO / "charts" / "agentflow")]
+    args += ["--namespace", RELEASE_NAMESPACE, "--kube-version", version]
+    for value in sets:
+        args += ["--set", value]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
     return [d for d in yaml.safe_load_all(out) if d]
 
 
@@ -79,12 +85,19 @@ def granted(docs: list[dict[str, Any]], account: str) -> set[Rule]:
     return rules
 
 
-def used(audit_log: Path, username: str) -> tuple[set[Rule], list[dict[str, Any]]]:
+def used(audit_log: Path, username: str, since: int = 0) -> tuple[set[Rule], list[dict[str, Any]]]:
+    """What ``username`` requested (and what of it was forbidden), from byte ``since`` of the
+    audit log on."""
     seen: set[Rule] = set()
     forbidden: list[dict[str, Any]] = []
-    for line in audit_log.read_text().splitlines():
+    with audit_log.open("rb") as log:
+        log.seek(since)
+        lines = log.read().decode().splitlines()
+    for line in lines:
         event = json.loads(line)
         if event["user"]["username"] != username or "objectRef" not in event:
+            continue
+        if "dryRun=" in event["requestURI"]:  # a test's probe: it changes nothing
             continue
         ref = event["objectRef"]
         resource = ref.get("resource", "")
@@ -96,10 +109,11 @@ def used(audit_log: Path, username: str) -> tuple[set[Rule], list[dict[str, Any]
     return seen, forbidden
 
 
-@pytest.fixture(scope="module")
-def rbac_cluster() -> Iterator[LocalCluster]:
-    state = REPO / ".agentflow" / "rbac-cluster"
-    LocalCluster(state).stop()  # a fresh cluster: the audit log must hold only this run
+def fresh_cluster(name: str) -> Iterator[LocalCluster]:
+    """A cluster of its own under .agentflow/<name>, started afresh (its audit log holds only
+    this run), stopped at the end."""
+    state = REPO / ".agentflow" / name
+    LocalCluster(state).stop()
     shutil.rmtree(state, ignore_errors=True)
     cluster = LocalCluster(state)
     cluster.start()
@@ -108,28 +122,54 @@ def rbac_cluster() -> Iterator[LocalCluster]:
     cluster.stop()
 
 
-def test_chart_rbac_is_sufficient_and_minimal(rbac_cluster: LocalCluster, tmp_path: Path) -> None:
-    if not HELM.exists():
-        pytest.fail(f"{HELM} is missing: run `make binaries`")
-    kubectl = kubectl_for(rbac_cluster.kubeconfig)
+@pytest.fixture(scope="module")
+def rbac_cluster() -> Iterator[LocalCluster]:
+    yield from fresh_cluster("rbac-cluster")
 
+
+@dataclass(frozen=True)
+class ChartIdentity:
+    """The chart's operator ServiceAccount, installed with its RBAC (and whatever else of the
+    chart was asked for), and a kubeconfig with its token."""
+
+    account: str
+    kubeconfig: Path
+    env: dict[str, str]
+
+    @property
+    def username(self) -> str:
+        return f"system:serviceaccount:{RELEASE_NAMESPACE}:{self.account}"
+
+    def operator(self, cluster: LocalCluster, *extra_args: str) -> OperatorProcess:
+        """The operator as the chart runs it: this identity and the Deployment's plain env."""
+        return OperatorProcess(
+            kubeconfig=self.kubeconfig,
+            log_dir=cluster.logs_dir,
+            env=self.env,
+            extra_args=list(extra_args),
+        )
+
+
+def install_chart_identity(
+    cluster: LocalCluster,
+    docs: list[dict[str, Any]],
+    kubeconfig: Path,
+    kinds: tuple[str, ...] = IDENTITY_KINDS,
+    workload: str = WORKLOAD_NAMESPACE,
+) -> ChartIdentity:
+    """CRDs, the release namespace and ``workload``, and the rendered objects of ``kinds``;
+    ``kubeconfig`` is written with a token of the operator's ServiceAccount."""
+    kubectl = kubectl_for(cluster.kubeconfig)
     install_crds(kubectl)
-    docs = render_chart()
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
-    rbac = [
-        d
-        for d in docs
-        if d["kind"]
-        in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
-    ]
-    for ns in (RELEASE_NAMESPACE, WORKLOAD_NAMESPACE):
-        kubectl("create", "namespace", ns)
-    result = kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(rbac))
+    for ns in (RELEASE_NAMESPACE, workload):
+        kubectl("create", "namespace", ns)  # fails harmlessly when another install made it
+    objects = [d for d in docs if d["kind"] in kinds]
+    result = kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(objects))
     assert result.returncode == 0, result.stderr
     token = kubectl("create", "token", account, "-n", RELEASE_NAMESPACE, "--duration=2h")
     assert token.returncode == 0, token.stderr
-    kubeconfig = tmp_path / "operator.kubeconfig"
     kubeconfig.write_text(
         yaml.safe_dump(
             {
@@ -140,8 +180,8 @@ def test_chart_rbac_is_sufficient_and_minimal(rbac_cluster: LocalCluster, tmp_pa
                     {
                         "name": "local",
                         "cluster": {
-                            "server": rbac_cluster.api_url,
-                            "certificate-authority": str(rbac_cluster.pki_dir / "ca.crt"),
+                            "server": cluster.api_url,
+                            "certificate-authority": str(cluster.pki_dir / "ca.crt"),
                         },
                     }
                 ],
@@ -157,99 +197,105 @@ def test_chart_rbac_is_sufficient_and_minimal(rbac_cluster: LocalCluster, tmp_pa
         for c in deployment["spec"]["template"]["spec"]["containers"][0].get("env", [])
         if "value" in c
     }
-    operator = OperatorProcess(kubeconfig=kubeconfig, log_dir=rbac_cluster.logs_dir, env=env)
+    return ChartIdentity(account=account, kubeconfig=kubeconfig, env=env)
+
+
+def run_every_code_path(kubectl: Kubectl, namespace: str = WORKLOAD_NAMESPACE) -> None:
+    """Workflows in ``namespace`` that take every path of the operator's API use, run to
+    the end: Job creation, Job deletion (a critical failure stops a running step), fallbacks,
+    an output ConfigMap (a large report), a cache entry and its expiry sweep, the policy's
+    status, and deleting a Workflow after ttlSecondsAfterFinished."""
+    apply(
+        kubectl,
+        namespace,
+        [
+            policy(
+                "fallbacks",
+                [
+                    {"agent": "primary", "fallback": "backup", "criticality": "high"},
+                    {"agent": "validator", "criticality": "critical"},
+                ],
+            ),
+            # A critical failure stops the other running step: its Job is deleted.
+            workflow(
+                "stopped",
+                [{"name": "validate", "agent": "validator"}, {"name": "slow", "agent": "slow"}],
+                [script_agent("validator", fail="always"), script_agent("slow", sleep=120)],
+                strategy="Parallel",
+                fallbackPolicyRef={"name": "fallbacks"},
+            ),
+            workflow(
+                "everything",
+                [
+                    {"name": "first", "agent": "primary", "prompt": "falls back"},
+                    {
+                        "name": "big",
+                        "agent": "verbose",
+                        "prompt": "lots",
+                        "cache": {"ttlSeconds": 2},
+                    },
+                ],
+                [
+                    script_agent("primary", fail="always"),
+                    script_agent("backup"),
+                    script_agent("verbose", output_bytes=50_000),
+                ],
+                fallbackPolicyRef={"name": "fallbacks"},
+            ),
+            workflow(
+                "short-lived",
+                [{"name": "only", "agent": "a", "cache": {"enabled": False}}],
+                [script_agent("a")],
+                ttlSecondsAfterFinished=0,
+            ),
+        ],
+    )
+
+    def finished() -> dict[str, Any] | None:
+        wf = get(kubectl, namespace, "workflows.agentflow.dev", "everything")
+        return wf if (wf or {}).get("status", {}).get("phase") in ("Succeeded", "Failed") else None
+
+    wf = wait_for(finished, 120, what="the workflow under the chart's identity")
+    assert wf["status"]["phase"] == "Succeeded", wf["status"]
+    assert step(wf, "big")["result"]["outputRef"]
+    wait_for(
+        lambda: get(kubectl, namespace, "workflows.agentflow.dev", "short-lived") is None,
+        60,
+        what="ttlSecondsAfterFinished to delete the finished workflow",
+    )
+    policy_status = get(kubectl, namespace, "agentfallbackpolicies.agentflow.dev", "fallbacks")
+    assert policy_status and policy_status["status"]["conditions"][0]["type"] == "Ready"
+    remaining: list[str] = []
+
+    def cache_swept() -> bool:
+        entries = json.loads(
+            kubectl("get", "cm", "-n", namespace, "-l", "agentflow.dev/cache", "-o", "json").stdout
+        )["items"]
+        remaining[:] = [
+            f"{e['metadata']['name']} {e['metadata'].get('annotations')}" for e in entries
+        ]
+        return not entries
+
+    try:
+        wait_for(cache_swept, 60, what="the cache sweeper to delete the expired entry")
+    except AssertionError as e:
+        raise AssertionError(f"{e}; left: {remaining}") from None
+
+
+def test_chart_rbac_is_sufficient_and_minimal(rbac_cluster: LocalCluster, tmp_path: Path) -> None:
+    kubectl = kubectl_for(rbac_cluster.kubeconfig)
+    docs = render_chart()
+    identity = install_chart_identity(rbac_cluster, docs, tmp_path / "operator.kubeconfig")
+    operator = identity.operator(rbac_cluster)
     operator.start()
     try:
-        apply(
-            kubectl,
-            WORKLOAD_NAMESPACE,
-            [
-                policy(
-                    "fallbacks",
-                    [
-                        {"agent": "primary", "fallback": "backup", "criticality": "high"},
-                        {"agent": "validator", "criticality": "critical"},
-                    ],
-                ),
-                # A critical failure stops the other running step: its Job is deleted.
-                workflow(
-                    "stopped",
-                    [{"name": "validate", "agent": "validator"}, {"name": "slow", "agent": "slow"}],
-                    [script_agent("validator", fail="always"), script_agent("slow", sleep=120)],
-                    strategy="Parallel",
-                    fallbackPolicyRef={"name": "fallbacks"},
-                ),
-                workflow(
-                    "everything",
-                    [
-                        {"name": "first", "agent": "primary", "prompt": "falls back"},
-                        {
-                            "name": "big",
-                            "agent": "verbose",
-                            "prompt": "lots",
-                            "cache": {"ttlSeconds": 2},
-                        },
-                    ],
-                    [
-                        script_agent("primary", fail="always"),
-                        script_agent("backup"),
-                        script_agent("verbose", output_bytes=50_000),
-                    ],
-                    fallbackPolicyRef={"name": "fallbacks"},
-                ),
-                workflow(
-                    "short-lived",
-                    [{"name": "only", "agent": "a", "cache": {"enabled": False}}],
-                    [script_agent("a")],
-                    ttlSecondsAfterFinished=0,
-                ),
-            ],
-        )
-
-        def finished() -> dict[str, Any] | None:
-            wf = get(kubectl, WORKLOAD_NAMESPACE, "workflows.agentflow.dev", "everything")
-            return (
-                wf if (wf or {}).get("status", {}).get("phase") in ("Succeeded", "Failed") else None
-            )
-
-        wf = wait_for(finished, 120, what="the workflow under the chart's identity")
-        assert wf["status"]["phase"] == "Succeeded", wf["status"]
-        assert step(wf, "big")["result"]["outputRef"]
-        wait_for(
-            lambda: (
-                get(kubectl, WORKLOAD_NAMESPACE, "workflows.agentflow.dev", "short-lived") is None
-            ),
-            60,
-            what="ttlSecondsAfterFinished to delete the finished workflow",
-        )
-        policy_status = get(
-            kubectl, WORKLOAD_NAMESPACE, "agentfallbackpolicies.agentflow.dev", "fallbacks"
-        )
-        assert policy_status and policy_status["status"]["conditions"][0]["type"] == "Ready"
-        remaining: list[str] = []
-
-        def cache_swept() -> bool:
-            entries = json.loads(
-                kubectl(
-                    "get", "cm", "-n", WORKLOAD_NAMESPACE, "-l", "agentflow.dev/cache", "-o", "json"
-                ).stdout
-            )["items"]
-            remaining[:] = [
-                f"{e['metadata']['name']} {e['metadata'].get('annotations')}" for e in entries
-            ]
-            return not entries
-
-        try:
-            wait_for(cache_swept, 60, what="the cache sweeper to delete the expired entry")
-        except AssertionError as e:
-            raise AssertionError(f"{e}; left: {remaining}") from None
+        run_every_code_path(kubectl)
     finally:
         operator.stop()
 
-    username = f"system:serviceaccount:{RELEASE_NAMESPACE}:{account}"
-    seen, forbidden = used(rbac_cluster.audit_log, username)
+    seen, forbidden = used(rbac_cluster.audit_log, identity.username)
     assert not forbidden, f"the chart's RBAC is insufficient: {forbidden[:10]}"
-    rules = granted(docs, account)
+    rules = granted(docs, identity.account)
     unused = sorted(r for r in rules - seen if r not in RARE)
     assert not unused, f"the chart grants rights the operator never used: {unused}"
     assert set(RARE) <= rules, "a documented rare path lost its right"
