@@ -6,7 +6,9 @@ The agent runner runs step attempts in a container made from the Job the operato
 filesystem with an emptyDir at /tmp, its dropped capabilities and the termination-message file
 the kubelet mounts at /dev/termination-log.  What it prints and writes there is checked against
 the runner contract of docs/writing-agents.md.  The operator image starts as the chart's user
-with the chart's securityContext.  A machine where no engine can be had fails these tests.
+with the chart's securityContext.  Each image has installed the operator's wheel and exactly what
+its requirement list pulls in (docs/development.md, Packaging).  A machine where no engine can be
+had fails these tests.
 """
 
 from __future__ import annotations
