@@ -14,14 +14,16 @@ PYTEST_ARGS ?=
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml
+# Two distributions, both editable: the operator with its dev tools, and agentflow-devcluster (the
+# local cluster and `agentflow dev`), which the operator's wheel and images leave out.
+$(VENV)/.installed: pyproject.toml devcluster/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev]' -e ./devcluster
 	touch $@
 
 .PHONY: install
-install: $(VENV)/.installed ## Create .venv with the operator and its dev tools
+install: $(VENV)/.installed ## Create .venv with the operator, its dev tools and the dev cluster
 
 .PHONY: binaries
 binaries: ## Build etcd, kube-apiserver, kube-controller-manager, helm, promtool, kubeconform (cached)
@@ -36,17 +38,17 @@ crds: install ## Regenerate crds/, the chart's CRDs and docs/api.md from the pyd
 	$(PY) -m agentflow.api.crdgen --out crds --chart charts/agentflow/crds --docs docs/api.md
 
 .PHONY: lint
-lint: install ## ruff, mypy --strict and the import-linter layer contract
-	$(VENV)/bin/ruff check operator tests bench
-	$(VENV)/bin/ruff format --check operator tests bench
+lint: install ## ruff, mypy --strict and the import-linter layer contracts
+	$(VENV)/bin/ruff check operator devcluster tests bench
+	$(VENV)/bin/ruff format --check operator devcluster tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy --strict bench
 	$(VENV)/bin/lint-imports
 
 .PHONY: fmt
 fmt: install ## Format and autofix with ruff
-	$(VENV)/bin/ruff format operator tests bench
-	$(VENV)/bin/ruff check --fix operator tests bench
+	$(VENV)/bin/ruff format operator devcluster tests bench
+	$(VENV)/bin/ruff check --fix operator devcluster tests bench
 
 .PHONY: test-unit
 test-unit: install ## Unit tests only (no cluster)
@@ -61,7 +63,7 @@ test: install binaries lint ## Everything: lint, unit, integration (local contro
 
 .PHONY: cluster-up
 cluster-up: install binaries ## Start the local control plane and local node (kubeconfig in .agentflow/)
-	$(PY) -m agentflow.localcluster up
+	$(PY) -m agentflow_devcluster up
 
 .PHONY: cluster-down
 cluster-down: install ## Stop the operator started by `make dev`, the local node and control plane

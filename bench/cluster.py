@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from agentflow.localcluster import LocalCluster, pki
+from agentflow_devcluster import LocalCluster, pki
 from bench.kubeapi import Api, ApiError
 from bench.stats import SampleKey, parse_metrics
 

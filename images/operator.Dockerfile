@@ -13,17 +13,23 @@ ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 # PIP_NO_INDEX and PIP_FIND_LINKS set, for a build that reaches no index.
 ARG BUILDER_IMAGE=${PYTHON_IMAGE}
 
+# The requirement list on its own, for the dependency layer of the builder stage to copy: that
+# layer is then rebuilt when the list changes, not on every edit of pyproject.toml (its version,
+# its tool settings).  The list is the operator's runtime dependencies.
+FROM ${BUILDER_IMAGE} AS requirements
+COPY pyproject.toml /src/
+RUN python3 -c 'import tomllib; print(*tomllib.load(open("/src/pyproject.toml", "rb"))["project"]["dependencies"], sep="\n")' > /requirements.txt
+
 FROM ${BUILDER_IMAGE} AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
-# Dependencies first, so that source changes do not invalidate this layer: the requirements
-# come from pyproject.toml alone, and no source is copied before they are installed.
-COPY pyproject.toml ./
+# Dependencies first, from the list alone: no source is copied before they are installed, so a
+# source change rebuilds only the layers below.
+COPY --from=requirements /requirements.txt /tmp/requirements.txt
 RUN python3 -m venv /opt/agentflow \
- && python3 -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"], sep="\n")' > /tmp/requirements.txt \
  && /opt/agentflow/bin/pip install --requirement /tmp/requirements.txt
 # Then the project itself (its dependencies are in already), and no pip in the runtime image.
-COPY README.md ./
+COPY pyproject.toml README.md ./
 COPY operator/ operator/
 RUN /opt/agentflow/bin/pip wheel --no-deps --wheel-dir /wheels . \
  && /opt/agentflow/bin/pip install --no-deps /wheels/agentflow_operator-*.whl \

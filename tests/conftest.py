@@ -33,7 +33,7 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from agentflow.localcluster import LocalCluster
+from agentflow_devcluster import LocalCluster
 
 REPO = Path(__file__).resolve().parents[1]
 DEV_STATE_DIR = REPO / ".agentflow" / "cluster"
@@ -56,7 +56,7 @@ def _external_kubeconfig() -> Path | None:
 
 
 def _node_available() -> bool:
-    return importlib.util.find_spec("agentflow.localcluster.node") is not None
+    return importlib.util.find_spec("agentflow_devcluster.node") is not None
 
 
 def _with_node(cluster: LocalCluster) -> LocalCluster:

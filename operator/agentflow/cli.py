@@ -2,25 +2,25 @@
 
 ``operator`` runs the operator.  The other commands are for people: ``validate`` and ``graph``
 work offline on files; ``submit``, ``get``, ``describe``, ``logs``, ``retry``, ``rerun``,
-``suspend``, ``resume`` and ``cache`` talk to the cluster of the kubeconfig; ``dev`` brings up a
-local cluster with the operator and runs an example.  Exit codes: 0 success, 1 failure (an
-invalid file, a Failed workflow), 2 timeout, 3 cluster unreachable, 4 workflow not found.
+``suspend``, ``resume`` and ``cache`` talk to the cluster of the kubeconfig.  ``dev`` (a local
+cluster with the operator and an example) comes from the agentflow-devcluster distribution when
+it is installed.  Exit codes: 0 success, 1 failure (an invalid file, a Failed workflow),
+2 timeout, 3 cluster unreachable, 4 workflow not found.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import importlib.metadata
 import logging
 import os
 import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
-from rich.console import Console
 
 from agentflow.console.cluster import (
     EXIT_FAILED,
@@ -30,6 +30,7 @@ from agentflow.console.cluster import (
     Target,
 )
 from agentflow.console.graph import GraphFormat
+from agentflow.console.terminal import console as _console
 
 app = typer.Typer(
     name="agentflow",
@@ -42,21 +43,12 @@ app.add_typer(cache_app, name="cache", no_args_is_help=True)
 
 P = ParamSpec("P")
 R = TypeVar("R")
-# Wide enough that tables and messages stay on one line when the output is not a terminal.
-PIPE_WIDTH = 200
 EXIT_INTERRUPTED = 130
 
 NamespaceOption = Annotated[
     str | None,
     typer.Option("--namespace", "-n", help="Namespace (default: the context's, else default)."),
 ]
-
-
-def _console(stderr: bool = False) -> Console:
-    console = Console(stderr=stderr, highlight=False)
-    if not console.is_terminal:
-        console = Console(stderr=stderr, highlight=False, width=PIPE_WIDTH)
-    return console
 
 
 def _fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
@@ -506,82 +498,14 @@ def cache_purge(
     _console().print(f"deleted {deleted} cache entr{'y' if deleted == 1 else 'ies'}, kept {kept}")
 
 
-# ---- the local development environment ----------------------------------------------------
+# ---- commands of other distributions ---------------------------------------------------
 
-
-@app.command()
-@cli_errors
-def dev(
-    state_dir: Annotated[
-        Path | None,
-        typer.Option(
-            help="Local cluster state (default: $AGENTFLOW_STATE_DIR, .agentflow/cluster)."
-        ),
-    ] = None,
-    exit_when_done: Annotated[
-        bool, typer.Option(help="Exit with the example's result: 0 Succeeded, 1 Failed, 2 timeout.")
-    ] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the example.")] = 600.0,
-    metrics_port: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            max=65535,
-            help="Metrics port of the background operator; fails if taken (default: 8080, "
-            "or a free port, printed, when 8080 is taken).",
-        ),
-    ] = None,
-    restart_operator: Annotated[
-        bool,
-        typer.Option(
-            "--restart-operator",
-            help="Only (re)start the background operator against the running local cluster "
-            "(CRDs applied first), wait until /healthz answers, and return.",
-        ),
-    ] = False,
-    status: Annotated[
-        bool,
-        typer.Option(
-            "--status", help="Show the cluster and the operator (pid, health, metrics URL)."
-        ),
-    ] = False,
-    stop: Annotated[bool, typer.Option("--stop", help="Stop the operator and the cluster.")] = (
-        False
-    ),
-) -> None:
-    """Local cluster + CRDs + operator + the finance-feature example, watched to the end.
-
-    A running cluster is reused, and so is the running operator if its /healthz answers.
-
-    An operator started for another API server, or unhealthy, is restarted (the reason printed).
-    """
-    from agentflow.console import devenv
-    from agentflow.localcluster import default_state_dir
-
-    chosen = [
-        name
-        for name, on in (
-            ("--restart-operator", restart_operator),
-            ("--status", status),
-            ("--stop", stop),
-        )
-        if on
-    ]
-    if len(chosen) > 1:
-        raise ConsoleError(f"{' and '.join(chosen)} do not go together: pick one")
-    if metrics_port is not None and (status or stop):
-        raise ConsoleError(f"--metrics-port does not go with {chosen[0]}")
-    state = state_dir or default_state_dir()
-    out = _console()
-    if stop:
-        devenv.stop_dev(out, state)
-        return
-    if status:
-        raise typer.Exit(devenv.status_dev(out, state))
-    if restart_operator:
-        devenv.restart_operator(out, state, metrics_port)
-        return
-    raise typer.Exit(devenv.run_dev(out, state, exit_when_done, timeout, metrics_port))
+# A distribution installed next to this one adds commands through this entry-point group, each
+# a typer command function: agentflow-devcluster adds `agentflow dev` (the local development
+# environment), which the operator's wheel and images do not carry.
+COMMAND_ENTRY_POINTS = "agentflow.commands"
+for _command in importlib.metadata.entry_points(group=COMMAND_ENTRY_POINTS):
+    app.command(name=_command.name)(cli_errors(_command.load()))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """The Dockerfiles in images/, parsed and checked for structure without a container engine: a
-builder and a runtime stage, the pinned base, dependencies installed before any source is
-copied, the non-root user the chart's securityContext expects, an entrypoint that exists in the
-package, and COPY sources that exist in the build context (the repository root) and that
-.dockerignore keeps.  tests/e2e/test_images.py builds the images and runs them."""
+requirements, a builder and a runtime stage, the pinned base, dependencies installed from their
+list alone before any source is copied, the non-root user the chart's securityContext expects,
+an entrypoint that exists in the package, and COPY sources that exist in the build context (the
+repository root) and that .dockerignore keeps.  tests/e2e/test_images.py builds the images and
+runs them."""
 
 from __future__ import annotations
 
@@ -27,6 +28,11 @@ KEYWORDS = {
 ENTRYPOINTS = {
     "operator.Dockerfile": ["agentflow", "operator"],
     "agent-runner.Dockerfile": ["python", "-m", "agentflow.runner"],
+}
+# The requirement list each image installs, as the requirements stage reads it from pyproject.toml.
+REQUIREMENTS = {
+    "operator.Dockerfile": '["project"]["dependencies"]',
+    "agent-runner.Dockerfile": '["dependency-groups"]["agent-runner"]',
 }
 
 
@@ -104,11 +110,12 @@ def test_multi_stage_build_on_the_pinned_base(dockerfile: tuple[str, Dockerfile]
     # `make images` passes both (hack/containers/images.sh).
     assert df.args_before_from == {"PYTHON_IMAGE": BASE, "BUILDER_IMAGE": "${PYTHON_IMAGE}"}
     assert [(s.base, s.name) for s in df.stages] == [
+        ("${BUILDER_IMAGE}", "requirements"),
         ("${BUILDER_IMAGE}", "builder"),
         ("${PYTHON_IMAGE}", None),
     ]
     assert "sha256:" in df.comments, "the digest pinning note is missing"
-    builder, runtime = df.stages
+    _, builder, runtime = df.stages
     assert any("pip wheel" in run for run in builder.all("RUN"))
     copies = runtime.all("COPY")
     assert copies and all(c.startswith("--from=builder ") for c in copies)
@@ -124,17 +131,24 @@ def test_builds_offline_without_a_frontend_image(dockerfile: tuple[str, Dockerfi
     assert not re.match(r"#\s*syntax\s*=", df.first_line, re.IGNORECASE)
 
 
-def test_dependencies_are_installed_before_the_sources_are_copied(
+def test_dependencies_are_installed_from_their_list_alone_before_the_sources_are_copied(
     dockerfile: tuple[str, Dockerfile],
 ) -> None:
-    """So that a source change rebuilds only the project's layer, not the dependencies'."""
-    _, df = dockerfile
-    builder = df.stages[0]
+    """So that a source change, or any edit of pyproject.toml that leaves the requirement list
+    as it is, rebuilds only the project's layer, not the dependencies'."""
+    name, df = dockerfile
+    requirements, builder, _ = df.stages
+    # The requirements stage turns pyproject.toml into the list, and makes nothing else.
+    steps = [(kw, args) for kw, args in requirements.instructions if kw in ("COPY", "RUN")]
+    assert steps[0] == ("COPY", "pyproject.toml /src/")
+    ((keyword, listing),) = steps[1:]
+    assert keyword == "RUN" and "tomllib" in listing and listing.endswith("> /requirements.txt")
+    assert f"{REQUIREMENTS[name]}, sep=" in listing
+    # The builder copies only that list before it installs the dependencies.
     steps = [(kw, args) for kw, args in builder.instructions if kw in ("COPY", "RUN")]
     (first_copy, deps_run), rest = steps[:2], steps[2:]
-    assert first_copy == ("COPY", "pyproject.toml ./")
-    assert deps_run[0] == "RUN" and "--requirement" in deps_run[1]
-    assert "tomllib" in deps_run[1] and '["dependencies"]' in deps_run[1]
+    assert first_copy == ("COPY", "--from=requirements /requirements.txt /tmp/requirements.txt")
+    assert deps_run == ("RUN", deps_run[1]) and "--requirement /tmp/requirements.txt" in deps_run[1]
     assert ("COPY", "operator/ operator/") in rest
     *_, (keyword, project_run) = rest
     assert keyword == "RUN"
@@ -175,9 +189,11 @@ def test_copy_sources_exist_in_the_build_context(dockerfile: tuple[str, Dockerfi
     name, df = dockerfile
     ignored = _dockerignore()
     sources: list[str] = []
-    for copy in df.stages[0].all("COPY"):
-        *copied, _dest = shlex.split(copy)
-        sources += copied
+    for stage in df.stages[:-1]:
+        for copy in stage.all("COPY"):
+            *copied, _dest = shlex.split(copy)
+            if not copied[0].startswith("--from="):
+                sources += copied
     for source in sources:
         assert not source.startswith("--"), source
         assert (REPO / source).exists(), f"{name}: COPY source {source} is missing"

@@ -6,7 +6,9 @@ The agent runner runs step attempts in a container made from the Job the operato
 filesystem with an emptyDir at /tmp, its dropped capabilities and the termination-message file
 the kubelet mounts at /dev/termination-log.  What it prints and writes there is checked against
 the runner contract of docs/writing-agents.md.  The operator image starts as the chart's user
-with the chart's securityContext.  A machine where no engine can be had fails these tests.
+with the chart's securityContext.  Each image has installed the operator's wheel and exactly what
+its requirement list pulls in (docs/development.md, Packaging).  A machine where no engine can be
+had fails these tests.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 import pytest
 import yaml
+from packaging.utils import canonicalize_name
 
 from agentflow.api.models import DEFAULT_AGENT_IMAGE, AgentTemplate, EnvVar, Provider, StepResult
 from agentflow.engine.types import CreateJob
@@ -31,6 +34,7 @@ from agentflow.report import (
     decode_termination_message,
     report_digest,
 )
+from tests.unit.test_packaging import requirement_closure
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
@@ -297,3 +301,55 @@ def test_the_operator_starts_as_65532_with_the_charts_security_context(images: I
     )
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout.decode().split() == ["imported"]
+
+
+# The distributions an image has installed, their Requires-Dist lines, its marker environment,
+# and which commands of the operator's wheel it has.
+INSTALLED = """
+import importlib.metadata, json, os, platform, shutil, sys
+print(json.dumps({
+    "requires": {d.metadata["Name"]: d.requires or [] for d in importlib.metadata.distributions()},
+    "environment": {
+        "implementation_name": sys.implementation.name,
+        "os_name": os.name,
+        "platform_machine": platform.machine(),
+        "platform_python_implementation": platform.python_implementation(),
+        "platform_system": platform.system(),
+        "python_full_version": platform.python_version(),
+        "python_version": ".".join(platform.python_version_tuple()[:2]),
+        "sys_platform": sys.platform,
+    },
+    "commands": sorted(c for c in ("agentflow", "kubectl-agentflow") if shutil.which(c)),
+}))
+"""
+
+
+@pytest.mark.parametrize("which", ["operator", "runner"])
+def test_the_image_installs_the_operator_wheel_and_only_what_its_program_needs(
+    images: Images, which: str
+) -> None:
+    """The operator image: the operator's runtime dependencies (no dev cluster, no
+    cryptography); the runner image: the agent-runner dependency group alone (no kopf,
+    kubernetes, typer or rich), and no CLI commands, which could not run there."""
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    roots = {
+        "operator": pyproject["project"]["dependencies"],
+        "runner": pyproject["dependency-groups"]["agent-runner"],
+    }[which]
+    result = docker(
+        "run", "--rm", "--network", "none", "--entrypoint", "python", getattr(images, which),
+        "-c", INSTALLED,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()
+    found = json.loads(result.stdout)
+    requires = {canonicalize_name(name): lines for name, lines in found["requires"].items()}
+    expected = {"agentflow-operator"} | requirement_closure(
+        roots, lambda name: requires.get(name, []), found["environment"]
+    )
+    assert set(requires) == expected
+    assert not {"agentflow-devcluster", "cryptography"} & set(requires)
+    if which == "runner":
+        assert not {"kopf", "kubernetes", "typer", "rich", "aiohttp"} & set(requires)
+        assert found["commands"] == []
+    else:
+        assert found["commands"] == ["agentflow", "kubectl-agentflow"]

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
-from agentflow.localcluster import LocalCluster
+from agentflow_devcluster import LocalCluster
 from tests.conftest import Kubectl
 
 REPO = Path(__file__).resolve().parents[2]

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from agentflow.localcluster import LocalCluster
+from agentflow_devcluster import LocalCluster
 from tests.integration.conftest import OperatorProcess, install_crds, kubectl_for, wait_for
 from tests.integration.workflows import (
     REPO,

@@ -22,8 +22,8 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from agentflow.api.models import DEFAULT_AGENT_IMAGE
-from agentflow.localcluster import LocalCluster, LocalClusterError, MissingBinaryError, pki
-from agentflow.localcluster.controlplane import CONTROL_PLANE, group_members
+from agentflow_devcluster import LocalCluster, LocalClusterError, MissingBinaryError, pki
+from agentflow_devcluster.controlplane import CONTROL_PLANE, group_members
 from tests.integration.conftest import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -396,7 +396,7 @@ def test_finished_job_is_deleted_after_its_ttl(api: client.ApiClient, namespace:
 
 def _cli(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "agentflow.localcluster", *args, "--state-dir", str(state_dir)],
+        [sys.executable, "-m", "agentflow_devcluster", *args, "--state-dir", str(state_dir)],
         capture_output=True,
         text=True,
         timeout=180,

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from agentflow.localcluster import LocalCluster
-from agentflow.localcluster.controlplane import group_members
+from agentflow_devcluster import LocalCluster
+from agentflow_devcluster.controlplane import group_members
 from tests.integration.conftest import free_port, wait_for
 
 pytestmark = pytest.mark.integration
@@ -243,7 +243,7 @@ def test_dev_restarts_an_operator_started_for_the_old_api_server(dev: Dev) -> No
     old_pid, old_server = dev.pid(), LocalCluster(dev.state_dir).api_url
     # The cluster alone goes down (as with `make cluster-down`); the operator keeps running.
     down = subprocess.run(
-        [sys.executable, "-m", "agentflow.localcluster", "down", "--state-dir", str(dev.state_dir)],
+        [sys.executable, "-m", "agentflow_devcluster", "down", "--state-dir", str(dev.state_dir)],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -26,7 +26,7 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
 from agentflow.engine.planner import STEP_TIMEOUT_GRACE_SECONDS
-from agentflow.localcluster import LocalCluster
+from agentflow_devcluster import LocalCluster
 from tests.conftest import Kubectl as ClusterKubectl
 from tests.conftest import namespace_name
 from tests.integration.conftest import OperatorProcess, install_crds, wait_for

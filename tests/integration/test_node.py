@@ -29,8 +29,9 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from agentflow.api.models import DEFAULT_AGENT_IMAGE
-from agentflow.localcluster import LocalCluster, pki
-from agentflow.localcluster.node import (
+from agentflow.report import decode_termination_message
+from agentflow_devcluster import LocalCluster, pki
+from agentflow_devcluster.node import (
     ANNOTATION_INSTANT_EXIT_CODE,
     ANNOTATION_INSTANT_MESSAGE,
     DEFAULT_INSTANT_FAILURE_MESSAGE,
@@ -38,7 +39,6 @@ from agentflow.localcluster.node import (
     LABEL_LOCAL_NODE,
     RUNTIME_VERSION,
 )
-from agentflow.report import decode_termination_message
 from tests.integration.conftest import wait_for
 
 T = TypeVar("T")
@@ -178,7 +178,7 @@ class NodeProcess:
         argv = [
             sys.executable,
             "-m",
-            "agentflow.localcluster.node",
+            "agentflow_devcluster.node",
             "--kubeconfig",
             str(self.cluster.kubeconfig),
             "--state-dir",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from agentflow.localcluster import LocalCluster
+from agentflow_devcluster import LocalCluster
 from tests.integration.conftest import OperatorProcess
 from tests.integration.test_faults import (  # noqa: F401 (fixtures are found by name)
     all_finished,

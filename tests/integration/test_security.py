@@ -31,7 +31,7 @@ from kubernetes import client, config
 
 from agentflow.api.models import DEFAULT_AGENT_IMAGE
 from agentflow.engine import WAITING_NAMESPACE_LIMIT
-from agentflow.localcluster import LocalCluster
+from agentflow_devcluster import LocalCluster
 from tests.conftest import Kubectl
 from tests.integration.conftest import (
     OperatorProcess,

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from agentflow.localcluster import LocalCluster
+from agentflow_devcluster import LocalCluster
 from tests.integration.conftest import OperatorProcess, install_crds, kubectl_for, wait_for
 from tests.integration.workflows import REPO, script_agent, workflow
 

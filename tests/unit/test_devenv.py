@@ -23,10 +23,10 @@ import kopf
 import pytest
 from rich.console import Console
 
-from agentflow.console import devenv
 from agentflow.console.cluster import ConsoleError
-from agentflow.localcluster.controlplane import group_members, process_start_ticks
 from agentflow.metrics import MetricsPortInUse, MetricsServer, OperatorMetrics, port_in_use
+from agentflow_devcluster import devenv
+from agentflow_devcluster.controlplane import group_members, process_start_ticks
 
 SERVER = "https://127.0.0.1:6443"
 FAKE_OPERATOR = """

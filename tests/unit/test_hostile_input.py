@@ -47,8 +47,8 @@ from agentflow.controller import resolve_fallback_policy
 from agentflow.engine import resolve_policy, validate_policy, validate_workflow
 from agentflow.engine.types import CreateJob, FallbackPolicy, JobState
 from agentflow.jobspec import RESERVED_ENV_PREFIX, WorkflowRef, build_step_job
-from agentflow.localcluster.images import expand_references
 from agentflow.report import TERMINATION_MESSAGE_LIMIT, decode_termination_message
+from agentflow_devcluster.images import expand_references
 
 from .engine.world import World
 from .test_examples_schema import SCHEMAS, crd_errors

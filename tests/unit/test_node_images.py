@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from agentflow.localcluster.images import (
+from agentflow.report import decode_termination_message
+from agentflow_devcluster.images import (
     ImageNotAvailableError,
     ImageReference,
     container_argv,
@@ -22,7 +23,7 @@ from agentflow.localcluster.images import (
     lookup_image,
     parse_image,
 )
-from agentflow.localcluster.node import (
+from agentflow_devcluster.node import (
     ANNOTATION_INSTANT_EXIT_CODE,
     ANNOTATION_INSTANT_MESSAGE,
     DEFAULT_INSTANT_FAILURE_MESSAGE,
@@ -51,7 +52,6 @@ from agentflow.localcluster.node import (
     render_pod_status,
     termination_message,
 )
-from agentflow.report import decode_termination_message
 
 PY = "/opt/venv/bin/python3"
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

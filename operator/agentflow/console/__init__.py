@@ -6,5 +6,5 @@
 - ``cluster``: the CLI's small, synchronous Kubernetes API client and its errors;
 - ``views``: rich tables and text for Workflows, steps, events and cache entries;
 - ``watch``: the live view of running Workflows;
-- ``devenv``: ``agentflow dev``, the local cluster, operator and example in one command.
+- ``terminal``: the Console every command writes with.
 """

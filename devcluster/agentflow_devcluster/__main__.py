@@ -1,4 +1,4 @@
-"""``python -m agentflow.localcluster up|down|status``: the local cluster from the shell.
+"""``python -m agentflow_devcluster up|down|status``: the local cluster from the shell.
 
 ``up`` starts (or reuses) the control plane and then the local node, and prints the kubeconfig;
 ``down`` stops the node, the controller manager, the apiserver and etcd; ``status`` prints what is
@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from agentflow.localcluster.controlplane import (
+from agentflow_devcluster.controlplane import (
     NODE_NAME,
     LocalCluster,
     LocalClusterError,
@@ -24,7 +24,7 @@ from agentflow.localcluster.controlplane import (
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m agentflow.localcluster",
+        prog="python -m agentflow_devcluster",
         description="Run a local Kubernetes control plane and node on 127.0.0.1.",
     )
     parser.add_argument("command", choices=("up", "down", "status"))

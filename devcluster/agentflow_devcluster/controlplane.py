@@ -2,7 +2,7 @@
 
 The binaries come from ``hack/build-binaries.sh`` (``make binaries``).  Each component runs in its
 own process group with its output in ``<state>/logs/<component>.log``; pids and ports live in
-``<state>/cluster.json`` so that another process (``python -m agentflow.localcluster down``, a
+``<state>/cluster.json`` so that another process (``python -m agentflow_devcluster down``, a
 second test session) can find, reuse or stop the cluster.  Ports are chosen at runtime.
 
 Layout of the state directory::
@@ -10,7 +10,7 @@ Layout of the state directory::
     cluster.json    pids, process start times and ports of the running components
     kubeconfig      admin kubeconfig, context "agentflow-local"
     node.kubeconfig the node's own identity (system:node:agentflow-local), for Node authorization
-    pki/            certificates and keys, see ``agentflow.localcluster.pki``
+    pki/            certificates and keys, see ``agentflow_devcluster.pki``
     etcd/           etcd data (kept across restarts)
     logs/           etcd.log, kube-apiserver.log, kube-controller-manager.log, node.log
 """
@@ -41,7 +41,7 @@ from typing import Any
 
 import yaml
 
-from agentflow.localcluster import pki
+from agentflow_devcluster import pki
 
 ETCD = "etcd"
 APISERVER = "kube-apiserver"
@@ -93,7 +93,7 @@ class MissingBinaryError(LocalClusterError):
 
 def repo_root() -> Path | None:
     """The agentflow checkout this module runs from, if it runs from one (editable install)."""
-    root = Path(__file__).resolve().parents[3]
+    root = Path(__file__).resolve().parents[2]
     if (root / "pyproject.toml").is_file() and (root / "operator" / "agentflow").is_dir():
         return root
     return None
@@ -560,17 +560,17 @@ class LocalCluster:
     # ------------------------------------------------------------------ node
 
     def start_node(self, instant: bool = False, timeout: float = 60.0) -> None:
-        """Start the local node (``agentflow.localcluster.node``) and wait until it is Ready."""
+        """Start the local node (``agentflow_devcluster.node``) and wait until it is Ready."""
         with self._locked():
             if self.node_running():
                 return
-            if importlib.util.find_spec("agentflow.localcluster.node") is None:
-                raise LocalClusterError("agentflow.localcluster.node is not available")
+            if importlib.util.find_spec("agentflow_devcluster.node") is None:
+                raise LocalClusterError("agentflow_devcluster.node is not available")
             self.logs_dir.mkdir(parents=True, exist_ok=True)
             argv = [
                 sys.executable,
                 "-m",
-                "agentflow.localcluster.node",
+                "agentflow_devcluster.node",
                 "--kubeconfig",
                 str(self.kubeconfig),
                 "--state-dir",

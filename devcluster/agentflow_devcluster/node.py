@@ -1,6 +1,6 @@
 """The local node: a kubelet that runs the pods bound to it as host processes.
 
-Run as ``python -m agentflow.localcluster.node --kubeconfig K --state-dir S [--name N]
+Run as ``python -m agentflow_devcluster.node --kubeconfig K --state-dir S [--name N]
 [--instant]``.  It
 
 * registers the Node ``agentflow-local`` (Ready, capacity from the host) and renews its Lease in
@@ -10,7 +10,7 @@ Run as ``python -m agentflow.localcluster.node --kubeconfig K --state-dir S [--n
   ``nodeSelector`` and required node affinity;
 * runs each pod bound to it: init containers one after the other, then the containers side by
   side, each as a process in its own session, with the command line, env and working directory
-  of the container translated for the host (see :mod:`agentflow.localcluster.images`), and
+  of the container translated for the host (see :mod:`agentflow_devcluster.images`), and
   reports pod status the way the kubelet does;
 * serves ``GET /containerLogs/{namespace}/{pod}/{container}`` over HTTPS with client-certificate
   authentication, so ``kubectl logs`` and the ``pods/log`` API work through the API server.
@@ -72,15 +72,15 @@ from typing import Any, TypeVar
 import aiohttp
 from aiohttp import web
 
-from agentflow.localcluster.images import (
+from agentflow_devcluster.images import (
     ImageNotAvailableError,
     container_argv,
     expand_references,
     lookup_image,
 )
-from agentflow.localcluster.pki import CA_CERT, KUBELET_CERT, KUBELET_KEY
+from agentflow_devcluster.pki import CA_CERT, KUBELET_CERT, KUBELET_KEY
 
-log = logging.getLogger("agentflow.localcluster.node")
+log = logging.getLogger("agentflow_devcluster.node")
 
 Obj = dict[str, Any]
 T = TypeVar("T")
@@ -1991,7 +1991,7 @@ def _read_from(path: Path, offset: int) -> bytes:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m agentflow.localcluster.node",
+        prog="python -m agentflow_devcluster.node",
         description="The agentflow local node: runs the pods bound to it as local processes.",
     )
     parser.add_argument("--kubeconfig", type=Path, required=True)

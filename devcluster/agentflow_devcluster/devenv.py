@@ -2,7 +2,7 @@
 
 Everything runs in the background on 127.0.0.1 and is reused when ``dev`` runs again:
 
-- the control plane and the local node (``agentflow.localcluster``), state in ``--state-dir``;
+- the control plane and the local node (``agentflow_devcluster``), state in ``--state-dir``;
 - the operator, ``python -m agentflow.cli operator``, recorded in ``<state>/operator.json``
   (pid, metrics port, the kubeconfig and API server it was started for) with its log in
   ``<state>/logs/operator.log``.  Its metrics port is ``--metrics-port`` when given (a taken
@@ -41,14 +41,14 @@ from agentflow.console.cluster import EXIT_FAILED, Cluster, ConsoleError, Target
 from agentflow.console.documents import load_file
 from agentflow.console.views import is_current, status_of
 from agentflow.console.watch import TERMINAL, watch
-from agentflow.localcluster import LocalCluster, LocalClusterError
-from agentflow.localcluster.controlplane import (
+from agentflow.metrics import port_in_use
+from agentflow_devcluster import LocalCluster, LocalClusterError
+from agentflow_devcluster.controlplane import (
     group_members,
     log_tail,
     process_start_ticks,
     repo_root,
 )
-from agentflow.metrics import port_in_use
 
 EXAMPLE = Path("workflows") / "finance-feature.yaml"
 EXAMPLE_NAMESPACE = "default"
