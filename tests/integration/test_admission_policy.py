@@ -27,7 +27,7 @@ from agentflow.controller import cache_configmap, output_configmap
 from agentflow.engine.names import job_name
 from agentflow.engine.types import CreateJob, JobState, ObservedJob, WriteCache
 from agentflow.jobspec import WorkflowRef, build_step_job
-from agentflow.localcluster import LocalCluster
+from agentflow_devcluster import LocalCluster
 from tests.integration.conftest import kubectl_for, wait_for
 from tests.integration.test_chart_rbac import (
     IDENTITY_KINDS,
