@@ -28,7 +28,7 @@ from agentflow.api.models import (
     ConditionType,
     WorkflowPhase,
 )
-from agentflow.config import OperatorConfig
+from agentflow.config import ConfigError, OperatorConfig, load_config
 from agentflow.controller import Key, Observations, Runtime
 from agentflow.engine.types import LABEL_CACHE, LABEL_WORKFLOW, CacheEntry, JobState
 from agentflow.kube import Kube, load_api_client
@@ -48,8 +48,6 @@ FINALIZER = f"{GROUP}/finalizer"
 FINISHED_PHASES = frozenset({WorkflowPhase.SUCCEEDED.value, WorkflowPhase.FAILED.value})
 # How long a new Workflow's first plan waits for kopf to add the finalizer (see the daemon).
 FINALIZER_WAIT_SECONDS = 2.0
-# How often each cache entry is checked for expiry (decorators are read at import time).
-CACHE_SWEEP_SECONDS = float(os.environ.get("AGENTFLOW_CACHE_SWEEP_SECONDS", "60"))
 
 
 def _runtime(memo: Any) -> Runtime:
@@ -135,16 +133,47 @@ def health(rt: Runtime) -> tuple[bool, str]:
 
 
 @kopf.on.login()
-def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    """In a pod: the service account; elsewhere: $KUBECONFIG, read when the operator starts."""
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    """The configured kubeconfig; else in a pod its service account, else ~/.kube/config.
+
+    kopf logs in after the start-up handler, so the configuration is in the memo by then.
+    """
+    config: OperatorConfig = memo.config
+    if config.kubeconfig is not None:
+        return kubeconfig_login(config.kubeconfig)
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):  # set by the kubelet, not a setting
         return kopf.login_with_service_account(**kwargs)
     return kopf.login_with_kubeconfig(**kwargs)
 
 
+def kubeconfig_login(kubeconfig: str) -> kopf.ConnectionInfo:
+    """kopf's credentials from the same kubeconfig file the operator's own client uses."""
+    client = load_api_client(kubeconfig).configuration
+    header = client.get_api_key_with_prefix("BearerToken") or client.get_api_key_with_prefix(
+        "authorization"
+    )
+    scheme, _, token = (header or "").rpartition(" ")
+    return kopf.ConnectionInfo(
+        server=client.host,
+        ca_path=client.ssl_ca_cert,
+        insecure=not client.verify_ssl,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=client.cert_file,
+        private_key_path=client.key_file,
+    )
+
+
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    config = OperatorConfig.from_env()
+    config: OperatorConfig | None = memo.get("config")
+    if config is None:
+        # `kopf run -m agentflow.main`: no flags, so the environment is the only source.
+        try:
+            config = load_config(os.environ)
+        except ConfigError as e:
+            raise kopf.PermanentError(str(e)) from None
+        memo.config = config
     configure(settings, config)
     metrics = OperatorMetrics()
 
@@ -196,7 +225,7 @@ async def sweep_cache(rt: Runtime) -> None:
     changed since the LIST is judged again next round.
     """
     while True:
-        await asyncio.sleep(CACHE_SWEEP_SECONDS)
+        await asyncio.sleep(rt.config.cache_sweep_interval)
         if not rt.is_leader:
             continue
         try:

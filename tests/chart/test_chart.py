@@ -17,7 +17,7 @@ import yaml
 
 from agentflow.api.models import Workflow
 from agentflow.cli import app
-from agentflow.config import OperatorConfig
+from agentflow.config import load_config
 from tests.chart.chart_tools import (
     CHART,
     HERE,
@@ -263,16 +263,39 @@ def test_the_operator_cli_accepts_the_chart_arguments(config: str) -> None:
         assert params["all_namespaces"] is True
 
 
-@pytest.mark.parametrize("config", CONFIGS)
-def test_the_lease_namespace_is_one_the_operator_watches(
-    config: str, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("allowed", "flag"),
+    [
+        (None, None),  # null: the switch is off, any Secret may be referenced
+        ([], ""),  # an empty list: none may
+        (["llm-*", "github-token"], "llm-*,github-token"),
+    ],
+)
+def test_allowed_secrets_reach_the_operator_as_its_flag(
+    allowed: list[str] | None, flag: str | None, tmp_path: Path
 ) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"agents": {"allowedSecrets": allowed}}))
+    deployment = one(documents(render([values])), "Deployment")
+    [c] = deployment["spec"]["template"]["spec"]["containers"]
+    assert parse_operator_args(c["args"])["allowed_secrets"] == flag
+
+
+@pytest.mark.parametrize("value", ["Upper", "a/b", "a_b"])
+def test_the_schema_refuses_a_secret_pattern_that_is_no_secret_name(value: str) -> None:
+    result = render_result(sets=(f"agents.allowedSecrets[0]={value}",))
+    assert result.returncode != 0
+    assert "allowedSecrets" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_the_lease_namespace_is_one_the_operator_watches(config: str) -> None:
     c = container(config)
     env = {e["name"]: e for e in c["env"]}
     assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
     lease_namespace = env["AGENTFLOW_LEASE_NAMESPACE"]["value"]
-    monkeypatch.setenv("AGENTFLOW_LEASE_NAMESPACE", lease_namespace)
-    assert OperatorConfig.from_env().lease_namespace == lease_namespace
+    config_of_pod = load_config({"AGENTFLOW_LEASE_NAMESPACE": lease_namespace})
+    assert config_of_pod.lease_namespace == lease_namespace
     if "--all-namespaces" in c["args"]:
         assert lease_namespace == "agentflow-system"
     else:
