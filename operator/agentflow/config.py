@@ -50,11 +50,12 @@ class OperatorConfig(BaseModel):
     step_service_account: Name | None = None  # AGENTFLOW_STEP_SERVICE_ACCOUNT
     qps: float = Field(50.0, gt=0)  # AGENTFLOW_API_QPS
     burst: int = Field(100, ge=1)  # AGENTFLOW_API_BURST
-    # The leader Lease, also the watch heartbeat: its name (AGENTFLOW_LEASE_NAME) and its
-    # namespace (AGENTFLOW_LEASE_NAMESPACE), which must be one the operator watches.
+    # The leader Lease: its name (AGENTFLOW_LEASE_NAME), and its namespace, which is always the
+    # operator's own (POD_NAMESPACE): a Lease anywhere else could be written by a tenant.
     lease_name: Name = "agentflow-operator"
     lease_namespace: Name = "default"
     identity: Name = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    # Seconds; the operator's own duration, whatever a Lease's leaseDurationSeconds says.
     lease_duration: float = Field(15.0, gt=0)  # AGENTFLOW_LEASE_DURATION
     renew_interval: float = Field(5.0, gt=0)  # AGENTFLOW_LEASE_RENEW_INTERVAL
     cache_sweep_interval: float = Field(60.0, gt=0)  # AGENTFLOW_CACHE_SWEEP_SECONDS
@@ -97,7 +98,7 @@ VARIABLES: dict[str, str] = {
     "qps": "AGENTFLOW_API_QPS",
     "burst": "AGENTFLOW_API_BURST",
     "lease_name": "AGENTFLOW_LEASE_NAME",
-    "lease_namespace": "AGENTFLOW_LEASE_NAMESPACE",
+    "lease_namespace": "POD_NAMESPACE",
     "lease_duration": "AGENTFLOW_LEASE_DURATION",
     "renew_interval": "AGENTFLOW_LEASE_RENEW_INTERVAL",
     "cache_sweep_interval": "AGENTFLOW_CACHE_SWEEP_SECONDS",

@@ -37,24 +37,56 @@ RARE = {
 Rule = tuple[str, str, str]  # (apiGroup, resource[/subresource], verb)
 
 
-def render_chart() -> list[dict[str, Any]]:
+def render_chart(
+    release: str = "agentflow", namespace: str = RELEASE_NAMESPACE, sets: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
     version = (REPO / "hack" / "controlplane" / "VERSION").read_text().strip()
     out = subprocess.run(
         [
             str(HELM),
             "template",
-            "agentflow",
+            release,
             str(REPO / "charts" / "agentflow"),
             "--namespace",
-            RELEASE_NAMESPACE,
+            namespace,
             "--kube-version",
             version,
+            *(arg for value in sets for arg in ("--set", value)),
         ],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
     return [d for d in yaml.safe_load_all(out) if d]
+
+
+def operator_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    container: dict[str, Any] = deployment["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
+def operator_env(docs: list[dict[str, Any]]) -> dict[str, str]:
+    """The chart's environment of the operator container, as the kubelet would resolve it for
+    a pod in the Deployment's namespace (the pod's name fields are left out)."""
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    env: dict[str, str] = {}
+    for var in operator_container(docs).get("env", []):
+        if "value" in var:
+            env[var["name"]] = var["value"]
+        elif var.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.namespace":
+            env[var["name"]] = deployment["metadata"]["namespace"]
+    return env
+
+
+def watch_args(docs: list[dict[str, Any]]) -> list[str]:
+    """The chart's arguments that choose what the operator watches (the tests pick the rest)."""
+    args = operator_container(docs)["args"]
+    chosen = [a for a in args if a == "--all-namespaces"]
+    for i, arg in enumerate(args):
+        if arg == "--namespace":
+            chosen += [arg, args[i + 1]]
+    return chosen
 
 
 def granted(docs: list[dict[str, Any]], account: str) -> set[Rule]:
@@ -108,13 +140,34 @@ def rbac_cluster() -> Iterator[LocalCluster]:
     cluster.stop()
 
 
-def test_chart_rbac_is_sufficient_and_minimal(rbac_cluster: LocalCluster, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("release", "workload_namespace", "sets"),
+    [
+        ("agentflow", WORKLOAD_NAMESPACE, ()),
+        # Namespaced: Roles in the watched namespace only, the Lease in the release namespace
+        # (which the operator does not watch); its own release name and ServiceAccount keep
+        # its requests apart from the first run's in the audit log.
+        (
+            "agentflow-ns",
+            "rbac-ns-e2e",
+            ("watch.mode=namespaced", "watch.namespaces={rbac-ns-e2e}", "rbac.scope=namespaced"),
+        ),
+    ],
+    ids=["cluster", "namespaced"],
+)
+def test_chart_rbac_is_sufficient_and_minimal(
+    rbac_cluster: LocalCluster,
+    tmp_path: Path,
+    release: str,
+    workload_namespace: str,
+    sets: tuple[str, ...],
+) -> None:
     if not HELM.exists():
         pytest.fail(f"{HELM} is missing: run `make binaries`")
     kubectl = kubectl_for(rbac_cluster.kubeconfig)
 
     install_crds(kubectl)
-    docs = render_chart()
+    docs = render_chart(release, sets=sets)
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
     rbac = [
@@ -123,7 +176,7 @@ def test_chart_rbac_is_sufficient_and_minimal(rbac_cluster: LocalCluster, tmp_pa
         if d["kind"]
         in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
     ]
-    for ns in (RELEASE_NAMESPACE, WORKLOAD_NAMESPACE):
+    for ns in (RELEASE_NAMESPACE, workload_namespace):
         kubectl("create", "namespace", ns)
     result = kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(rbac))
     assert result.returncode == 0, result.stderr
@@ -152,17 +205,17 @@ def test_chart_rbac_is_sufficient_and_minimal(rbac_cluster: LocalCluster, tmp_pa
             }
         )
     )
-    env = {
-        c["name"]: c["value"]
-        for c in deployment["spec"]["template"]["spec"]["containers"][0].get("env", [])
-        if "value" in c
-    }
-    operator = OperatorProcess(kubeconfig=kubeconfig, log_dir=rbac_cluster.logs_dir, env=env)
+    operator = OperatorProcess(
+        kubeconfig=kubeconfig,
+        log_dir=rbac_cluster.logs_dir,
+        env=operator_env(docs),
+        extra_args=watch_args(docs),
+    )
     operator.start()
     try:
         apply(
             kubectl,
-            WORKLOAD_NAMESPACE,
+            workload_namespace,
             [
                 policy(
                     "fallbacks",
@@ -207,7 +260,7 @@ def test_chart_rbac_is_sufficient_and_minimal(rbac_cluster: LocalCluster, tmp_pa
         )
 
         def finished() -> dict[str, Any] | None:
-            wf = get(kubectl, WORKLOAD_NAMESPACE, "workflows.agentflow.dev", "everything")
+            wf = get(kubectl, workload_namespace, "workflows.agentflow.dev", "everything")
             return (
                 wf if (wf or {}).get("status", {}).get("phase") in ("Succeeded", "Failed") else None
             )
@@ -217,13 +270,13 @@ def test_chart_rbac_is_sufficient_and_minimal(rbac_cluster: LocalCluster, tmp_pa
         assert step(wf, "big")["result"]["outputRef"]
         wait_for(
             lambda: (
-                get(kubectl, WORKLOAD_NAMESPACE, "workflows.agentflow.dev", "short-lived") is None
+                get(kubectl, workload_namespace, "workflows.agentflow.dev", "short-lived") is None
             ),
             60,
             what="ttlSecondsAfterFinished to delete the finished workflow",
         )
         policy_status = get(
-            kubectl, WORKLOAD_NAMESPACE, "agentfallbackpolicies.agentflow.dev", "fallbacks"
+            kubectl, workload_namespace, "agentfallbackpolicies.agentflow.dev", "fallbacks"
         )
         assert policy_status and policy_status["status"]["conditions"][0]["type"] == "Ready"
         remaining: list[str] = []
@@ -231,7 +284,7 @@ def test_chart_rbac_is_sufficient_and_minimal(rbac_cluster: LocalCluster, tmp_pa
         def cache_swept() -> bool:
             entries = json.loads(
                 kubectl(
-                    "get", "cm", "-n", WORKLOAD_NAMESPACE, "-l", "agentflow.dev/cache", "-o", "json"
+                    "get", "cm", "-n", workload_namespace, "-l", "agentflow.dev/cache", "-o", "json"
                 ).stdout
             )["items"]
             remaining[:] = [

@@ -45,7 +45,7 @@ def test_every_variable_reaches_its_setting() -> None:
             "AGENTFLOW_API_QPS": "12.5",
             "AGENTFLOW_API_BURST": "20",
             "AGENTFLOW_LEASE_NAME": "my-lease",
-            "AGENTFLOW_LEASE_NAMESPACE": "agentflow-system",
+            "POD_NAMESPACE": "agentflow-system",
             "AGENTFLOW_LEASE_DURATION": "6",
             "AGENTFLOW_LEASE_RENEW_INTERVAL": "2",
             "AGENTFLOW_CACHE_SWEEP_SECONDS": "3",
@@ -77,6 +77,14 @@ def test_every_variable_reaches_its_setting() -> None:
 def test_every_setting_but_the_identity_and_output_limit_has_a_variable() -> None:
     assert set(OperatorConfig.model_fields) - set(VARIABLES) == {"identity", "output_limit_bytes"}
     assert set(OPERATOR_FLAGS) <= set(VARIABLES)
+
+
+def test_the_lease_namespace_is_the_pods_own_and_nothing_else_moves_it() -> None:
+    # AGENTFLOW_LEASE_NAMESPACE was how the chart put the Lease into a watched namespace.
+    config = load_config(
+        {"POD_NAMESPACE": "agentflow-system", "AGENTFLOW_LEASE_NAMESPACE": "team-a"}
+    )
+    assert config.lease_namespace == "agentflow-system"
 
 
 @pytest.mark.parametrize(
