@@ -145,7 +145,9 @@ def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
 
 def kubeconfig_login(kubeconfig: str) -> kopf.ConnectionInfo:
     """kopf's credentials from the same kubeconfig file the operator's own client uses."""
-    client = load_api_client(kubeconfig).configuration
+    api = load_api_client(kubeconfig)
+    api.close()  # only its configuration is needed (certificates are in files it keeps)
+    client = api.configuration
     header = client.get_api_key_with_prefix("BearerToken") or client.get_api_key_with_prefix(
         "authorization"
     )
