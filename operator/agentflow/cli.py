@@ -104,14 +104,25 @@ def operator(
     all_namespaces: Annotated[
         bool, typer.Option("--all-namespaces", "-A", help="Watch every namespace (the default).")
     ] = False,
-    log_format: Annotated[str, typer.Option(help="json or text.")] = "json",
-    metrics_port: Annotated[int, typer.Option(help="Port for /metrics and /healthz.")] = 8080,
-    metrics_host: Annotated[str, typer.Option(help="Address for the metrics server.")] = "0.0.0.0",
+    log_format: Annotated[str | None, typer.Option(help="json (the default) or text.")] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Port for /metrics and /healthz (default 8080).")
+    ] = None,
+    metrics_host: Annotated[
+        str | None, typer.Option(help="Address for the metrics server (default 0.0.0.0).")
+    ] = None,
     metrics_auth: Annotated[
         bool, typer.Option(help="Require a bearer token allowed to GET /metrics.")
     ] = False,
     allowed_images: Annotated[
         str | None, typer.Option(help="Comma-separated agent images steps may use.")
+    ] = None,
+    allowed_secrets: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated names or patterns (fnmatch) of the Secrets agents may "
+            "reference; an empty string allows none."
+        ),
     ] = None,
     max_jobs_per_namespace: Annotated[
         int | None, typer.Option(help="Most step Jobs running at once in one namespace.")
@@ -124,45 +135,74 @@ def operator(
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Run the operator (the same as ``kopf run -m agentflow.main``)."""
+    """Run the operator (the same as ``kopf run -m agentflow.main``).
+
+    Flags take precedence over the environment variables of the same settings
+    (``AGENTFLOW_*``, see docs/runbook.md); a bad value of either ends the command at once.
+    """
     import kopf
 
     from agentflow import main  # noqa: F401  (registers the handlers)
+    from agentflow.config import ConfigError, load_config
     from agentflow.metrics import port_in_use, port_in_use_message
 
+    flags: dict[str, object] = {
+        "namespaces": () if all_namespaces else (tuple(namespace) if namespace else None),
+        "log_format": log_format,
+        "metrics_port": metrics_port,
+        "metrics_host": metrics_host,
+        "metrics_auth": metrics_auth or None,
+        "allowed_images": _split(allowed_images),
+        "allowed_secrets": None if allowed_secrets is None else _split(allowed_secrets),
+        "max_jobs_per_namespace": max_jobs_per_namespace,
+        "step_service_account": step_service_account,
+        "kubeconfig": kubeconfig,
+    }
+    try:
+        config = load_config(os.environ, flags, OPERATOR_FLAGS)
+    except ConfigError as e:
+        raise _fail(str(e)) from None
     # A taken port fails here, at once, rather than after kopf has started (where the metrics
     # server raises the same message as a permanent start-up error).
-    if metrics_port and port_in_use(metrics_host, metrics_port):
-        raise _fail(port_in_use_message(metrics_host, metrics_port))
+    if config.metrics_port and port_in_use(config.metrics_host, config.metrics_port):
+        raise _fail(port_in_use_message(config.metrics_host, config.metrics_port))
 
-    settings = {
-        "AGENTFLOW_NAMESPACES": ",".join(namespace or []) if not all_namespaces else "",
-        "AGENTFLOW_LOG_FORMAT": log_format,
-        "AGENTFLOW_METRICS_PORT": str(metrics_port),
-        "AGENTFLOW_METRICS_HOST": metrics_host,
-        "AGENTFLOW_METRICS_AUTH": "true" if metrics_auth else "",
-        "AGENTFLOW_ALLOWED_IMAGES": allowed_images or "",
-        "AGENTFLOW_MAX_JOBS_PER_NAMESPACE": str(max_jobs_per_namespace or ""),
-        "AGENTFLOW_STEP_SERVICE_ACCOUNT": step_service_account or "",
-    }
-    os.environ.update(settings)
-    if kubeconfig:
-        os.environ["KUBECONFIG"] = kubeconfig
     kopf.configure(
         verbose=verbose,
-        log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.PLAIN,
+        log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.PLAIN,
         log_refkey="object",
     )
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
-    namespaces = [] if all_namespaces else list(namespace or [])
-
     asyncio.run(
         kopf.operator(
-            clusterwide=not namespaces,
-            namespaces=namespaces,
+            clusterwide=not config.namespaces,
+            namespaces=list(config.namespaces),
             standalone=True,
+            memo=kopf.Memo(config=config),
         )
     )
+
+
+# The flag of each setting `agentflow operator` takes on its command line (for error messages).
+OPERATOR_FLAGS = {
+    "namespaces": "--namespace",
+    "log_format": "--log-format",
+    "metrics_port": "--metrics-port",
+    "metrics_host": "--metrics-host",
+    "metrics_auth": "--metrics-auth",
+    "allowed_images": "--allowed-images",
+    "allowed_secrets": "--allowed-secrets",
+    "max_jobs_per_namespace": "--max-jobs-per-namespace",
+    "step_service_account": "--step-service-account",
+    "kubeconfig": "--kubeconfig",
+}
+
+
+def _split(items: str | None) -> list[str] | None:
+    """A comma-separated list of a flag; None when the flag was not given."""
+    if items is None:
+        return None
+    return [item.strip() for item in items.split(",") if item.strip()]
 
 
 # ---- offline: validate and graph ----------------------------------------------------------

@@ -842,7 +842,11 @@ async def _reconcile_once(
         slots = None
         if rt.config.max_jobs_per_namespace is not None:
             slots = max(0, rt.config.max_jobs_per_namespace - obs.active_jobs_in_namespace)
-        limits = Limits(namespace_job_slots=slots, allowed_images=rt.config.allowed_images)
+        limits = Limits(
+            namespace_job_slots=slots,
+            allowed_images=rt.config.allowed_images,
+            allowed_secrets=rt.config.allowed_secrets,
+        )
         plan = engine.plan(workflow, policy, observed, obs.cache, now, limits)
         spec = workflow.spec
         for job_name in stuck:

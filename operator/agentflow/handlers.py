@@ -28,7 +28,7 @@ from agentflow.api.models import (
     ConditionType,
     WorkflowPhase,
 )
-from agentflow.config import OperatorConfig
+from agentflow.config import ConfigError, OperatorConfig, load_config
 from agentflow.controller import Key, Observations, Runtime
 from agentflow.engine.types import LABEL_CACHE, LABEL_WORKFLOW, CacheEntry, JobState
 from agentflow.kube import Kube, load_api_client
@@ -48,8 +48,6 @@ FINALIZER = f"{GROUP}/finalizer"
 FINISHED_PHASES = frozenset({WorkflowPhase.SUCCEEDED.value, WorkflowPhase.FAILED.value})
 # How long a new Workflow's first plan waits for kopf to add the finalizer (see the daemon).
 FINALIZER_WAIT_SECONDS = 2.0
-# How often each cache entry is checked for expiry (decorators are read at import time).
-CACHE_SWEEP_SECONDS = float(os.environ.get("AGENTFLOW_CACHE_SWEEP_SECONDS", "60"))
 
 
 def _runtime(memo: Any) -> Runtime:
@@ -84,7 +82,7 @@ class SlimDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
 
 # The wake-up handlers run on every watch event of a Job, Pod or Workflow; kopf logs each
 # success at INFO, which was about 5% of the operator's CPU (15 lines per step) for no news.
-QUIET_HANDLERS = frozenset({"job_changed", "pod_changed", "workflow_changed", "heartbeat"})
+QUIET_HANDLERS = frozenset({"job_changed", "pod_changed", "workflow_changed"})
 
 
 class QuietWakeups(logging.Filter):
@@ -95,7 +93,7 @@ class QuietWakeups(logging.Filter):
         return not any(f"'{name}' succeeded." in message for name in QUIET_HANDLERS)
 
 
-def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
+def configure(settings: kopf.OperatorSettings) -> None:
     """Explicit kopf settings: our own prefixes, timeouts, and server-side watch filters."""
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
@@ -121,9 +119,6 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     settings.watching.label_selectors["batch", "jobs"] = LABEL_WORKFLOW
     settings.watching.label_selectors["", "pods"] = LABEL_WORKFLOW
     settings.watching.label_selectors["", "configmaps"] = LABEL_CACHE
-    settings.watching.field_selectors["coordination.k8s.io", "leases"] = (
-        f"metadata.name={config.lease_name}"
-    )
 
 
 def health(rt: Runtime) -> tuple[bool, str]:
@@ -135,17 +130,50 @@ def health(rt: Runtime) -> tuple[bool, str]:
 
 
 @kopf.on.login()
-def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    """In a pod: the service account; elsewhere: $KUBECONFIG, read when the operator starts."""
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    """The configured kubeconfig; else in a pod its service account, else ~/.kube/config.
+
+    kopf logs in after the start-up handler, so the configuration is in the memo by then.
+    """
+    config: OperatorConfig = memo.config
+    if config.kubeconfig is not None:
+        return kubeconfig_login(config.kubeconfig)
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):  # set by the kubelet, not a setting
         return kopf.login_with_service_account(**kwargs)
     return kopf.login_with_kubeconfig(**kwargs)
 
 
+def kubeconfig_login(kubeconfig: str) -> kopf.ConnectionInfo:
+    """kopf's credentials from the same kubeconfig file the operator's own client uses."""
+    api = load_api_client(kubeconfig)
+    api.close()  # only its configuration is needed (certificates are in files it keeps)
+    client = api.configuration
+    header = client.get_api_key_with_prefix("BearerToken") or client.get_api_key_with_prefix(
+        "authorization"
+    )
+    scheme, _, token = (header or "").rpartition(" ")
+    return kopf.ConnectionInfo(
+        server=client.host,
+        ca_path=client.ssl_ca_cert,
+        insecure=not client.verify_ssl,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=client.cert_file,
+        private_key_path=client.key_file,
+    )
+
+
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    config = OperatorConfig.from_env()
-    configure(settings, config)
+    config: OperatorConfig | None = memo.get("config")
+    if config is None:
+        # `kopf run -m agentflow.main`: no flags, so the environment is the only source.
+        try:
+            config = load_config(os.environ)
+        except ConfigError as e:
+            raise kopf.PermanentError(str(e)) from None
+        memo.config = config
+    configure(settings)
     metrics = OperatorMetrics()
 
     def count(verb: str, code: int) -> None:
@@ -183,7 +211,37 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.tasks = [
         asyncio.create_task(elector.run(), name="leader-election"),
         asyncio.create_task(sweep_cache(rt), name="cache-sweeper"),
+        asyncio.create_task(watch_heartbeat(rt), name="heartbeat"),
     ]
+
+
+# How long one watch of the Lease lasts before the API server ends it and it is opened again.
+HEARTBEAT_WATCH_SECONDS = 240
+
+
+async def watch_heartbeat(rt: Runtime) -> None:
+    """/healthz's heartbeat: the leader Lease's renewals, as a watch of it delivers them.
+
+    The operator's own watch, not one of kopf's: kopf watches every resource in the same
+    namespaces, and the Lease is in the operator's namespace, which in namespaced mode is not
+    one of them (see agentflow.leader).  So the heartbeat shows that this process still gets
+    watch events from the API server (and runs its event loop); kopf's own streams are kept
+    from hanging silently by their server and client timeouts (see ``configure``).
+    """
+    config = rt.config
+    while True:
+        try:
+            async for _ in rt.kube.watch_lease(
+                config.lease_namespace,
+                config.lease_name,
+                timeout_seconds=HEARTBEAT_WATCH_SECONDS,
+            ):
+                rt.last_heartbeat = time.monotonic()
+                rt.metrics.watch_events.labels(resource="leases").inc()
+                rt.metrics.last_watch_event.set(time.time())
+        except Exception as e:  # reconnect; /healthz turns 503 if this goes on
+            logger.warning("watch of the Lease failed: %s", e)
+            await asyncio.sleep(config.renew_interval)
 
 
 async def sweep_cache(rt: Runtime) -> None:
@@ -196,7 +254,7 @@ async def sweep_cache(rt: Runtime) -> None:
     changed since the LIST is judged again next round.
     """
     while True:
-        await asyncio.sleep(CACHE_SWEEP_SECONDS)
+        await asyncio.sleep(rt.config.cache_sweep_interval)
         if not rt.is_leader:
             continue
         try:
@@ -325,14 +383,6 @@ def workflow_changed(namespace: str | None, name: str, memo: kopf.Memo, **_: Any
     rt = _runtime(memo)
     rt.metrics.watch_events.labels(resource="workflows").inc()
     rt.wake((namespace or "", name))
-
-
-@kopf.on.event("coordination.k8s.io", "v1", "leases")
-def heartbeat(memo: kopf.Memo, **_: Any) -> None:
-    rt = _runtime(memo)
-    rt.last_heartbeat = time.monotonic()
-    rt.metrics.watch_events.labels(resource="leases").inc()
-    rt.metrics.last_watch_event.set(time.time())
 
 
 @kopf.on.event(*POLICIES)

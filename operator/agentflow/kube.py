@@ -9,10 +9,12 @@ cannot flood the API server, and is counted in the metrics by verb and status co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -482,6 +484,84 @@ class Kube:
                 return None
             raise
         return result
+
+    async def watch_lease(
+        self, namespace: str, name: str, *, timeout_seconds: int
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The watch events of one Lease, as they come, until the server ends the watch after
+        ``timeout_seconds`` (or the connection is silent for that long, which raises).
+
+        The stream is read in a daemon thread of its own (a watch holds its connection for
+        minutes, and must neither take a worker of the default executor nor delay the exit).
+        """
+        await self.limiter.acquire()
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[dict[str, Any] | BaseException | None] = asyncio.Queue()
+
+        def put(item: dict[str, Any] | BaseException | None) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening
+                loop.call_soon_threadsafe(events.put_nowait, item)
+
+        def stream() -> None:
+            try:
+                response = self._open_watch(
+                    f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases",
+                    [
+                        ("watch", "true"),
+                        ("fieldSelector", f"metadata.name={name}"),
+                        ("timeoutSeconds", timeout_seconds),
+                    ],
+                    read_timeout=timeout_seconds + 10.0,
+                )
+                try:
+                    for line in response:
+                        if line.strip():
+                            put(json.loads(line))
+                finally:
+                    response.release_conn()
+            except BaseException as e:  # handed to the reader, which raises it
+                put(e)
+            else:
+                put(None)
+
+        threading.Thread(target=stream, name=f"watch-lease-{name}", daemon=True).start()
+        while (item := await events.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            if item.get("type") == "ERROR":
+                status = item.get("object") or {}
+                raise ApiError(int(status.get("code") or 0), "watch error", status)
+            yield item
+
+    def _open_watch(self, path: str, query: list[tuple[str, Any]], read_timeout: float) -> Any:
+        """The unread response of a watch request (a urllib3 response: iterate it for lines)."""
+        client = self.api_client
+        _method, url, headers, _body, _post = client.param_serialize(
+            "GET",
+            path,
+            query_params=query,
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        try:
+            response = client.call_api(
+                "GET", url, header_params=headers, _request_timeout=(10.0, read_timeout)
+            ).response
+        except ApiException as e:
+            if self.count:
+                self.count("watch", e.status or 0)
+            raise ApiError(e.status or 0, e.reason or "error") from None
+        if self.count:
+            self.count("watch", response.status)
+        if response.status >= 400:
+            data = response.read()
+            response.release_conn()
+            try:
+                parsed = json.loads(data) if data else None
+            except ValueError:
+                parsed = None
+            raise ApiError(response.status, "error", parsed if isinstance(parsed, dict) else None)
+        return response
 
     # -- authentication and authorization of callers (metrics) ------------------------------
 

@@ -17,7 +17,7 @@ import yaml
 
 from agentflow.api.models import Workflow
 from agentflow.cli import app
-from agentflow.config import OperatorConfig
+from agentflow.config import load_config
 from tests.chart.chart_tools import (
     CHART,
     HERE,
@@ -263,28 +263,60 @@ def test_the_operator_cli_accepts_the_chart_arguments(config: str) -> None:
         assert params["all_namespaces"] is True
 
 
-@pytest.mark.parametrize("config", CONFIGS)
-def test_the_lease_namespace_is_one_the_operator_watches(
-    config: str, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("allowed", "flag"),
+    [
+        (None, None),  # null: the switch is off, any Secret may be referenced
+        ([], ""),  # an empty list: none may
+        (["llm-*", "github-token"], "llm-*,github-token"),
+    ],
+)
+def test_allowed_secrets_reach_the_operator_as_its_flag(
+    allowed: list[str] | None, flag: str | None, tmp_path: Path
 ) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"agents": {"allowedSecrets": allowed}}))
+    deployment = one(documents(render([values])), "Deployment")
+    [c] = deployment["spec"]["template"]["spec"]["containers"]
+    assert parse_operator_args(c["args"])["allowed_secrets"] == flag
+
+
+@pytest.mark.parametrize("value", ["Upper", "a/b", "a_b"])
+def test_the_schema_refuses_a_secret_pattern_that_is_no_secret_name(value: str) -> None:
+    result = render_result(sets=(f"agents.allowedSecrets[0]={value}",))
+    assert result.returncode != 0
+    assert "allowedSecrets" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_the_lease_is_in_the_release_namespace_in_every_watch_mode(config: str) -> None:
+    """Never in a watched namespace, where a tenant could write it (namespaced mode used to
+    put it into the first watched one)."""
     c = container(config)
     env = {e["name"]: e for e in c["env"]}
     assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
-    lease_namespace = env["AGENTFLOW_LEASE_NAMESPACE"]["value"]
-    monkeypatch.setenv("AGENTFLOW_LEASE_NAMESPACE", lease_namespace)
-    assert OperatorConfig.from_env().lease_namespace == lease_namespace
-    if "--all-namespaces" in c["args"]:
-        assert lease_namespace == "agentflow-system"
-    else:
-        watched = [c["args"][i + 1] for i, a in enumerate(c["args"]) if a == "--namespace"]
-        assert lease_namespace in watched
-    # The operator may write its Lease exactly there.
+    assert "AGENTFLOW_LEASE_NAMESPACE" not in env
+    lease_name = env["AGENTFLOW_LEASE_NAME"]["value"]
+    config_of_pod = load_config(
+        {"POD_NAMESPACE": "agentflow-system", "AGENTFLOW_LEASE_NAME": lease_name}
+    )
+    assert (config_of_pod.lease_namespace, config_of_pod.lease_name) == (
+        "agentflow-system",
+        lease_name,
+    )
+    # The operator may read, renew and watch its Lease exactly there, and by that name.
+    docs = rendered(config)
     roles = [
-        r
-        for r in find(rendered(config), "Role")
-        if any("leases" in rule["resources"] and "update" in rule["verbs"] for rule in r["rules"])
+        r for r in find(docs, "Role") if any("leases" in rule["resources"] for rule in r["rules"])
     ]
-    assert [r["metadata"]["namespace"] for r in roles] == [lease_namespace]
+    assert [r["metadata"]["namespace"] for r in roles] == ["agentflow-system"]
+    [role] = roles
+    by_verbs = {tuple(rule["verbs"]): rule.get("resourceNames") for rule in role["rules"]}
+    assert by_verbs == {("get", "update", "watch"): [lease_name], ("create",): None}
+    # No other role grants anything on Leases (the operator used to read all of them).
+    for other in [*find(docs, "Role"), *find(docs, "ClusterRole")]:
+        if other is not role:
+            assert not any("leases" in rule.get("resources", []) for rule in other["rules"])
 
 
 def test_all_on_passes_pod_settings_through() -> None:
@@ -317,7 +349,6 @@ OPERATOR_RULES = {
     ("", "pods/log"): {"get"},
     ("", "configmaps"): {"list", "watch", "create", "patch", "delete"},
     ("", "events"): {"create"},
-    ("coordination.k8s.io", "leases"): {"get", "list", "watch"},
 }
 
 
@@ -354,7 +385,9 @@ def test_cluster_scope_rbac() -> None:
         {"kind": "ServiceAccount", "name": "agentflow", "namespace": "agentflow-system"}
     ]
     lease = one(docs, "Role", "agentflow-leader-election")
-    assert grants(lease) == {("coordination.k8s.io", "leases"): {"get", "create", "update"}}
+    assert grants(lease) == {
+        ("coordination.k8s.io", "leases"): {"get", "create", "update", "watch"}
+    }
     # Without metrics auth, no token or access reviews.
     names = {r["metadata"]["name"] for r in find(docs, "ClusterRole")}
     assert names == {"agentflow"}

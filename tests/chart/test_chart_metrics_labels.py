@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agentflow.config import OperatorConfig
+from agentflow.config import load_config
 from agentflow.metrics import AGENTS_PER_NAMESPACE
 from tests.chart.chart_tools import documents, one, render, render_result
 
@@ -21,13 +21,10 @@ def _env(sets: tuple[str, ...]) -> dict[str, str]:
     ("sets", "expected"),
     [((), AGENTS_PER_NAMESPACE), (("metrics.agentsPerNamespace=7",), 7)],
 )
-def test_agents_per_namespace_reaches_the_operator(
-    sets: tuple[str, ...], expected: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_agents_per_namespace_reaches_the_operator(sets: tuple[str, ...], expected: int) -> None:
     value = _env(sets)[ENV]
     assert value == str(expected)
-    monkeypatch.setenv(ENV, value)
-    assert OperatorConfig.from_env().metrics_agents_per_namespace == expected
+    assert load_config({ENV: value}).metrics_agents_per_namespace == expected
 
 
 @pytest.mark.parametrize("value", ["0", "1001", "many"])

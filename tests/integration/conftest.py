@@ -169,12 +169,9 @@ def fresh_namespace(kubectl: Callable[..., subprocess.CompletedProcess[str]], na
 
 
 @contextlib.contextmanager
-def operator_of_its_own(
-    prefix: str, log_dir: Path, **options: Any
-) -> Iterator[tuple[LocalCluster, Kubectl, OperatorProcess]]:
-    """A local cluster of its own with the CRDs and one operator started with ``options``
-    (``extra_args``, ``env``): for tests whose operator flags would change what the shared one
-    does.  Everything is stopped and removed afterwards, also when the test failed."""
+def cluster_of_its_own(prefix: str) -> Iterator[tuple[LocalCluster, Kubectl]]:
+    """A local cluster of its own, with the node and the CRDs; stopped and removed afterwards,
+    also when the test failed."""
     state = REPO / ".agentflow" / f"{prefix}-{secrets.token_hex(3)}"
     cluster = LocalCluster(state)
     try:
@@ -182,15 +179,26 @@ def operator_of_its_own(
         cluster.start_node()
         kubectl = Kubectl(cluster.kubeconfig)
         install_crds(kubectl)
+        yield cluster, kubectl
+    finally:
+        cluster.stop()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def operator_of_its_own(
+    prefix: str, log_dir: Path, **options: Any
+) -> Iterator[tuple[LocalCluster, Kubectl, OperatorProcess]]:
+    """A cluster of its own (``cluster_of_its_own``) and one operator started with ``options``
+    (``extra_args``, ``env``): for tests whose operator flags would change what the shared one
+    does.  Everything is stopped and removed afterwards, also when the test failed."""
+    with cluster_of_its_own(prefix) as (cluster, kubectl):
         operator = OperatorProcess(kubeconfig=cluster.kubeconfig, log_dir=log_dir, **options)
         operator.start()
         try:
             yield cluster, kubectl, operator
         finally:
             operator.stop()
-    finally:
-        cluster.stop()
-        shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

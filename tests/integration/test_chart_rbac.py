@@ -63,6 +63,35 @@ def render_chart(*sets: str, release: str = "agentflow") -> list[dict[str, Any]]
     return [d for d in yaml.safe_load_all(out) if d]
 
 
+def operator_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    container: dict[str, Any] = deployment["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
+def operator_env(docs: list[dict[str, Any]]) -> dict[str, str]:
+    """The chart's environment of the operator container, as the kubelet would resolve it for
+    a pod in the Deployment's namespace (the pod's name fields are left out)."""
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    env: dict[str, str] = {}
+    for var in operator_container(docs).get("env", []):
+        if "value" in var:
+            env[var["name"]] = var["value"]
+        elif var.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.namespace":
+            env[var["name"]] = deployment["metadata"]["namespace"]
+    return env
+
+
+def watch_args(docs: list[dict[str, Any]]) -> list[str]:
+    """The chart's arguments that choose what the operator watches (the tests pick the rest)."""
+    args = operator_container(docs)["args"]
+    chosen = [a for a in args if a == "--all-namespaces"]
+    for i, arg in enumerate(args):
+        if arg == "--namespace":
+            chosen += [arg, args[i + 1]]
+    return chosen
+
+
 def granted(docs: list[dict[str, Any]], account: str) -> set[Rule]:
     """Every (group, resource, verb) the chart grants to the operator's ServiceAccount."""
     bound = {
@@ -141,7 +170,7 @@ class ChartIdentity:
         return f"system:serviceaccount:{RELEASE_NAMESPACE}:{self.account}"
 
     def operator(self, cluster: LocalCluster, *extra_args: str) -> OperatorProcess:
-        """The operator as the chart runs it: this identity and the Deployment's plain env."""
+        """The operator as the chart runs it: this identity and the Deployment's env."""
         return OperatorProcess(
             kubeconfig=self.kubeconfig,
             log_dir=cluster.logs_dir,
@@ -192,12 +221,7 @@ def install_chart_identity(
             }
         )
     )
-    env = {
-        c["name"]: c["value"]
-        for c in deployment["spec"]["template"]["spec"]["containers"][0].get("env", [])
-        if "value" in c
-    }
-    return ChartIdentity(account=account, kubeconfig=kubeconfig, env=env)
+    return ChartIdentity(account=account, kubeconfig=kubeconfig, env=operator_env(docs))
 
 
 def run_every_code_path(kubectl: Kubectl, namespace: str = WORKLOAD_NAMESPACE) -> None:
@@ -282,14 +306,37 @@ def run_every_code_path(kubectl: Kubectl, namespace: str = WORKLOAD_NAMESPACE) -
         raise AssertionError(f"{e}; left: {remaining}") from None
 
 
-def test_chart_rbac_is_sufficient_and_minimal(rbac_cluster: LocalCluster, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("release", "workload_namespace", "sets"),
+    [
+        ("agentflow", WORKLOAD_NAMESPACE, ()),
+        # Namespaced: Roles in the watched namespace only, the Lease in the release namespace
+        # (which the operator does not watch); its own release name and ServiceAccount keep
+        # its requests apart from the first run's in the audit log.
+        (
+            "agentflow-ns",
+            "rbac-ns-e2e",
+            ("watch.mode=namespaced", "watch.namespaces={rbac-ns-e2e}", "rbac.scope=namespaced"),
+        ),
+    ],
+    ids=["cluster", "namespaced"],
+)
+def test_chart_rbac_is_sufficient_and_minimal(
+    rbac_cluster: LocalCluster,
+    tmp_path: Path,
+    release: str,
+    workload_namespace: str,
+    sets: tuple[str, ...],
+) -> None:
     kubectl = kubectl_for(rbac_cluster.kubeconfig)
-    docs = render_chart()
-    identity = install_chart_identity(rbac_cluster, docs, tmp_path / "operator.kubeconfig")
-    operator = identity.operator(rbac_cluster)
+    docs = render_chart(*sets, release=release)
+    identity = install_chart_identity(
+        rbac_cluster, docs, tmp_path / "operator.kubeconfig", workload=workload_namespace
+    )
+    operator = identity.operator(rbac_cluster, *watch_args(docs))
     operator.start()
     try:
-        run_every_code_path(kubectl)
+        run_every_code_path(kubectl, workload_namespace)
     finally:
         operator.stop()
 

@@ -20,7 +20,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agentflow.metrics import (
     ALLOWED_LABELS,
+    CACHE_RESULTS,
     OTHER_AGENT,
+    RECONCILE_OUTCOMES,
+    STEP_OUTCOMES,
     MetricsServer,
     OperatorMetrics,
     TooManyRequests,
@@ -109,6 +112,26 @@ def test_every_registered_metric_is_documented_and_every_documented_metric_is_re
         doc_kind, doc_labels = doc[name]
         assert doc_kind == DOC_TYPES[kind], f"{name}: documented as {doc_kind}, is {kind}"
         assert doc_labels == labels, f"{name}: documented labels {doc_labels}, real {labels}"
+
+
+@pytest.mark.parametrize(
+    ("metric", "label", "values"),
+    [
+        ("agentflow_reconcile_duration_seconds", "outcome", RECONCILE_OUTCOMES),
+        ("agentflow_step_attempts_total", "outcome", STEP_OUTCOMES),
+        ("agentflow_cache_requests_total", "result", CACHE_RESULTS),
+    ],
+)
+def test_the_documented_label_values_are_the_ones_the_code_emits(
+    metric: str, label: str, values: tuple[str, ...]
+) -> None:
+    """docs/metrics.md once said success|requeue|error where the code emitted ok|conflict."""
+    [row] = [line for line in DOCS.read_text().splitlines() if line.startswith(f"| `{metric}` |")]
+    meaning = row.strip().strip("|").split("|")[-1]
+    listed = meaning[meaning.index(f"`{label}` is") + len(f"`{label}` is") :]
+    # The values are the backticked words of that sentence, outside the parenthesised notes.
+    listed = re.sub(r"\([^)]*\)", "", listed.split(". ")[0])
+    assert tuple(re.findall(r"`([a-z_]+)`", listed)) == values
 
 
 def test_the_brief_metric_set_is_registered() -> None:

@@ -74,13 +74,15 @@ render fails early with a clear message.
 {{- end }}
 
 {{/*
-Where the operator's Lease lives: the release namespace in cluster mode, else the first watched
-namespace (the operator only sees the Lease, its heartbeat, through its own watches).
+The operator's Lease: in the release namespace in every watch mode, never in a watched namespace
+(whoever may write Leases there could take or hold the leadership).  The operator watches it
+itself, for its heartbeat, so kopf need not watch that namespace.
 */}}
 {{- define "agentflow.leaseNamespace" -}}
-{{- if eq .Values.watch.mode "namespaced" }}
-{{- first .Values.watch.namespaces }}
-{{- else }}
 {{- .Release.Namespace }}
 {{- end }}
+
+{{/* The Lease's name: one per release, so two releases in a namespace never share it. */}}
+{{- define "agentflow.leaseName" -}}
+{{- include "agentflow.fullname" . }}-operator
 {{- end }}

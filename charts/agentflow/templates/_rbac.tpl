@@ -41,11 +41,6 @@ Each rule names the code path that needs it.
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["list", "watch", "create", "patch", "delete"]
-# handlers.heartbeat watches the operator's Lease (field selector on its name) as proof that
-# the watches are alive; RBAC cannot narrow list/watch to one name, so this is read-only on all.
-- apiGroups: ["coordination.k8s.io"]
-  resources: ["leases"]
-  verbs: ["get", "list", "watch"]
 # Step and workflow events: RecordEvent actions, posted through kopf (core/v1 create only).
 - apiGroups: [""]
   resources: ["events"]

@@ -102,7 +102,7 @@ from agentflow.engine.types import (
     RecordEvent,
     WriteCache,
 )
-from agentflow.engine.validation import validate_workflow
+from agentflow.engine.validation import secret_references_not_allowed, validate_workflow
 from agentflow.report import decode_termination_message
 
 LOST_JOB_GRACE_SECONDS = 30
@@ -352,6 +352,11 @@ class _Planner:
         if errors:
             more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
             return "InvalidSpec", f"invalid spec: {errors[0]}{more}", "; ".join(errors)
+        if self.limits.allowed_secrets is not None:
+            refused = secret_references_not_allowed(self.spec, self.limits.allowed_secrets)
+            if refused:
+                more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
+                return "SecretNotAllowed", f"{refused[0]}{more}", "; ".join(refused)
         if self.policy.error:
             return "InvalidFallbackPolicy", self.policy.error, self.policy.error
         undeclared = self._undeclared_fallbacks()

@@ -105,6 +105,8 @@ class Limits:
     namespace_job_slots: int | None = None
     # Images agents may use (None: any image).
     allowed_images: frozenset[str] | None = None
+    # Names or patterns of the Secrets agents may reference (None: any Secret; empty: none).
+    allowed_secrets: tuple[str, ...] | None = None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from agentflow.api.models import WorkflowSpec
+import fnmatch
+from collections.abc import Collection
+
+from agentflow.api.models import EnvVar, WorkflowSpec
 from agentflow.engine.expressions import UNTIL_VARIABLES, WHEN_VARIABLES, check_expression
 from agentflow.engine.graph import Ancestors, find_cycle, step_dependencies
 from agentflow.engine.templating import TemplateError, template_references
@@ -91,4 +94,34 @@ def _not_upstream(
                 f"spec.steps[{index}].{field}: references step {name!r} "
                 "which is not an upstream dependency"
             )
+    return problems
+
+
+def secret_references_not_allowed(spec: WorkflowSpec, allowed: Collection[str]) -> list[str]:
+    """Every Secret reference of ``spec`` whose name matches none of ``allowed``, naming the
+    field and the Secret.
+
+    ``allowed`` holds Secret names or ``fnmatch`` patterns (``llm-*``); an empty collection
+    allows no reference.  Every declared agent's env and every step's ``override.env`` is
+    checked, used or not: a fallback may run any declared agent.
+    """
+    problems: list[str] = []
+
+    def check(field: str, env: list[EnvVar]) -> None:
+        for j, var in enumerate(env):
+            if var.value_from is None:
+                continue
+            name = var.value_from.secret_key_ref.name
+            if not any(fnmatch.fnmatchcase(name, pattern) for pattern in allowed):
+                problems.append(
+                    f"{field}.env[{j}].valueFrom.secretKeyRef.name: Secret {name!r} is not "
+                    f"one the operator allows agents to reference "
+                    f"(allowed: {', '.join(allowed) or 'none'})"
+                )
+
+    for i, agent in enumerate(spec.agents):
+        check(f"spec.agents[{i}]", agent.env)
+    for i, step in enumerate(spec.steps):
+        if step.override is not None:
+            check(f"spec.steps[{i}].override", step.override.env)
     return problems
