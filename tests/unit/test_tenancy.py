@@ -128,7 +128,8 @@ def test_a_job_log_is_read_only_from_that_jobs_own_pod() -> None:
 
 def _pass(api: FakeApi, policy: FallbackPolicy) -> Any:
     """One pass of planning and acting for Workflow ``wf`` (uid OURS), one step ``s``."""
-    wf = workflow([step("s")], name="wf", agents=[AgentTemplate(name="a"), AgentTemplate(name="b")])
+    agents = [AgentTemplate(name="a"), AgentTemplate(name="b")]
+    wf = workflow([step("s")], name="wf", uid=OURS, agents=agents)
     events: list[tuple[str, str, str]] = []
     rt = Runtime(
         kube=api,
@@ -145,7 +146,7 @@ def _pass(api: FakeApi, policy: FallbackPolicy) -> Any:
 
 def test_a_foreign_job_under_the_next_name_fails_that_attempt_in_the_same_pass() -> None:
     api = FakeApi()
-    name = job_name("wf", "s", 1, 1, 1)
+    name = job_name("wf", "s", 1, 1, 1, uid=OURS)
     foreign = api.add("jobs", name, THEIRS)
     result, events = _pass(api, fallback_policy({"agent": "a", "fallback": "b"}))
     s = result.status.step("s")
@@ -163,7 +164,7 @@ def test_a_foreign_job_under_the_next_name_fails_that_attempt_in_the_same_pass()
 
 def test_a_foreign_job_fails_the_step_when_nothing_else_may_run() -> None:
     api = FakeApi()
-    name = job_name("wf", "s", 1, 1, 1)
+    name = job_name("wf", "s", 1, 1, 1, uid=OURS)
     foreign = api.add("jobs", name, None)
     result, _ = _pass(api, FallbackPolicy())
     s = result.status.step("s")

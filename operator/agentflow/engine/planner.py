@@ -714,8 +714,9 @@ class _Planner:
         key: str | None,
     ) -> None:
         fallback = agent_name != step.agent
+        meta = self.workflow.metadata
         name = job_name(
-            self.workflow.metadata.name, step.name, self.status.run, status.iteration, number
+            meta.name, step.name, self.status.run, status.iteration, number, uid=meta.uid or ""
         )
         status.attempts.append(
             Attempt(

@@ -16,7 +16,7 @@ from agentflow.engine.types import (
     ObservedJob,
 )
 
-from .world import T0, World, creates, deletes, events, kinds, report_message, step, workflow
+from .world import T0, UID, World, creates, deletes, events, kinds, report_message, step, workflow
 
 
 def _edit(w: World, *, generation: int | None = None, **annotations: str) -> None:
@@ -47,7 +47,7 @@ def test_spec_change_starts_a_new_run_and_deletes_the_old_runs_jobs() -> None:
     assert started and "spec changed" in started[0].message
     # a is unchanged: cached from run 1; b's prompt changed: a new Job with the new run number.
     assert w.step_status("a").phase is StepPhase.CACHED
-    assert [c.job_name for c in creates(p)] == [job_name("wf", "b", 2, 1, 1)]
+    assert [c.job_name for c in creates(p)] == [job_name("wf", "b", 2, 1, 1, uid=UID)]
 
 
 def test_old_run_results_are_ignored() -> None:
@@ -86,7 +86,7 @@ def test_editing_a_finished_workflow_runs_it_again() -> None:
     assert w.wf.status is not None
     assert w.wf.status.finished_at is None and finished_at is not None
     assert w.wf.status.started_at == w.now
-    assert [c.job_name for c in creates(p)] == [job_name("wf", "a", 2, 1, 1)]
+    assert [c.job_name for c in creates(p)] == [job_name("wf", "a", 2, 1, 1, uid=UID)]
 
 
 def test_rerun_annotation_starts_a_new_run_once_and_reuses_the_cache() -> None:
@@ -135,7 +135,7 @@ def test_retry_annotation_reruns_only_failed_and_unstarted_steps() -> None:
     assert w.step_status("ok").phase is StepPhase.SUCCEEDED
     assert w.step_status("ok").result == ok_result
     assert w.step_status("ok2").phase is StepPhase.SUCCEEDED
-    assert [c.job_name for c in creates(p)] == [job_name("wf", "bad", 2, 1, 1)]
+    assert [c.job_name for c in creates(p)] == [job_name("wf", "bad", 2, 1, 1, uid=UID)]
     w.succeed("bad")
     w.plan()
     w.succeed("after")
