@@ -309,6 +309,8 @@ class Runtime:
     # Step Jobs created by this process and not yet seen by the watch: namespace -> name -> when.
     launched: dict[str, dict[str, float]] = field(default_factory=dict)
     is_leader: bool = True
+    # The time a pass plans at (tests set a fake clock).
+    clock: Callable[[], datetime] = now_utc
 
     def wakeup(self, key: Key) -> asyncio.Event:
         event = self.wakeups.get(key)
@@ -813,7 +815,7 @@ async def _reconcile_once(
 ) -> float | Conflict | None:
     namespace, name = key
     meta = body.get("metadata") or {}
-    now = now_utc()
+    now = rt.clock()
     wf_ref = WorkflowRef(name=name, namespace=namespace, uid=meta.get("uid", ""))
     old_raw: dict[str, Any] = dict(body.get("status") or {})
     old = parse_status(old_raw)
@@ -822,9 +824,7 @@ async def _reconcile_once(
             {"metadata": meta, "spec": body.get("spec") or {}, "status": None}
         )
     except ValidationError as e:
-        error = "; ".join(
-            f"spec.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()[:5]
-        )
+        error = "; ".join(engine.model_error_messages(e)[:5])
         new = invalid_object_status(old, meta.get("generation"), error, now)
         plan = Plan(status=new)
         spec: WorkflowSpec | None = None

@@ -21,7 +21,7 @@ from agentflow.engine.planner import (
 )
 from agentflow.engine.policy import resolve_policy, validate_policy
 from agentflow.engine.templating import PromptContext, TemplateError, render_prompt
-from agentflow.engine.validation import validate_workflow
+from agentflow.engine.validation import field_path, model_error_messages, validate_workflow
 
 __all__ = [
     "CACHE_KEY_VERSION",
@@ -35,7 +35,9 @@ __all__ = [
     "PromptContext",
     "TemplateError",
     "cache_key",
+    "field_path",
     "job_name",
+    "model_error_messages",
     "plan",
     "progress",
     "render_prompt",
