@@ -10,18 +10,18 @@ own counts as success, so no step attempt ever gets two Jobs.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
 from agentflow import engine, report
 from agentflow.api.models import (
+    TERMINAL_WORKFLOW_PHASES,
     AgentFallbackPolicySpec,
     Condition,
     ConditionType,
@@ -33,13 +33,15 @@ from agentflow.api.models import (
     WorkflowSpec,
     WorkflowStatus,
 )
+from agentflow.children import (
+    WorkflowRef,
+    build_step_job,
+    cache_configmap,
+    output_configmap,
+    output_configmap_name,
+)
 from agentflow.config import OperatorConfig
-from agentflow.engine.caching import bounded_result
 from agentflow.engine.types import (
-    LABEL_CACHE,
-    LABEL_OUTPUT,
-    LABEL_STEP,
-    LABEL_WORKFLOW,
     Action,
     CacheEntry,
     CreateJob,
@@ -53,7 +55,6 @@ from agentflow.engine.types import (
     RecordEvent,
     WriteCache,
 )
-from agentflow.jobspec import WorkflowRef, build_step_job
 from agentflow.kube import ApiError, CreateOutcome, Kube, is_refusal, is_too_large
 from agentflow.metrics import OperatorMetrics
 from agentflow.observe import JobSummary, PodSummary, observe, recheck_at
@@ -63,11 +64,6 @@ logger = logging.getLogger("agentflow.controller")
 Key = tuple[str, str]  # (namespace, workflow name)
 EventPoster = Callable[[Mapping[str, Any], str, str, str], None]
 
-CACHE_KEY_ANNOTATION = "agentflow.dev/cache-key"
-CACHE_EXPIRES_ANNOTATION = "agentflow.dev/expires-at"
-CACHE_CREATED_ANNOTATION = "agentflow.dev/created-at"
-CACHE_DATA_KEY = "result.json"
-OUTPUT_DATA_KEY = "report"
 # Reasons of what the API server refused (see ``kube.is_refusal``).
 JOB_REFUSED = "JobRefused"
 OUTPUT_REFUSED = "OutputRefused"
@@ -87,82 +83,6 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
-def cache_configmap_name(key: str) -> str:
-    return "agentflow-cache-" + hashlib.sha256(key.encode()).hexdigest()[:40]
-
-
-def output_configmap_name(job_name: str) -> str:
-    return f"{job_name}-output"
-
-
-def is_cache_configmap(cm: Mapping[str, Any]) -> bool:
-    """Whether ``cm`` is a cache entry the operator wrote, as opposed to any ConfigMap that
-    carries the cache label.
-
-    An entry's name is the one its key annotation gives (:func:`cache_configmap_name`: 40 hex
-    digits of the key's SHA-256), which no ConfigMap made for anything else has by accident;
-    entries of every earlier version have it too.  A label alone is what a user's own
-    ConfigMaps (a kustomize ``commonLabels``, a copy) may carry: the operator neither reads
-    those nor deletes them.  Cache entries belong to no Workflow (they outlive it), so an
-    ownerReference cannot mark them.
-    """
-    meta = cm.get("metadata") or {}
-    key = (meta.get("annotations") or {}).get(CACHE_KEY_ANNOTATION)
-    return isinstance(key, str) and meta.get("name") == cache_configmap_name(key)
-
-
-def _aware(text: str) -> datetime:
-    when = datetime.fromisoformat(text)
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
-
-
-def cache_entry_from_configmap(cm: Mapping[str, Any]) -> CacheEntry | None:
-    """The entry in an operator's cache ConfigMap, its result cut to a fresh result's bounds;
-    None for a ConfigMap that is not one (:func:`is_cache_configmap`) or does not parse."""
-    if not is_cache_configmap(cm):
-        return None
-    meta = cm.get("metadata") or {}
-    annotations = meta.get("annotations") or {}
-    try:
-        result = StepResult.model_validate_json((cm.get("data") or {})[CACHE_DATA_KEY])
-        return CacheEntry(
-            key=annotations[CACHE_KEY_ANNOTATION],
-            result=bounded_result(result),
-            created_at=_aware(annotations[CACHE_CREATED_ANNOTATION]),
-            expires_at=_aware(annotations[CACHE_EXPIRES_ANNOTATION]),
-        )
-    except (KeyError, TypeError, ValueError, ValidationError):
-        return None
-
-
-def cache_configmap_to_sweep(cm: Mapping[str, Any], now: datetime) -> bool:
-    """Whether the expiry sweep deletes ``cm``: an operator's entry that expired or that no
-    longer parses.  Any other ConfigMap carrying the cache label is left alone."""
-    if not is_cache_configmap(cm):
-        return False
-    entry = cache_entry_from_configmap(cm)
-    return entry is None or entry.expires_at <= now
-
-
-def cache_configmap(namespace: str, action: WriteCache, now: datetime) -> dict[str, Any]:
-    expires = now + timedelta(seconds=action.ttl_seconds)
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": cache_configmap_name(action.key),
-            "namespace": namespace,
-            "labels": {LABEL_CACHE: "true", LABEL_STEP: action.step},
-            "annotations": {
-                CACHE_KEY_ANNOTATION: action.key,
-                CACHE_CREATED_ANNOTATION: now.isoformat(),
-                CACHE_EXPIRES_ANNOTATION: expires.isoformat(),
-            },
-        },
-        "data": {CACHE_DATA_KEY: action.result.model_dump_json(by_alias=True, exclude_none=True)},
-    }
-
-
 def refused_output(job: ObservedJob, message: str) -> ObservedJob:
     """``job`` as an attempt that failed (reason ``OutputRefused``, ``message``): its full report
     cannot be kept, since the API server refused the output ConfigMap.
@@ -179,28 +99,6 @@ def refused_output(job: ObservedJob, message: str) -> ObservedJob:
             StepResult(status="failure", summary=message), full_size=0
         ),
     )
-
-
-def output_configmap(wf: WorkflowRef, job: ObservedJob, text: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": output_configmap_name(job.name),
-            "namespace": wf.namespace,
-            "labels": {LABEL_OUTPUT: wf.name, LABEL_WORKFLOW: wf.name, LABEL_STEP: job.step},
-            "ownerReferences": [
-                {
-                    "apiVersion": "agentflow.dev/v1alpha1",
-                    "kind": "Workflow",
-                    "name": wf.name,
-                    "uid": wf.uid,
-                    "controller": True,
-                }
-            ],
-        },
-        "data": {OUTPUT_DATA_KEY: text},
-    }
 
 
 def status_wire(status: WorkflowStatus) -> dict[str, Any]:
@@ -441,7 +339,7 @@ async def store_outputs(
             continue
         if name not in stored:
             try:
-                await rt.kube.create_configmap(output_configmap(wf, job, text))
+                await rt.kube.create_configmap(output_configmap(wf, job.name, job.step, text))
             except ApiError as e:
                 if not is_refusal(e):
                     raise
@@ -732,10 +630,24 @@ def parse_status(raw: Mapping[str, Any] | None) -> WorkflowStatus | None:
         return None
 
 
+@dataclass(frozen=True)
+class PassResult:
+    """What a pass tells the Workflow's daemon."""
+
+    # Seconds until the pass must run again even if nothing changes (backoff, deadlines, TTL,
+    # a grace period of observe()), or None.
+    requeue_after: float | None
+    # Nothing is left to do until the Workflow changes: it is Succeeded or Failed, or gone.
+    finished: bool = False
+
+
+GONE = PassResult(requeue_after=None, finished=True)
+
+
 async def reconcile(
     rt: Runtime, key: Key, body: Mapping[str, Any], gather: Callable[[], Observations]
-) -> float | None:
-    """One pass (retried on write conflicts).  Returns when to be called again, if at all."""
+) -> PassResult:
+    """One pass (retried on write conflicts)."""
     started = time.monotonic()
     outcome = "success"  # the values are metrics.RECONCILE_OUTCOMES
     try:
@@ -754,10 +666,10 @@ async def reconcile(
                 return result
             fresh = result.fresh if result.fresh is not None else await rt.kube.get_workflow(*key)
             if fresh is None:
-                return None
+                return GONE
             current = fresh
         outcome = "requeue"  # still conflicting: called again soon
-        return 1.0
+        return PassResult(requeue_after=1.0)
     except Exception:
         outcome = "error"
         raise
@@ -812,7 +724,7 @@ async def _write_again(
 
 async def _reconcile_once(
     rt: Runtime, key: Key, body: Mapping[str, Any], gather: Callable[[], Observations]
-) -> float | Conflict | None:
+) -> PassResult | Conflict:
     namespace, name = key
     meta = body.get("metadata") or {}
     now = rt.clock()
@@ -872,15 +784,18 @@ async def _reconcile_once(
             rt.post_event(body, "Warning", "StatusTooLarge", new.message or "")
         if written is None:
             again = await _write_again(rt, key, body, patch)
-            if again is None or isinstance(again, Conflict):
+            if again is None:
+                return GONE
+            if isinstance(again, Conflict):
                 return again
             written = again
         rt.written[key] = Written(meta.get("resourceVersion"), written)
         deps = engine.step_dependencies(spec) if spec is not None else {}
         record_metrics(rt, namespace, old, new, plan, observed, now, deps)
     rt.record_phase(key, new.phase.value)
+    requeue = plan.requeue_after
     if recheck is not None:
         # A grace period of observe() ends then, and no watch event may mark it.
         until = (recheck - now).total_seconds()
-        return until if plan.requeue_after is None else min(until, plan.requeue_after)
-    return plan.requeue_after
+        requeue = until if requeue is None else min(until, requeue)
+    return PassResult(requeue_after=requeue, finished=new.phase in TERMINAL_WORKFLOW_PHASES)

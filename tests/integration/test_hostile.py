@@ -31,9 +31,9 @@ from agentflow.api.models import (
     MAX_STEPS,
     Workflow,
 )
+from agentflow.children import WorkflowRef, build_step_job
 from agentflow.engine import resolve_agent
 from agentflow.engine.types import CreateJob
-from agentflow.jobspec import WorkflowRef, build_step_job
 from tests.integration.conftest import OperatorProcess
 from tests.integration.workflows import (
     Kubectl,

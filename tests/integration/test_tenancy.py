@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from agentflow.api.models import Artifact, StepResult, WorkflowSpec
-from agentflow.controller import (
+from agentflow.children import (
     CACHE_CREATED_ANNOTATION,
     CACHE_DATA_KEY,
     CACHE_EXPIRES_ANNOTATION,

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from agentflow import controller
+from agentflow import children, controller
 from agentflow.config import OperatorConfig
-from agentflow.controller import Key, Observations, Runtime
+from agentflow.controller import Key, Observations, PassResult, Runtime
 from agentflow.engine.types import CacheEntry
 from agentflow.metrics import OperatorMetrics
 from tests.support.fake_kube import FakeKube
@@ -69,7 +69,7 @@ class Shell:
             e.key: e
             for cm in self.kube.configmaps.values()
             if cm["metadata"]["namespace"] == namespace
-            and (e := controller.cache_entry_from_configmap(cm)) is not None
+            and (e := children.cache_entry_from_configmap(cm)) is not None
         }
 
         def lookup(cache_key: str) -> CacheEntry | None:
@@ -83,7 +83,7 @@ class Shell:
             active_jobs_in_namespace=sum(j.state == "Active" for j in jobs),
         )
 
-    def reconcile(self, key: Key) -> float | None:
+    def reconcile(self, key: Key) -> PassResult:
         """One pass on what the watch would deliver now: the object as the fake holds it."""
         body = dict(self.body(key))
         return asyncio.run(controller.reconcile(self.rt, key, body, lambda: self.gather(key)))

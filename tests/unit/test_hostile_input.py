@@ -43,10 +43,10 @@ from agentflow.api.models import (
     Workflow,
     WorkflowPhase,
 )
+from agentflow.children import RESERVED_ENV_PREFIX, WorkflowRef, build_step_job
 from agentflow.controller import resolve_fallback_policy
 from agentflow.engine import resolve_policy, validate_policy, validate_workflow
 from agentflow.engine.types import CreateJob, FallbackPolicy, JobState
-from agentflow.jobspec import RESERVED_ENV_PREFIX, WorkflowRef, build_step_job
 from agentflow.localcluster.images import expand_references
 from agentflow.report import TERMINATION_MESSAGE_LIMIT, decode_termination_message
 

@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from agentflow import controller
+from agentflow import children, controller
 from agentflow.api.models import StepResult
+from agentflow.children import WorkflowRef
 from agentflow.config import OperatorConfig
 from agentflow.controller import Observations, Runtime
 from agentflow.engine.types import JobState, ObservedJob, WriteCache
-from agentflow.jobspec import WorkflowRef
 from agentflow.kube import ApiError, is_refusal, utf8_prefix
 from agentflow.metrics import OperatorMetrics
 
@@ -219,7 +219,7 @@ def test_a_refused_cache_entry_is_reported_and_the_pass_goes_on() -> None:
     asyncio.run(controller.execute(rt, {}, wf, [write, after], NOW, {}))
     [(type_, reason, message), later] = events
     assert (type_, reason) == ("Warning", "CacheWriteRefused")
-    name = controller.cache_configmap_name("sha256:k")
+    name = children.cache_configmap_name("sha256:k")
     assert message == (
         f"step s: the API server refused cache ConfigMap {name}: "
         "422: metadata.labels: Invalid value; the result is not cached"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from agentflow.api.models import WORKFLOW_NAME_MESSAGE
+from agentflow.controller import PassResult
 from tests.support.shell import Clock, Shell
 from tests.unit.engine.world import T0
 
@@ -21,7 +22,7 @@ def script_spec(*steps: dict[str, Any]) -> dict[str, Any]:
 def test_a_name_too_long_fails_the_workflow_naming_metadata_name_not_spec() -> None:
     shell = Shell(Clock(T0))
     key = shell.submit("w" * 64, script_spec({"name": "s", "agent": "a"}))
-    assert shell.reconcile(key) is None
+    assert shell.reconcile(key) == PassResult(requeue_after=None, finished=True)
     status = shell.status(key)
     assert status["phase"] == "Failed"
     assert status["message"] == f"invalid spec: {WORKFLOW_NAME_MESSAGE}"

@@ -11,6 +11,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from agentflow.api.models import AgentTemplate, StepPhase
+from agentflow.children import WorkflowRef
 from agentflow.config import OperatorConfig
 from agentflow.controller import (
     JOB_CONFLICT,
@@ -21,7 +22,6 @@ from agentflow.controller import (
 )
 from agentflow.engine import job_name, plan
 from agentflow.engine.types import FallbackPolicy, Limits, no_cache
-from agentflow.jobspec import WorkflowRef
 from agentflow.kube import ApiError, Kube
 from agentflow.metrics import OperatorMetrics
 from tests.unit.engine.world import T0, fallback_policy, step, workflow
