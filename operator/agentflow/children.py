@@ -12,7 +12,7 @@ and the context reach the agent as environment variables: data, never a shell co
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -205,6 +205,42 @@ def build_step_job(
         },
         "spec": job_spec,
     }
+
+
+def owned_by(meta: Mapping[str, Any], uid: str) -> bool:
+    """Whether ``meta`` (an object's metadata) has an ownerReference to the object ``uid``."""
+    return bool(uid) and any(o.get("uid") == uid for o in meta.get("ownerReferences") or [])
+
+
+# The label the Job controller puts on a Job's pods.
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+
+
+def job_pods_selector(job_name: str) -> str:
+    return f"{JOB_NAME_LABEL}={job_name}"
+
+
+def job_log_pod(pods: Sequence[Mapping[str, Any]], job_uid: str | None) -> str | None:
+    """The name of the pod whose log is the Job's, among the pods carrying its name's label.
+
+    The pod must be the Job's by its ownerReference (the Job's ``uid``), not only by the label:
+    a pod left from another Job of the same name is not this one's.  With ``backoffLimit: 0``
+    a Job has one pod; should there be more, the newest is the one that ran last.  Without a
+    uid (the Job itself is gone) any pod under the label counts.
+    """
+    owned = [
+        p
+        for p in pods
+        if job_uid is None
+        or any(
+            o.get("uid") == job_uid for o in (p.get("metadata") or {}).get("ownerReferences") or []
+        )
+    ]
+    if not owned:
+        return None
+    newest = max(owned, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "")
+    name: str = newest["metadata"]["name"]
+    return name
 
 
 # ---- output ConfigMaps: full reports --------------------------------------------------

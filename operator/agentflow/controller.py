@@ -101,10 +101,6 @@ def refused_output(job: ObservedJob, message: str) -> ObservedJob:
     )
 
 
-def status_wire(status: WorkflowStatus) -> dict[str, Any]:
-    return status.model_dump(by_alias=True, exclude_none=True, mode="json")
-
-
 def merge_patch_status(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
     """A merge patch that turns ``old`` into ``new`` (keys that disappeared become null)."""
     patch: dict[str, Any] = dict(new)
@@ -452,15 +448,9 @@ def conflicting_job(action: CreateJob, reason: str, message: str, now: datetime)
     The planner then retries or falls back as after any failure; the next attempt has another
     name (the attempt number is part of it).  The Job under the name is left alone.
     """
-    return ObservedJob(
-        name=action.job_name,
-        step=action.step,
-        run=action.run,
-        iteration=action.iteration,
-        attempt=action.attempt,
-        agent=action.agent.name,
-        state=JobState.FAILED,
-        started_at=now,
+    return action.observed(
+        JobState.FAILED,
+        now,
         finished_at=now,
         reason=reason,
         termination_message=report.encode_termination_message(
@@ -765,7 +755,7 @@ async def _reconcile_once(
         plan = await act(rt, body, wf_ref, plan, planning)
         new = plan.status
 
-    new_raw = status_wire(new)
+    new_raw = new.wire()
     if new_raw != old_raw:
         patch = merge_patch_status(old_raw, new_raw)
         try:
@@ -778,7 +768,7 @@ async def _reconcile_once(
             # Spec plus status no longer fit in etcd: say so in a status that does, rather
             # than retry a write that can never succeed.
             new = status_too_large(new, str(e), meta.get("generation"), now)
-            new_raw = status_wire(new)
+            new_raw = new.wire()
             patch = merge_patch_status(old_raw, new_raw)
             written = await rt.kube.patch_workflow_status(namespace, name, patch, None)
             rt.post_event(body, "Warning", "StatusTooLarge", new.message or "")

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from agentflow.kube import ApiError, CreateOutcome, CreateResult, Kube, owned_by, utf8_prefix
+from agentflow.children import owned_by
+from agentflow.kube import ApiError, CreateOutcome, CreateResult, Kube, utf8_prefix
 from agentflow.observe import JobSummary, PodSummary, summarize_job, summarize_pod
 
 Key = tuple[str, str]

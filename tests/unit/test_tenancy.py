@@ -11,7 +11,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from agentflow.api.models import AgentTemplate, StepPhase
-from agentflow.children import WorkflowRef
+from agentflow.children import WorkflowRef, job_log_pod
 from agentflow.config import OperatorConfig
 from agentflow.controller import (
     JOB_CONFLICT,
@@ -172,3 +172,18 @@ def test_a_foreign_job_fails_the_step_when_nothing_else_may_run() -> None:
     assert [(a.outcome, a.reason) for a in s.attempts] == [("Failed", JOB_CONFLICT)]
     assert result.status.phase == "Failed"
     assert api.objects[f"jobs/{name}"] is foreign and api.deletes() == []
+
+
+def test_the_log_read_is_the_newest_pod_the_job_owns() -> None:
+    def pod(name: str, owner: str, created: str) -> dict[str, Any]:
+        owners = [{"kind": "Job", "uid": owner, "controller": True}]
+        return {"metadata": {"name": name, "ownerReferences": owners, "creationTimestamp": created}}
+
+    pods = [
+        pod("b", "job-1", "2026-01-01T00:00:02Z"),
+        pod("c", "job-2", "2026-01-01T00:00:09Z"),  # another Job under the same name: not ours
+        pod("a", "job-1", "2026-01-01T00:00:01Z"),
+    ]
+    assert job_log_pod(pods, "job-1") == "b"
+    assert job_log_pod(pods, "job-3") is None
+    assert job_log_pod(pods, None) == "c"  # the Job is gone: any pod under its name

@@ -95,25 +95,12 @@ def _undeclared_fallbacks(workflow: Workflow, policy: AgentFallbackPolicy) -> li
     """Fallback agents the policy would run for this Workflow that it does not declare."""
     resolved = engine.resolve_policy(policy.spec, policy.metadata.name)
     declared = {a.name for a in workflow.spec.agents}
-    problems: list[str] = []
-    for agent in dict.fromkeys(s.agent for s in workflow.spec.steps):
-        visited = {agent}
-        current = agent
-        while True:
-            fallback = resolved.rule_for(current).fallback
-            if fallback is None or fallback in visited:
-                break
-            if fallback not in declared:
-                problem = (
-                    f"spec.agents: fallback agent {fallback!r} of agent {current!r} "
-                    f"(AgentFallbackPolicy/{policy.metadata.name}) is not declared"
-                )
-                if problem not in problems:
-                    problems.append(problem)
-                break
-            visited.add(fallback)
-            current = fallback
-    return problems
+    steps = (s.agent for s in workflow.spec.steps)
+    return [
+        f"spec.agents: fallback agent {fallback!r} of agent {agent!r} "
+        f"(AgentFallbackPolicy/{policy.metadata.name}) is not declared"
+        for fallback, agent in engine.undeclared_fallbacks(resolved, steps, declared)
+    ]
 
 
 def _cross_document(report: Report, require_policy_refs: bool) -> dict[int, list[str]]:

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -83,6 +82,7 @@ from agentflow.engine.expressions import (
 )
 from agentflow.engine.graph import Ancestors, step_dependencies, topological_order
 from agentflow.engine.names import job_name
+from agentflow.engine.policy import undeclared_fallbacks
 from agentflow.engine.templating import PromptContext, TemplateError, render_prompt
 from agentflow.engine.templating import template_references as _template_references
 from agentflow.engine.types import (
@@ -133,22 +133,21 @@ def plan(
 
 _VALIDATED: OrderedDict[str, list[str]] = OrderedDict()
 _VALIDATED_MAX = 512
-_VALIDATED_LOCK = threading.Lock()  # kopf may run planning in worker threads
+# Planning runs on the operator's event loop (and in the CLI), one pass at a time, never in
+# worker threads: the memo needs no lock.
 
 
 def _validate(spec: WorkflowSpec) -> list[str]:
     """validate_workflow, remembered by the spec's content (every pass re-checks the spec)."""
     key = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
-    with _VALIDATED_LOCK:
-        errors = _VALIDATED.get(key)
-        if errors is not None:
-            _VALIDATED.move_to_end(key)
-            return list(errors)
+    errors = _VALIDATED.get(key)
+    if errors is not None:
+        _VALIDATED.move_to_end(key)
+        return list(errors)
     errors = validate_workflow(spec)
-    with _VALIDATED_LOCK:
-        _VALIDATED[key] = errors
-        while len(_VALIDATED) > _VALIDATED_MAX:
-            _VALIDATED.popitem(last=False)
+    _VALIDATED[key] = errors
+    while len(_VALIDATED) > _VALIDATED_MAX:
+        _VALIDATED.popitem(last=False)
     return list(errors)
 
 
@@ -360,25 +359,11 @@ class _Planner:
         return None
 
     def _undeclared_fallbacks(self) -> list[str]:
-        problems: list[str] = []
-        for agent in dict.fromkeys(s.agent for s in self.spec.steps):
-            visited = {agent}
-            current = agent
-            while True:
-                fallback = self.policy.rule_for(current).fallback
-                if fallback is None or fallback in visited:
-                    break
-                if fallback not in self.agent_names:
-                    message = (
-                        f"fallback agent {fallback!r} of agent {current!r} "
-                        "is not declared in spec.agents"
-                    )
-                    if message not in problems:
-                        problems.append(message)
-                    break
-                visited.add(fallback)
-                current = fallback
-        return problems
+        steps = (s.agent for s in self.spec.steps)
+        return [
+            f"fallback agent {fallback!r} of agent {agent!r} is not declared in spec.agents"
+            for fallback, agent in undeclared_fallbacks(self.policy, steps, self.agent_names)
+        ]
 
     # -- observing Jobs ---------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from agentflow.api.models import AgentTemplate, StepResult, WorkflowStatus
 
@@ -124,6 +125,21 @@ class CreateJob:
     prompt: str  # rendered; passed to the container as data, never through a shell
     cache_key: str | None
     timeout_seconds: int | None
+
+    def observed(self, state: JobState, at: datetime, **outcome: Any) -> ObservedJob:
+        """The Job this action creates, as observed at ``at`` in ``state`` (with ``outcome``:
+        ``finished_at``, ``reason``, ``termination_message``...)."""
+        return ObservedJob(
+            name=self.job_name,
+            step=self.step,
+            run=self.run,
+            iteration=self.iteration,
+            attempt=self.attempt,
+            agent=self.agent.name,
+            state=state,
+            started_at=at,
+            **outcome,
+        )
 
 
 @dataclass(frozen=True)

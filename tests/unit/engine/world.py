@@ -155,16 +155,7 @@ class World:
             if isinstance(action, CreateJob):
                 assert action.job_name not in self.jobs, f"duplicate Job {action.job_name}"
                 self.created.append(action.job_name)
-                self.jobs[action.job_name] = ObservedJob(
-                    name=action.job_name,
-                    step=action.step,
-                    run=action.run,
-                    iteration=action.iteration,
-                    attempt=action.attempt,
-                    agent=action.agent.name,
-                    state=JobState.ACTIVE,
-                    started_at=self.now,
-                )
+                self.jobs[action.job_name] = action.observed(JobState.ACTIVE, self.now)
             elif isinstance(action, DeleteJob):
                 self.jobs.pop(action.job_name, None)
             elif isinstance(action, WriteCache):
