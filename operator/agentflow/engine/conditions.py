@@ -56,10 +56,18 @@ def set_condition(
     return result
 
 
+def finished(step: StepStatus) -> bool:
+    """Whether ``step`` counts as finished in the progress: it is over, and not a step that
+    failed before it ran a Job (at its ``when``, its prompt or its agent), which a reader of
+    ``2/2`` would take for done."""
+    if step.phase is StepPhase.FAILED:
+        return bool(step.attempts)
+    return step.phase in TERMINAL_STEP_PHASES
+
+
 def progress(steps: Sequence[StepStatus]) -> str:
-    """``<terminal steps>/<total>``, e.g. ``3/5``."""
-    done = sum(1 for s in steps if s.phase in TERMINAL_STEP_PHASES)
-    return f"{done}/{len(steps)}"
+    """``<finished steps>/<total>``, e.g. ``3/5`` (see :func:`finished`)."""
+    return f"{sum(finished(s) for s in steps)}/{len(steps)}"
 
 
 _COUNT_ORDER = ("Succeeded", "Fallback", "Cached", "Skipped", "Failed", "Running", "Pending")

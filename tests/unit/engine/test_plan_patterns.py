@@ -272,3 +272,16 @@ def test_when_that_fails_to_evaluate_fails_the_step_and_the_workflow() -> None:
     assert b.message is not None and b.message.startswith("spec.steps[1].when: evaluation failed")
     assert creates(p) == []
     assert w.phase == "Failed"
+    # b never ran: the progress counts a of the two, as a reader takes 2/2 for all done.
+    assert w.wf.status is not None and w.wf.status.progress == "1/2"
+
+
+def test_progress_counts_a_step_that_failed_after_running_its_job() -> None:
+    w = World(workflow([step("a"), step("b")]))
+    w.plan()
+    w.succeed("a")
+    w.plan()
+    w.fail("b")
+    w.plan()
+    assert w.phase == "Failed"
+    assert w.wf.status is not None and w.wf.status.progress == "2/2"
