@@ -735,7 +735,7 @@ async def _reconcile_once(
     else:
         workflow = workflow.model_copy(update={"status": old})
         obs = gather()
-        observed, stuck = observe(obs.jobs, obs.pods, now)
+        observed = observe(obs.jobs, obs.pods, now)
         recheck = recheck_at(obs.jobs, obs.pods, now)
         uids = {job.name: job.uid for job in obs.jobs}
         observed = await store_outputs(rt, wf_ref, old, observed, uids)
@@ -747,10 +747,6 @@ async def _reconcile_once(
         limits = Limits(namespace_job_slots=slots, allowed_images=rt.config.allowed_images)
         plan = engine.plan(workflow, policy, observed, obs.cache, now, limits)
         spec = workflow.spec
-        for job_name in stuck:
-            await rt.kube.delete_job(
-                namespace, job_name, owner_uid=wf_ref.uid, uid=uids.get(job_name)
-            )
         planning = Planning(workflow, policy, observed, obs, limits, now)
         plan = await act(rt, body, wf_ref, plan, planning)
         new = plan.status

@@ -231,6 +231,7 @@ class _Planner:
 
     def plan(self) -> Plan:
         status = self.status
+        self._delete_stuck()
         if status.run == 0:
             self._new_run(keep=False, why=None)
         else:
@@ -274,6 +275,12 @@ class _Planner:
         if name not in self.deleted:
             self.deleted.add(name)
             self.actions.append(DeleteJob(job_name=name, reason=reason))
+
+    def _delete_stuck(self) -> None:
+        """Every pass while it is seen: a stuck Job holds its namespace's Job slot until then."""
+        for job in self.jobs:
+            if job.stuck:
+                self._delete(job.name, f"its pod cannot start ({job.reason})")
 
     def _wake(self, when: datetime) -> None:
         self.wakeups.append(when)

@@ -54,6 +54,9 @@ class ObservedJob:
     termination_message: str | None = None
     # Name of the ConfigMap holding the full report, once the operator has stored it.
     output_ref: str | None = None
+    # Its pod will never start (an image or config error, see agentflow.observe): the Job is
+    # reported failed but is still there, and the plan deletes it.
+    stuck: bool = False
 
 
 @dataclass(frozen=True)

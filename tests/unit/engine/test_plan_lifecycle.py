@@ -424,3 +424,20 @@ def test_a_real_spec_change_still_starts_a_new_run() -> None:
     w.wf = w.wf.model_copy(update={"metadata": meta, "spec": spec})
     w.plan()
     assert w.wf.status is not None and w.wf.status.run == 2
+
+
+def test_a_stuck_job_fails_its_attempt_and_is_deleted_on_every_pass_it_is_seen() -> None:
+    w = World(workflow([step("s")]))
+    w.plan()
+    job = w.job_of("s")
+    stuck = replace(job, state=JobState.FAILED, reason="ErrImagePull", stuck=True)
+    w.jobs[job.name] = stuck
+    p = w.plan()
+    assert [(d.job_name, d.reason) for d in deletes(p)] == [
+        (job.name, "its pod cannot start (ErrImagePull)")
+    ]
+    [attempt] = w.step_status("s").attempts
+    assert (attempt.outcome, attempt.reason) == ("Failed", "ErrImagePull")
+    # The delete did not get through: the Job is seen again, after the attempt is settled.
+    w.jobs[job.name] = stuck
+    assert [d.job_name for d in deletes(w.plan())] == [job.name]
