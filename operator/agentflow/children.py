@@ -11,7 +11,6 @@ and the context reach the agent as environment variables: data, never a shell co
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,6 +20,7 @@ from pydantic import ValidationError
 
 from agentflow.api.models import API_VERSION, DEFAULT_AGENT_IMAGE, EnvVar, Provider, StepResult
 from agentflow.engine.caching import bounded_result
+from agentflow.engine.names import cache_configmap_name, output_configmap_name
 from agentflow.engine.types import (
     ANNOTATION_RERUN,
     ANNOTATION_RETRY,
@@ -50,6 +50,8 @@ __all__ = [
     "LABEL_RUN",
     "LABEL_STEP",
     "LABEL_WORKFLOW",
+    "cache_configmap_name",
+    "output_configmap_name",
 ]
 
 CONTAINER_NAME = "agent"
@@ -248,10 +250,6 @@ def job_log_pod(pods: Sequence[Mapping[str, Any]], job_uid: str | None) -> str |
 OUTPUT_DATA_KEY = "report"
 
 
-def output_configmap_name(job_name: str) -> str:
-    return f"{job_name}-output"
-
-
 def output_configmap(wf: WorkflowRef, job_name: str, step: str, text: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
@@ -272,10 +270,6 @@ CACHE_KEY_ANNOTATION = "agentflow.dev/cache-key"
 CACHE_EXPIRES_ANNOTATION = "agentflow.dev/expires-at"
 CACHE_CREATED_ANNOTATION = "agentflow.dev/created-at"
 CACHE_DATA_KEY = "result.json"
-
-
-def cache_configmap_name(key: str) -> str:
-    return "agentflow-cache-" + hashlib.sha256(key.encode()).hexdigest()[:40]
 
 
 def is_cache_configmap(cm: Mapping[str, Any]) -> bool:

@@ -53,6 +53,7 @@ from agentflow.engine.types import (
     ObservedJob,
     Plan,
     RecordEvent,
+    StoreOutput,
     WriteCache,
 )
 from agentflow.kube import ApiError, CreateOutcome, Kube, is_refusal, is_too_large
@@ -95,6 +96,7 @@ def refused_output(job: ObservedJob, message: str) -> ObservedJob:
         job,
         state=JobState.FAILED,
         reason=OUTPUT_REFUSED,
+        log_report=None,
         termination_message=report.encode_termination_message(
             StepResult(status="failure", summary=message), full_size=0
         ),
@@ -294,21 +296,25 @@ def resolve_fallback_policy(
     return engine.resolve_policy(spec, name)
 
 
-async def store_outputs(
+async def read_full_reports(
     rt: Runtime,
     wf: WorkflowRef,
     status: WorkflowStatus | None,
     jobs: list[ObservedJob],
     uids: Mapping[str, str],
 ) -> list[ObservedJob]:
-    """Store the full report of steps whose termination message could not carry it.
+    """``jobs``, each succeeded one whose termination message could not carry its report with
+    the full report read from its pod log (``log_report``), for the plan to store
+    (``StoreOutput``) and refer to.
 
     That is a report the runner marked truncated, or an agent image that printed its report
-    and wrote no termination message at all: its report is read from the pod log, parsed here,
-    and kept in an output ConfigMap.  Attempts already settled in the status are left alone,
-    so a log is read once per attempt.  ``uids`` holds the uid of each of the Workflow's Jobs
-    by name: the log read is that Job's pod's.
+    and wrote no termination message at all.  Attempts already settled in the status are left
+    alone, so a log is read once per attempt; a report this process stored already is only
+    referred to (``output_ref``), and read again only if it is the result itself (no
+    termination message).  ``uids`` holds the uid of each of the Workflow's Jobs by name: the
+    log read is that Job's pod's.
     """
+    stored = rt.outputs_stored.get((wf.namespace, wf.name), set())
     result: list[ObservedJob] = []
     for job in jobs:
         step = status.step(job.step) if status else None
@@ -318,38 +324,44 @@ async def store_outputs(
         if job.state is not JobState.SUCCEEDED or job.output_ref is not None or settled:
             result.append(job)
             continue
-        silent = not (job.termination_message or "").strip()
-        if not silent and not report.decode_termination_message(job.termination_message).truncated:
+        if (
+            not job.silent
+            and not report.decode_termination_message(job.termination_message).truncated
+        ):
             result.append(job)
             continue
         name = output_configmap_name(job.name)
-        stored = rt.outputs_stored.setdefault((wf.namespace, wf.name), set())
-        if name in stored and not silent:
-            result.append(replace(job, output_ref=name))
-            continue
+        if name in stored:
+            job = replace(job, output_ref=name)
+            if not job.silent:
+                result.append(job)
+                continue
         text = await rt.kube.read_job_log(
             wf.namespace, job.name, uids.get(job.name, ""), rt.config.output_limit_bytes
         )
-        if text is None:
-            result.append(job)
-            continue
-        if name not in stored:
-            try:
-                await rt.kube.create_configmap(output_configmap(wf, job.name, job.step, text))
-            except ApiError as e:
-                if not is_refusal(e):
-                    raise
-                # Refused once, refused on every pass: the attempt fails, with the reason.
-                message = f"the API server refused output ConfigMap {name}: {e}"
-                result.append(refused_output(job, message))
-                continue
-            stored.add(name)
-        if silent:
-            parsed = report.parse_report(text)
-            message = report.encode_termination_message(parsed, full_size=len(text.encode()))
-            job = replace(job, termination_message=message)
-        result.append(replace(job, output_ref=name))
+        result.append(job if text is None else replace(job, log_report=text))
     return result
+
+
+async def store_outputs(
+    rt: Runtime, wf: WorkflowRef, stores: Sequence[StoreOutput]
+) -> dict[str, str]:
+    """Create the output ConfigMaps of ``stores``; returns why the API server refused some, by
+    Job name (refused once, refused on every pass: the attempt fails, with the reason)."""
+    stored = rt.outputs_stored.setdefault((wf.namespace, wf.name), set())
+    refused: dict[str, str] = {}
+    for store in stores:
+        manifest = output_configmap(wf, store.job_name, store.step, store.report)
+        try:
+            await rt.kube.create_configmap(manifest)
+        except ApiError as e:
+            if not is_refusal(e):
+                raise
+            message = f"the API server refused output ConfigMap {manifest['metadata']['name']}: {e}"
+            refused[store.job_name] = message
+            continue
+        stored.add(manifest["metadata"]["name"])
+    return refused
 
 
 async def execute(
@@ -487,7 +499,30 @@ async def act(
     uids = {job.name: job.uid for job in planning.observations.jobs}
     observed = list(planning.observed)
     slots = planning.limits.namespace_job_slots
-    actions: Sequence[Action] = plan.actions
+    stores = [a for a in plan.actions if isinstance(a, StoreOutput)]
+    if stores:
+        # Before anything else: a refused output fails its attempt, and the pass is planned
+        # again from the status it started from (nothing of the first plan is carried out).
+        refused = await store_outputs(rt, wf, stores)
+        kept = {s.job_name for s in stores if s.job_name not in refused}
+        observed = [
+            refused_output(j, refused[j.name])
+            if j.name in refused
+            else replace(j, output_ref=output_configmap_name(j.name))
+            if j.name in kept
+            else j
+            for j in observed
+        ]
+        if refused:
+            plan = engine.plan(
+                planning.workflow,
+                planning.policy,
+                observed,
+                planning.observations.cache,
+                now,
+                planning.limits,
+            )
+    actions: Sequence[Action] = [a for a in plan.actions if not isinstance(a, StoreOutput)]
     for _ in range(MAX_JOB_CONFLICT_REPLANS + 1):
         creates = [a for a in actions if isinstance(a, CreateJob)]
         if slots is not None:
@@ -738,7 +773,7 @@ async def _reconcile_once(
         observed = observe(obs.jobs, obs.pods, now)
         recheck = recheck_at(obs.jobs, obs.pods, now)
         uids = {job.name: job.uid for job in obs.jobs}
-        observed = await store_outputs(rt, wf_ref, old, observed, uids)
+        observed = await read_full_reports(rt, wf_ref, old, observed, uids)
         ref = workflow.spec.fallback_policy_ref
         policy = resolve_fallback_policy(ref.name if ref else None, obs.policies)
         slots = None

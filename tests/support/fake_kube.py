@@ -46,8 +46,10 @@ class Faults:
     status_conflicts: int = 0
     # Called with the status patch; an ApiError it returns is raised instead of the write.
     status_error: Callable[[dict[str, Any]], ApiError | None] | None = None
-    # Job creations answered 409 while the name is another's (see ``FakeKube.add_foreign_job``).
+    # Raised by Job creation, by Job name (once each).
     job_errors: dict[str, ApiError] = field(default_factory=dict)
+    # Raised by every ConfigMap creation (a quota, an invalid object).
+    configmap_error: ApiError | None = None
 
 
 class FakeKube(Kube):
@@ -240,6 +242,8 @@ class FakeKube(Kube):
     async def create_configmap(self, manifest: dict[str, Any]) -> bool:
         meta = manifest["metadata"]
         self.calls.append(("create-configmap", meta["name"]))
+        if self.faults.configmap_error is not None:
+            raise self.faults.configmap_error
         key = (meta["namespace"], meta["name"])
         if key in self.configmaps:
             return False
@@ -249,6 +253,8 @@ class FakeKube(Kube):
     async def replace_configmap_data(self, manifest: dict[str, Any]) -> None:
         meta = manifest["metadata"]
         self.calls.append(("replace-configmap", meta["name"]))
+        if self.faults.configmap_error is not None:
+            raise self.faults.configmap_error
         self.configmaps[(meta["namespace"], meta["name"])] = copy.deepcopy(manifest)
 
     async def delete_configmap(

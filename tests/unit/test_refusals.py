@@ -21,7 +21,7 @@ from agentflow.api.models import StepResult
 from agentflow.children import WorkflowRef
 from agentflow.config import OperatorConfig
 from agentflow.controller import Observations, Runtime
-from agentflow.engine.types import JobState, ObservedJob, WriteCache
+from agentflow.engine.types import WriteCache
 from agentflow.kube import ApiError, is_refusal, utf8_prefix
 from agentflow.metrics import OperatorMetrics
 
@@ -163,49 +163,6 @@ def test_an_api_error_that_is_no_refusal_still_fails_the_pass() -> None:
     with pytest.raises(ApiError):
         asyncio.run(controller.reconcile(rt, ("team", "wf"), workflow_body(), no_observations))
     assert kube.status_patches == []
-
-
-def truncated_job() -> ObservedJob:
-    message = controller.report.encode_termination_message(
-        StepResult(summary="long", truncated=True), full_size=10_000
-    )
-    return ObservedJob(
-        name="wf-s-1-1-1",
-        step="s",
-        run=1,
-        iteration=1,
-        attempt=1,
-        agent="a",
-        state=JobState.SUCCEEDED,
-        finished_at=NOW,
-        exit_code=0,
-        termination_message=message,
-    )
-
-
-def test_a_refused_output_configmap_fails_the_attempt_with_the_servers_message() -> None:
-    refusal = ApiError(403, "error", {"message": 'configmaps "x" is forbidden: exceeded quota'})
-    kube = FakeKube(refuse_configmaps=refusal, log="## Summary\nlong\n")
-    rt = runtime(kube, [])
-    wf = WorkflowRef(name="wf", namespace="team", uid="u-1")
-    [job] = asyncio.run(controller.store_outputs(rt, wf, None, [truncated_job()], {}))
-    assert job.state is JobState.FAILED and job.reason == "OutputRefused"
-    summary = controller.report.decode_termination_message(job.termination_message).summary
-    assert summary == (
-        "the API server refused output ConfigMap wf-s-1-1-1-output: "
-        '403: configmaps "x" is forbidden: exceeded quota'
-    )
-    assert "wf-s-1-1-1-output" not in rt.outputs_stored.get(("team", "wf"), set())
-
-
-def test_an_output_configmap_holds_at_most_the_limit_whatever_the_log_decodes_to() -> None:
-    kube = FakeKube(log=utf8_prefix("\ufffd" * 10**6, 900 * 1024))
-    rt = runtime(kube, [])
-    wf = WorkflowRef(name="wf", namespace="team", uid="u-1")
-    [job] = asyncio.run(controller.store_outputs(rt, wf, None, [truncated_job()], {}))
-    assert job.output_ref == "wf-s-1-1-1-output"
-    [cm] = kube.configmaps
-    assert len(cm["data"]["report"].encode()) <= rt.config.output_limit_bytes
 
 
 def test_a_refused_cache_entry_is_reported_and_the_pass_goes_on() -> None:

@@ -1,4 +1,5 @@
-"""Deterministic names for step Jobs."""
+"""Deterministic names of the objects the operator makes for a Workflow: step Jobs, output
+ConfigMaps and cache ConfigMaps (whose manifests are in ``agentflow.children``)."""
 
 from __future__ import annotations
 
@@ -38,3 +39,13 @@ def job_name(workflow: str, step: str, run: int, iteration: int, attempt: int, *
     readable = _NOT_LABEL_CHARS.sub("-", f"{workflow}-{step}".lower())[: max(room, 0)]
     name = "-".join(part for part in (readable.strip("-"), numbers, digest) if part)
     return name if len(name) <= MAX_JOB_NAME_LENGTH else digest
+
+
+def output_configmap_name(job_name: str) -> str:
+    """The ConfigMap that keeps the full report of Job ``job_name``'s attempt."""
+    return f"{job_name}-output"
+
+
+def cache_configmap_name(key: str) -> str:
+    """The ConfigMap of the cache entry for ``key``: 40 hex digits of the key's SHA-256."""
+    return "agentflow-cache-" + hashlib.sha256(key.encode()).hexdigest()[:40]

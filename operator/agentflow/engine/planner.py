@@ -38,9 +38,10 @@ attempt whose Job is absent is taken as lost (reason ``JobLost``) only after
 must pass every step Job of the Workflow it knows of.  A Job still active
 :data:`STEP_TIMEOUT_GRACE_SECONDS` after the step's ``timeoutSeconds`` (a pod that never
 started) is deleted and its attempt fails with reason ``Timeout``.  A succeeded Job whose report
-was truncated waits up to :data:`TRUNCATED_REPORT_WAIT_SECONDS` for the caller to store the full
-report and pass its ``output_ref``.  ``activeDeadlineSeconds`` counts from the run's start, also
-while suspended.
+was truncated waits up to :data:`TRUNCATED_REPORT_WAIT_SECONDS` for the caller to read the full
+report from the pod log and pass it (``log_report``); the plan then stores it in an output
+ConfigMap (``StoreOutput``) and refers to it from the result.  ``activeDeadlineSeconds`` counts
+from the run's start, also while suspended.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ from agentflow.api.models import (
     WorkflowStatus,
 )
 from agentflow.engine.agents import resolve_agent
-from agentflow.engine.caching import cache_key, result_digest
+from agentflow.engine.caching import bounded_result, cache_key, result_digest
 from agentflow.engine.conditions import progress, set_condition, step_counts
 from agentflow.engine.expressions import (
     EvaluationDeferred,
@@ -81,7 +82,7 @@ from agentflow.engine.expressions import (
     step_view,
 )
 from agentflow.engine.graph import Ancestors, step_dependencies, topological_order
-from agentflow.engine.names import job_name
+from agentflow.engine.names import job_name, output_configmap_name
 from agentflow.engine.policy import undeclared_fallbacks
 from agentflow.engine.templating import PromptContext, TemplateError, render_prompt
 from agentflow.engine.templating import template_references as _template_references
@@ -100,10 +101,11 @@ from agentflow.engine.types import (
     ObservedJob,
     Plan,
     RecordEvent,
+    StoreOutput,
     WriteCache,
 )
 from agentflow.engine.validation import validate_workflow
-from agentflow.report import decode_termination_message
+from agentflow.report import decode_termination_message, parse_report
 
 LOST_JOB_GRACE_SECONDS = 30
 STEP_TIMEOUT_GRACE_SECONDS = 30
@@ -414,9 +416,7 @@ class _Planner:
     def _job_succeeded(
         self, step: Step, status: StepStatus, attempt: Attempt, job: ObservedJob
     ) -> None:
-        result = decode_termination_message(job.termination_message)
-        if job.output_ref:
-            result = result.model_copy(update={"output_ref": job.output_ref})
+        result = self._job_result(job)
         if result.truncated and not result.output_ref:
             since = job.finished_at or attempt.started_at or self.now
             until = since + timedelta(seconds=TRUNCATED_REPORT_WAIT_SECONDS)
@@ -427,10 +427,30 @@ class _Planner:
             # This pass has spent its time on CEL: repeat.until is judged in the next one.
             self._wake(self.now + timedelta(seconds=1))
             return
+        if job.log_report is not None and job.output_ref is None:
+            self.actions.append(
+                StoreOutput(job_name=job.name, step=job.step, report=job.log_report)
+            )
         attempt.outcome = "Succeeded"
         attempt.finished_at = job.finished_at or self.now
         attempt.exit_code = job.exit_code if job.exit_code is not None else 0
         self._iteration_done(step, status, result, cached=False, agent=attempt.agent)
+
+    @staticmethod
+    def _job_result(job: ObservedJob) -> StepResult:
+        """The result a succeeded Job reported.  With its full report from the pod log, the
+        result refers to the output ConfigMap that keeps it; an agent that wrote no termination
+        message reported only there, so that report, parsed and cut to a result's bounds, is
+        the result."""
+        result = decode_termination_message(job.termination_message)
+        if job.log_report is not None:
+            if job.silent:
+                size = len(job.log_report.encode("utf-8", "surrogatepass"))
+                result = bounded_result(parse_report(job.log_report), full_size=size)
+            return result.model_copy(update={"output_ref": output_configmap_name(job.name)})
+        if job.output_ref:
+            result = result.model_copy(update={"output_ref": job.output_ref})
+        return result
 
     def _attempt_failed(
         self,

@@ -54,9 +54,17 @@ class ObservedJob:
     termination_message: str | None = None
     # Name of the ConfigMap holding the full report, once the operator has stored it.
     output_ref: str | None = None
+    # The full report, read from the pod log because the termination message could not carry
+    # it (truncated, or none written); the plan stores it in an output ConfigMap (StoreOutput).
+    log_report: str | None = None
     # Its pod will never start (an image or config error, see agentflow.observe): the Job is
     # reported failed but is still there, and the plan deletes it.
     stuck: bool = False
+
+    @property
+    def silent(self) -> bool:
+        """It wrote no termination message (an image that only prints its report)."""
+        return not (self.termination_message or "").strip()
 
 
 @dataclass(frozen=True)
@@ -167,13 +175,22 @@ class WriteCache:
 
 
 @dataclass(frozen=True)
+class StoreOutput:
+    """Keep a step attempt's full report (read from its pod log) in an output ConfigMap."""
+
+    job_name: str
+    step: str
+    report: str
+
+
+@dataclass(frozen=True)
 class DeleteWorkflow:
     """ttlSecondsAfterFinished has passed."""
 
     reason: str
 
 
-Action = CreateJob | DeleteJob | RecordEvent | WriteCache | DeleteWorkflow
+Action = CreateJob | DeleteJob | RecordEvent | WriteCache | StoreOutput | DeleteWorkflow
 
 
 @dataclass(frozen=True)
