@@ -19,7 +19,7 @@ from agentflow.engine import job_name
 from agentflow.kube import ApiError
 from agentflow.report import encode_termination_message
 from tests.support.shell import NAMESPACE, Clock, Shell
-from tests.unit.engine.world import T0
+from tests.support.world import T0
 
 
 def script_spec(*steps: dict[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from agentflow.engine import job_name, plan
 from agentflow.engine.types import FallbackPolicy, Limits, no_cache
 from agentflow.kube import ApiError, Kube
 from agentflow.metrics import OperatorMetrics
-from tests.unit.engine.world import T0, fallback_policy, step, workflow
+from tests.support.world import T0, fallback_policy, step, workflow
 
 T = TypeVar("T")
 NS = "team"

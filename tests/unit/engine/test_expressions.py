@@ -35,8 +35,7 @@ from agentflow.engine.expressions import (
     macro_nesting,
     tokenize,
 )
-
-from .world import World, creates, step, workflow
+from tests.support.world import World, creates, step, workflow
 
 LIST = "[0, 1, 2]"
 

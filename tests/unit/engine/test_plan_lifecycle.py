@@ -15,8 +15,18 @@ from agentflow.engine.types import (
     Limits,
     ObservedJob,
 )
-
-from .world import T0, UID, World, creates, deletes, events, kinds, report_message, step, workflow
+from tests.support.world import (
+    T0,
+    UID,
+    World,
+    creates,
+    deletes,
+    events,
+    kinds,
+    report_message,
+    step,
+    workflow,
+)
 
 
 def _edit(w: World, *, generation: int | None = None, **annotations: str) -> None:

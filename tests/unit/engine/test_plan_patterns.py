@@ -5,8 +5,7 @@ from __future__ import annotations
 from agentflow.api.models import ConditionType, StepPhase, WorkflowPhase
 from agentflow.engine import job_name, plan
 from agentflow.engine.types import FallbackPolicy, no_cache
-
-from .world import T0, UID, World, creates, events, step, workflow
+from tests.support.world import T0, UID, World, creates, events, step, workflow
 
 
 def test_first_pass_starts_run_one_and_the_first_sequential_step() -> None:

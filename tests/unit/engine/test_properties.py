@@ -33,8 +33,7 @@ from agentflow.api.models import (
 )
 from agentflow.engine import plan, step_dependencies
 from agentflow.engine.types import ANNOTATION_RERUN, FallbackPolicy, Limits, Plan, RecordEvent
-
-from .world import World, creates, deletes, fallback_policy, step, workflow
+from tests.support.world import World, creates, deletes, fallback_policy, step, workflow
 
 MAX_PASSES = 3_000
 

@@ -9,8 +9,7 @@ from pydantic import ValidationError
 
 from agentflow.api.models import WORKFLOW_NAME_MESSAGE, AgentTemplate, Workflow, WorkflowSpec
 from agentflow.engine import field_path, model_error_messages, step_dependencies, validate_workflow
-
-from .world import step
+from tests.support.world import step
 
 
 def spec(*steps: Any, agents: tuple[str, ...] = ("a",), **fields: Any) -> WorkflowSpec:
