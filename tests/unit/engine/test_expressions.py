@@ -314,6 +314,7 @@ def test_a_worker_whose_operator_died_mid_evaluation_ends_soon_after_its_budget(
         assert _poll(10.0, lambda: not _alive(worker)), "the orphaned worker still runs"
         assert time.monotonic() - started < 5.5
     finally:
+        parent.stdout.close()
         if _alive(worker):
             os.kill(worker, signal.SIGKILL)
 
