@@ -1,4 +1,5 @@
-"""One reconcile pass for one Workflow: observe, plan (pure), act, write status once.
+"""One reconcile pass for one Workflow: gather, observe (pure), plan (pure), execute, write the
+status once.
 
 The handlers call :func:`reconcile` from a per-Workflow daemon whenever the Workflow or one of
 its Jobs or Pods changes, or when the plan asked to be called again (backoff, deadlines, TTL).
@@ -783,6 +784,11 @@ async def _reconcile_once(
         plan = engine.plan(workflow, policy, observed, obs.cache, now, limits)
         spec = workflow.spec
         planning = Planning(workflow, policy, observed, obs, limits, now)
+        # The Jobs are created before the status that records them is written.  If that write
+        # is lost (a crash, a conflict), the next pass plans the same attempts under the same
+        # deterministic names and finds their Jobs (CreateOutcome.EXISTS): nothing doubles.
+        # Written first, a status could record an attempt whose Job never came to be, and it
+        # would cost a retry (JobLost) for an attempt that never ran.
         plan = await act(rt, body, wf_ref, plan, planning)
         new = plan.status
 
