@@ -24,7 +24,6 @@ from agentflow import engine, report
 from agentflow.api.models import (
     TERMINAL_WORKFLOW_PHASES,
     AgentFallbackPolicySpec,
-    Condition,
     ConditionType,
     StepPhase,
     StepResult,
@@ -42,6 +41,7 @@ from agentflow.children import (
     output_configmap_name,
 )
 from agentflow.config import OperatorConfig
+from agentflow.engine.conditions import ConditionStatus, set_condition
 from agentflow.engine.types import (
     Action,
     CacheEntry,
@@ -122,27 +122,16 @@ def invalid_object_status(
     status.observed_generation = generation
     status.message = f"invalid spec: {message}"
     status.finished_at = status.finished_at or now
-    ours = {c.value for c in ConditionType}
-    # Conditions other clients own are kept; ours are replaced.
-    foreign = [c for c in status.conditions if c.type not in ours]
-    status.conditions = [
-        *foreign,
-        *(
-            Condition(
-                type=type_,
-                status=value,
-                reason="InvalidSpec",
-                message=text,
-                last_transition_time=now,
-                observed_generation=generation,
-            )
-            for type_, value, text in (
-                (ConditionType.READY, "False", message),
-                (ConditionType.STALLED, "True", message),
-                (ConditionType.RECONCILING, "False", ""),
-            )
-        ),
-    ]
+    # Conditions other clients own are kept; ours are set.
+    conditions = status.conditions
+    settings: tuple[tuple[ConditionType, ConditionStatus, str], ...] = (
+        (ConditionType.READY, "False", message),
+        (ConditionType.STALLED, "True", message),
+        (ConditionType.RECONCILING, "False", ""),
+    )
+    for type_, value, text in settings:
+        conditions = set_condition(conditions, type_, value, "InvalidSpec", text, generation, now)
+    status.conditions = conditions
     return status
 
 

@@ -24,7 +24,6 @@ from agentflow.api.models import (
     GROUP,
     VERSION,
     AgentFallbackPolicySpec,
-    Condition,
     ConditionType,
 )
 from agentflow.config import OperatorConfig
@@ -355,35 +354,17 @@ async def policy_changed(
     now = datetime.now(UTC)
     generation = body.get("metadata", {}).get("generation")
     if problems:
-        conditions = [
-            Condition(
-                type=ConditionType.READY,
-                status="False",
-                reason="InvalidPolicy",
-                message="; ".join(problems),
-                last_transition_time=now,
-                observed_generation=generation,
-            ),
-            Condition(
-                type=ConditionType.STALLED,
-                status="True",
-                reason="InvalidPolicy",
-                message="; ".join(problems),
-                last_transition_time=now,
-                observed_generation=generation,
-            ),
-        ]
+        text = "; ".join(problems)
+        conditions = engine.set_condition(
+            [], ConditionType.READY, "False", "InvalidPolicy", text, generation, now
+        )
+        conditions = engine.set_condition(
+            conditions, ConditionType.STALLED, "True", "InvalidPolicy", text, generation, now
+        )
     else:
-        conditions = [
-            Condition(
-                type=ConditionType.READY,
-                status="True",
-                reason="Valid",
-                message="",
-                last_transition_time=now,
-                observed_generation=generation,
-            ),
-        ]
+        conditions = engine.set_condition(
+            [], ConditionType.READY, "True", "Valid", "", generation, now
+        )
     old = body.get("status") or {}
     old_summary = [
         (c.get("type"), c.get("status"), c.get("message")) for c in old.get("conditions", [])
