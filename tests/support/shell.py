@@ -4,6 +4,7 @@ fake clock, with the observations the handlers' indexes would hold."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -91,3 +92,46 @@ class Shell:
     def status(self, key: Key) -> dict[str, Any]:
         status: dict[str, Any] = self.body(key).get("status") or {}
         return status
+
+
+class LiveIndex(Mapping[Any, list[Any]]):
+    """A kopf index as the daemon reads it, computed from the fake on every read."""
+
+    def __init__(self, entries: Callable[[], dict[Any, list[Any]]]) -> None:
+        self._entries = entries
+
+    def __getitem__(self, key: Any) -> list[Any]:
+        return self._entries()[key]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._entries())
+
+    def __len__(self) -> int:
+        return len(self._entries())
+
+
+def daemon_indexes(shell: Shell, key: Key) -> dict[str, LiveIndex]:
+    """The indexes the Workflow daemon takes (see ``agentflow.handlers``), over the fake."""
+    namespace = key[0]
+
+    def uid() -> str:
+        found: str = shell.body(key)["metadata"]["uid"]
+        return found
+
+    def jobs() -> dict[Any, list[Any]]:
+        return {(namespace, uid()): shell.kube.summaries(namespace, uid())[0]}
+
+    def pods() -> dict[Any, list[Any]]:
+        return {key: shell.kube.summaries(namespace, uid())[1]}
+
+    def active() -> dict[Any, list[Any]]:
+        summaries = shell.kube.summaries(namespace, uid())[0]
+        return {namespace: [(j.name, j.state == "Active") for j in summaries]}
+
+    return {
+        "step_jobs": LiveIndex(jobs),
+        "step_pods": LiveIndex(pods),
+        "namespace_step_jobs": LiveIndex(active),
+        "fallback_policies": LiveIndex(dict),
+        "cache_entries": LiveIndex(dict),
+    }
