@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -46,8 +46,8 @@ class Faults:
     status_conflicts: int = 0
     # Called with the status patch; an ApiError it returns is raised instead of the write.
     status_error: Callable[[dict[str, Any]], ApiError | None] | None = None
-    # Raised by Job creation, by Job name (once each).
-    job_errors: dict[str, ApiError] = field(default_factory=dict)
+    # Raised by every Job creation (a quota, an object the API server refuses).
+    job_error: ApiError | None = None
     # Raised by every ConfigMap creation (a quota, an invalid object).
     configmap_error: ApiError | None = None
 
@@ -120,9 +120,8 @@ class FakeKube(Kube):
         meta = manifest["metadata"]
         name = meta["name"]
         self.calls.append(("create-job", name))
-        error = self.faults.job_errors.pop(name, None)
-        if error is not None:
-            raise error
+        if self.faults.job_error is not None:
+            raise self.faults.job_error
         key = (meta["namespace"], name)
         existing = self.jobs.get(key)
         if existing is None:
