@@ -37,6 +37,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 
+from agentflow.children import ANNOTATION_RERUN
 from agentflow.console.cluster import EXIT_FAILED, Cluster, ConsoleError, Target
 from agentflow.console.documents import load_file
 from agentflow.console.views import is_current, status_of
@@ -451,7 +452,7 @@ def _submit_example(cluster: Cluster, example: Path, console: Console) -> list[t
             cluster.patch_workflow(
                 EXAMPLE_NAMESPACE,
                 doc.name,
-                {"metadata": {"annotations": {"agentflow.dev/rerun": token}}},
+                {"metadata": {"annotations": {ANNOTATION_RERUN: token}}},
             )
             console.print(
                 f"{doc.name} had already finished: running it again "

@@ -22,6 +22,7 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 
+from agentflow.children import ANNOTATION_RERUN, ANNOTATION_RETRY
 from agentflow.console.cluster import (
     EXIT_FAILED,
     EXIT_NOT_FOUND,
@@ -374,8 +375,8 @@ def logs(
     namespace: NamespaceOption = None,
 ) -> None:
     """A step's full report: its output ConfigMap if it has one, else its Job's pod log."""
+    from agentflow.children import OUTPUT_DATA_KEY, output_configmap_name
     from agentflow.console.views import status_of
-    from agentflow.controller import OUTPUT_DATA_KEY, output_configmap_name
 
     cluster, ns = _connect(ctx, namespace)
     obj = cluster.get_workflow(ns, name)
@@ -438,9 +439,9 @@ def retry(
 
     cluster, ns = _connect(ctx, namespace)
     phase = status_of(cluster.get_workflow(ns, name)).phase.value
-    token = _annotate(ctx, name, ns, "agentflow.dev/retry")
+    token = _annotate(ctx, name, ns, ANNOTATION_RETRY)
     out = _console()
-    out.print(f"retry requested for {ns}/{name} (agentflow.dev/retry={token})", markup=False)
+    out.print(f"retry requested for {ns}/{name} ({ANNOTATION_RETRY}={token})", markup=False)
     if phase != "Failed":
         out.print(f"note: the workflow is {phase}; a retry only acts on a Failed workflow")
 
@@ -453,8 +454,8 @@ def rerun(
     namespace: NamespaceOption = None,
 ) -> None:
     """Run every step of a Workflow again (unchanged steps may come from the cache)."""
-    token = _annotate(ctx, name, namespace, "agentflow.dev/rerun")
-    _console().print(f"rerun requested for {name} (agentflow.dev/rerun={token})", markup=False)
+    token = _annotate(ctx, name, namespace, ANNOTATION_RERUN)
+    _console().print(f"rerun requested for {name} ({ANNOTATION_RERUN}={token})", markup=False)
 
 
 def _set_suspend(ctx: typer.Context, name: str, namespace: str | None, value: bool) -> None:
@@ -486,8 +487,8 @@ def resume(
 
 
 def _cache_rows(cluster: Cluster, namespace: str | None) -> list[Any]:
+    from agentflow.children import is_cache_configmap
     from agentflow.console.cache import CACHE_SELECTOR, CacheRow
-    from agentflow.controller import is_cache_configmap
 
     # Only the operator's own entries: a user's ConfigMap that merely carries the label is
     # neither listed nor purged (the operator's sweep leaves it alone too).

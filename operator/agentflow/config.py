@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
-from agentflow.jobspec import JobSettings
+from agentflow.children import JobSettings
 from agentflow.metrics import AGENTS_PER_NAMESPACE
 
 Name = Annotated[str, Field(min_length=1, max_length=253)]

@@ -1,4 +1,5 @@
-"""One reconcile pass for one Workflow: observe, plan (pure), act, write status once.
+"""One reconcile pass for one Workflow: gather, observe (pure), plan (pure), execute, write the
+status once.
 
 The handlers call :func:`reconcile` from a per-Workflow daemon whenever the Workflow or one of
 its Jobs or Pods changes, or when the plan asked to be called again (backoff, deadlines, TTL).
@@ -10,20 +11,19 @@ own counts as success, so no step attempt ever gets two Jobs.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
 from agentflow import engine, report
 from agentflow.api.models import (
+    TERMINAL_WORKFLOW_PHASES,
     AgentFallbackPolicySpec,
-    Condition,
     ConditionType,
     StepPhase,
     StepResult,
@@ -33,13 +33,16 @@ from agentflow.api.models import (
     WorkflowSpec,
     WorkflowStatus,
 )
+from agentflow.children import (
+    WorkflowRef,
+    build_step_job,
+    cache_configmap,
+    output_configmap,
+    output_configmap_name,
+)
 from agentflow.config import OperatorConfig
-from agentflow.engine.caching import bounded_result
+from agentflow.engine.conditions import ConditionStatus, set_condition
 from agentflow.engine.types import (
-    LABEL_CACHE,
-    LABEL_OUTPUT,
-    LABEL_STEP,
-    LABEL_WORKFLOW,
     Action,
     CacheEntry,
     CreateJob,
@@ -51,9 +54,9 @@ from agentflow.engine.types import (
     ObservedJob,
     Plan,
     RecordEvent,
+    StoreOutput,
     WriteCache,
 )
-from agentflow.jobspec import WorkflowRef, build_step_job
 from agentflow.kube import ApiError, CreateOutcome, Kube, is_refusal, is_too_large
 from agentflow.metrics import OperatorMetrics
 from agentflow.observe import JobSummary, PodSummary, observe, recheck_at
@@ -63,11 +66,6 @@ logger = logging.getLogger("agentflow.controller")
 Key = tuple[str, str]  # (namespace, workflow name)
 EventPoster = Callable[[Mapping[str, Any], str, str, str], None]
 
-CACHE_KEY_ANNOTATION = "agentflow.dev/cache-key"
-CACHE_EXPIRES_ANNOTATION = "agentflow.dev/expires-at"
-CACHE_CREATED_ANNOTATION = "agentflow.dev/created-at"
-CACHE_DATA_KEY = "result.json"
-OUTPUT_DATA_KEY = "report"
 # Reasons of what the API server refused (see ``kube.is_refusal``).
 JOB_REFUSED = "JobRefused"
 OUTPUT_REFUSED = "OutputRefused"
@@ -87,82 +85,6 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
-def cache_configmap_name(key: str) -> str:
-    return "agentflow-cache-" + hashlib.sha256(key.encode()).hexdigest()[:40]
-
-
-def output_configmap_name(job_name: str) -> str:
-    return f"{job_name}-output"
-
-
-def is_cache_configmap(cm: Mapping[str, Any]) -> bool:
-    """Whether ``cm`` is a cache entry the operator wrote, as opposed to any ConfigMap that
-    carries the cache label.
-
-    An entry's name is the one its key annotation gives (:func:`cache_configmap_name`: 40 hex
-    digits of the key's SHA-256), which no ConfigMap made for anything else has by accident;
-    entries of every earlier version have it too.  A label alone is what a user's own
-    ConfigMaps (a kustomize ``commonLabels``, a copy) may carry: the operator neither reads
-    those nor deletes them.  Cache entries belong to no Workflow (they outlive it), so an
-    ownerReference cannot mark them.
-    """
-    meta = cm.get("metadata") or {}
-    key = (meta.get("annotations") or {}).get(CACHE_KEY_ANNOTATION)
-    return isinstance(key, str) and meta.get("name") == cache_configmap_name(key)
-
-
-def _aware(text: str) -> datetime:
-    when = datetime.fromisoformat(text)
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
-
-
-def cache_entry_from_configmap(cm: Mapping[str, Any]) -> CacheEntry | None:
-    """The entry in an operator's cache ConfigMap, its result cut to a fresh result's bounds;
-    None for a ConfigMap that is not one (:func:`is_cache_configmap`) or does not parse."""
-    if not is_cache_configmap(cm):
-        return None
-    meta = cm.get("metadata") or {}
-    annotations = meta.get("annotations") or {}
-    try:
-        result = StepResult.model_validate_json((cm.get("data") or {})[CACHE_DATA_KEY])
-        return CacheEntry(
-            key=annotations[CACHE_KEY_ANNOTATION],
-            result=bounded_result(result),
-            created_at=_aware(annotations[CACHE_CREATED_ANNOTATION]),
-            expires_at=_aware(annotations[CACHE_EXPIRES_ANNOTATION]),
-        )
-    except (KeyError, TypeError, ValueError, ValidationError):
-        return None
-
-
-def cache_configmap_to_sweep(cm: Mapping[str, Any], now: datetime) -> bool:
-    """Whether the expiry sweep deletes ``cm``: an operator's entry that expired or that no
-    longer parses.  Any other ConfigMap carrying the cache label is left alone."""
-    if not is_cache_configmap(cm):
-        return False
-    entry = cache_entry_from_configmap(cm)
-    return entry is None or entry.expires_at <= now
-
-
-def cache_configmap(namespace: str, action: WriteCache, now: datetime) -> dict[str, Any]:
-    expires = now + timedelta(seconds=action.ttl_seconds)
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": cache_configmap_name(action.key),
-            "namespace": namespace,
-            "labels": {LABEL_CACHE: "true", LABEL_STEP: action.step},
-            "annotations": {
-                CACHE_KEY_ANNOTATION: action.key,
-                CACHE_CREATED_ANNOTATION: now.isoformat(),
-                CACHE_EXPIRES_ANNOTATION: expires.isoformat(),
-            },
-        },
-        "data": {CACHE_DATA_KEY: action.result.model_dump_json(by_alias=True, exclude_none=True)},
-    }
-
-
 def refused_output(job: ObservedJob, message: str) -> ObservedJob:
     """``job`` as an attempt that failed (reason ``OutputRefused``, ``message``): its full report
     cannot be kept, since the API server refused the output ConfigMap.
@@ -175,36 +97,11 @@ def refused_output(job: ObservedJob, message: str) -> ObservedJob:
         job,
         state=JobState.FAILED,
         reason=OUTPUT_REFUSED,
+        log_report=None,
         termination_message=report.encode_termination_message(
             StepResult(status="failure", summary=message), full_size=0
         ),
     )
-
-
-def output_configmap(wf: WorkflowRef, job: ObservedJob, text: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": output_configmap_name(job.name),
-            "namespace": wf.namespace,
-            "labels": {LABEL_OUTPUT: wf.name, LABEL_WORKFLOW: wf.name, LABEL_STEP: job.step},
-            "ownerReferences": [
-                {
-                    "apiVersion": "agentflow.dev/v1alpha1",
-                    "kind": "Workflow",
-                    "name": wf.name,
-                    "uid": wf.uid,
-                    "controller": True,
-                }
-            ],
-        },
-        "data": {OUTPUT_DATA_KEY: text},
-    }
-
-
-def status_wire(status: WorkflowStatus) -> dict[str, Any]:
-    return status.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
 def merge_patch_status(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
@@ -225,27 +122,16 @@ def invalid_object_status(
     status.observed_generation = generation
     status.message = f"invalid spec: {message}"
     status.finished_at = status.finished_at or now
-    ours = {c.value for c in ConditionType}
-    # Conditions other clients own are kept; ours are replaced.
-    foreign = [c for c in status.conditions if c.type not in ours]
-    status.conditions = [
-        *foreign,
-        *(
-            Condition(
-                type=type_,
-                status=value,
-                reason="InvalidSpec",
-                message=text,
-                last_transition_time=now,
-                observed_generation=generation,
-            )
-            for type_, value, text in (
-                (ConditionType.READY, "False", message),
-                (ConditionType.STALLED, "True", message),
-                (ConditionType.RECONCILING, "False", ""),
-            )
-        ),
-    ]
+    # Conditions other clients own are kept; ours are set.
+    conditions = status.conditions
+    settings: tuple[tuple[ConditionType, ConditionStatus, str], ...] = (
+        (ConditionType.READY, "False", message),
+        (ConditionType.STALLED, "True", message),
+        (ConditionType.RECONCILING, "False", ""),
+    )
+    for type_, value, text in settings:
+        conditions = set_condition(conditions, type_, value, "InvalidSpec", text, generation, now)
+    status.conditions = conditions
     return status
 
 
@@ -309,6 +195,8 @@ class Runtime:
     # Step Jobs created by this process and not yet seen by the watch: namespace -> name -> when.
     launched: dict[str, dict[str, float]] = field(default_factory=dict)
     is_leader: bool = True
+    # The time a pass plans at (tests set a fake clock).
+    clock: Callable[[], datetime] = now_utc
 
     def wakeup(self, key: Key) -> asyncio.Event:
         event = self.wakeups.get(key)
@@ -398,21 +286,25 @@ def resolve_fallback_policy(
     return engine.resolve_policy(spec, name)
 
 
-async def store_outputs(
+async def read_full_reports(
     rt: Runtime,
     wf: WorkflowRef,
     status: WorkflowStatus | None,
     jobs: list[ObservedJob],
     uids: Mapping[str, str],
 ) -> list[ObservedJob]:
-    """Store the full report of steps whose termination message could not carry it.
+    """``jobs``, each succeeded one whose termination message could not carry its report with
+    the full report read from its pod log (``log_report``), for the plan to store
+    (``StoreOutput``) and refer to.
 
     That is a report the runner marked truncated, or an agent image that printed its report
-    and wrote no termination message at all: its report is read from the pod log, parsed here,
-    and kept in an output ConfigMap.  Attempts already settled in the status are left alone,
-    so a log is read once per attempt.  ``uids`` holds the uid of each of the Workflow's Jobs
-    by name: the log read is that Job's pod's.
+    and wrote no termination message at all.  Attempts already settled in the status are left
+    alone, so a log is read once per attempt; a report this process stored already is only
+    referred to (``output_ref``), and read again only if it is the result itself (no
+    termination message).  ``uids`` holds the uid of each of the Workflow's Jobs by name: the
+    log read is that Job's pod's.
     """
+    stored = rt.outputs_stored.get((wf.namespace, wf.name), set())
     result: list[ObservedJob] = []
     for job in jobs:
         step = status.step(job.step) if status else None
@@ -422,38 +314,44 @@ async def store_outputs(
         if job.state is not JobState.SUCCEEDED or job.output_ref is not None or settled:
             result.append(job)
             continue
-        silent = not (job.termination_message or "").strip()
-        if not silent and not report.decode_termination_message(job.termination_message).truncated:
+        if (
+            not job.silent
+            and not report.decode_termination_message(job.termination_message).truncated
+        ):
             result.append(job)
             continue
         name = output_configmap_name(job.name)
-        stored = rt.outputs_stored.setdefault((wf.namespace, wf.name), set())
-        if name in stored and not silent:
-            result.append(replace(job, output_ref=name))
-            continue
+        if name in stored:
+            job = replace(job, output_ref=name)
+            if not job.silent:
+                result.append(job)
+                continue
         text = await rt.kube.read_job_log(
             wf.namespace, job.name, uids.get(job.name, ""), rt.config.output_limit_bytes
         )
-        if text is None:
-            result.append(job)
-            continue
-        if name not in stored:
-            try:
-                await rt.kube.create_configmap(output_configmap(wf, job, text))
-            except ApiError as e:
-                if not is_refusal(e):
-                    raise
-                # Refused once, refused on every pass: the attempt fails, with the reason.
-                message = f"the API server refused output ConfigMap {name}: {e}"
-                result.append(refused_output(job, message))
-                continue
-            stored.add(name)
-        if silent:
-            parsed = report.parse_report(text)
-            message = report.encode_termination_message(parsed, full_size=len(text.encode()))
-            job = replace(job, termination_message=message)
-        result.append(replace(job, output_ref=name))
+        result.append(job if text is None else replace(job, log_report=text))
     return result
+
+
+async def store_outputs(
+    rt: Runtime, wf: WorkflowRef, stores: Sequence[StoreOutput]
+) -> dict[str, str]:
+    """Create the output ConfigMaps of ``stores``; returns why the API server refused some, by
+    Job name (refused once, refused on every pass: the attempt fails, with the reason)."""
+    stored = rt.outputs_stored.setdefault((wf.namespace, wf.name), set())
+    refused: dict[str, str] = {}
+    for store in stores:
+        manifest = output_configmap(wf, store.job_name, store.step, store.report)
+        try:
+            await rt.kube.create_configmap(manifest)
+        except ApiError as e:
+            if not is_refusal(e):
+                raise
+            message = f"the API server refused output ConfigMap {manifest['metadata']['name']}: {e}"
+            refused[store.job_name] = message
+            continue
+        stored.add(manifest["metadata"]["name"])
+    return refused
 
 
 async def execute(
@@ -552,15 +450,9 @@ def conflicting_job(action: CreateJob, reason: str, message: str, now: datetime)
     The planner then retries or falls back as after any failure; the next attempt has another
     name (the attempt number is part of it).  The Job under the name is left alone.
     """
-    return ObservedJob(
-        name=action.job_name,
-        step=action.step,
-        run=action.run,
-        iteration=action.iteration,
-        attempt=action.attempt,
-        agent=action.agent.name,
-        state=JobState.FAILED,
-        started_at=now,
+    return action.observed(
+        JobState.FAILED,
+        now,
         finished_at=now,
         reason=reason,
         termination_message=report.encode_termination_message(
@@ -597,7 +489,30 @@ async def act(
     uids = {job.name: job.uid for job in planning.observations.jobs}
     observed = list(planning.observed)
     slots = planning.limits.namespace_job_slots
-    actions: Sequence[Action] = plan.actions
+    stores = [a for a in plan.actions if isinstance(a, StoreOutput)]
+    if stores:
+        # Before anything else: a refused output fails its attempt, and the pass is planned
+        # again from the status it started from (nothing of the first plan is carried out).
+        refused = await store_outputs(rt, wf, stores)
+        kept = {s.job_name for s in stores if s.job_name not in refused}
+        observed = [
+            refused_output(j, refused[j.name])
+            if j.name in refused
+            else replace(j, output_ref=output_configmap_name(j.name))
+            if j.name in kept
+            else j
+            for j in observed
+        ]
+        if refused:
+            plan = engine.plan(
+                planning.workflow,
+                planning.policy,
+                observed,
+                planning.observations.cache,
+                now,
+                planning.limits,
+            )
+    actions: Sequence[Action] = [a for a in plan.actions if not isinstance(a, StoreOutput)]
     for _ in range(MAX_JOB_CONFLICT_REPLANS + 1):
         creates = [a for a in actions if isinstance(a, CreateJob)]
         if slots is not None:
@@ -730,10 +645,24 @@ def parse_status(raw: Mapping[str, Any] | None) -> WorkflowStatus | None:
         return None
 
 
+@dataclass(frozen=True)
+class PassResult:
+    """What a pass tells the Workflow's daemon."""
+
+    # Seconds until the pass must run again even if nothing changes (backoff, deadlines, TTL,
+    # a grace period of observe()), or None.
+    requeue_after: float | None
+    # Nothing is left to do until the Workflow changes: it is Succeeded or Failed, or gone.
+    finished: bool = False
+
+
+GONE = PassResult(requeue_after=None, finished=True)
+
+
 async def reconcile(
     rt: Runtime, key: Key, body: Mapping[str, Any], gather: Callable[[], Observations]
-) -> float | None:
-    """One pass (retried on write conflicts).  Returns when to be called again, if at all."""
+) -> PassResult:
+    """One pass (retried on write conflicts)."""
     started = time.monotonic()
     outcome = "success"  # the values are metrics.RECONCILE_OUTCOMES
     try:
@@ -752,10 +681,10 @@ async def reconcile(
                 return result
             fresh = result.fresh if result.fresh is not None else await rt.kube.get_workflow(*key)
             if fresh is None:
-                return None
+                return GONE
             current = fresh
         outcome = "requeue"  # still conflicting: called again soon
-        return 1.0
+        return PassResult(requeue_after=1.0)
     except Exception:
         outcome = "error"
         raise
@@ -810,10 +739,10 @@ async def _write_again(
 
 async def _reconcile_once(
     rt: Runtime, key: Key, body: Mapping[str, Any], gather: Callable[[], Observations]
-) -> float | Conflict | None:
+) -> PassResult | Conflict:
     namespace, name = key
     meta = body.get("metadata") or {}
-    now = now_utc()
+    now = rt.clock()
     wf_ref = WorkflowRef(name=name, namespace=namespace, uid=meta.get("uid", ""))
     old_raw: dict[str, Any] = dict(body.get("status") or {})
     old = parse_status(old_raw)
@@ -822,9 +751,7 @@ async def _reconcile_once(
             {"metadata": meta, "spec": body.get("spec") or {}, "status": None}
         )
     except ValidationError as e:
-        error = "; ".join(
-            f"spec.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()[:5]
-        )
+        error = "; ".join(engine.model_error_messages(e)[:5])
         new = invalid_object_status(old, meta.get("generation"), error, now)
         plan = Plan(status=new)
         spec: WorkflowSpec | None = None
@@ -833,10 +760,10 @@ async def _reconcile_once(
     else:
         workflow = workflow.model_copy(update={"status": old})
         obs = gather()
-        observed, stuck = observe(obs.jobs, obs.pods, now)
+        observed = observe(obs.jobs, obs.pods, now)
         recheck = recheck_at(obs.jobs, obs.pods, now)
         uids = {job.name: job.uid for job in obs.jobs}
-        observed = await store_outputs(rt, wf_ref, old, observed, uids)
+        observed = await read_full_reports(rt, wf_ref, old, observed, uids)
         ref = workflow.spec.fallback_policy_ref
         policy = resolve_fallback_policy(ref.name if ref else None, obs.policies)
         slots = None
@@ -849,15 +776,16 @@ async def _reconcile_once(
         )
         plan = engine.plan(workflow, policy, observed, obs.cache, now, limits)
         spec = workflow.spec
-        for job_name in stuck:
-            await rt.kube.delete_job(
-                namespace, job_name, owner_uid=wf_ref.uid, uid=uids.get(job_name)
-            )
         planning = Planning(workflow, policy, observed, obs, limits, now)
+        # The Jobs are created before the status that records them is written.  If that write
+        # is lost (a crash, a conflict), the next pass plans the same attempts under the same
+        # deterministic names and finds their Jobs (CreateOutcome.EXISTS): nothing doubles.
+        # Written first, a status could record an attempt whose Job never came to be, and it
+        # would cost a retry (JobLost) for an attempt that never ran.
         plan = await act(rt, body, wf_ref, plan, planning)
         new = plan.status
 
-    new_raw = status_wire(new)
+    new_raw = new.wire()
     if new_raw != old_raw:
         patch = merge_patch_status(old_raw, new_raw)
         try:
@@ -870,21 +798,24 @@ async def _reconcile_once(
             # Spec plus status no longer fit in etcd: say so in a status that does, rather
             # than retry a write that can never succeed.
             new = status_too_large(new, str(e), meta.get("generation"), now)
-            new_raw = status_wire(new)
+            new_raw = new.wire()
             patch = merge_patch_status(old_raw, new_raw)
             written = await rt.kube.patch_workflow_status(namespace, name, patch, None)
             rt.post_event(body, "Warning", "StatusTooLarge", new.message or "")
         if written is None:
             again = await _write_again(rt, key, body, patch)
-            if again is None or isinstance(again, Conflict):
+            if again is None:
+                return GONE
+            if isinstance(again, Conflict):
                 return again
             written = again
         rt.written[key] = Written(meta.get("resourceVersion"), written)
         deps = engine.step_dependencies(spec) if spec is not None else {}
         record_metrics(rt, namespace, old, new, plan, observed, now, deps)
     rt.record_phase(key, new.phase.value)
+    requeue = plan.requeue_after
     if recheck is not None:
         # A grace period of observe() ends then, and no watch event may mark it.
         until = (recheck - now).total_seconds()
-        return until if plan.requeue_after is None else min(until, plan.requeue_after)
-    return plan.requeue_after
+        requeue = until if requeue is None else min(until, requeue)
+    return PassResult(requeue_after=requeue, finished=new.phase in TERMINAL_WORKFLOW_PHASES)

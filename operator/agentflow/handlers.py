@@ -19,14 +19,12 @@ from typing import Any, cast
 
 import kopf
 
-from agentflow import controller, engine
+from agentflow import children, controller, engine
 from agentflow.api.models import (
     GROUP,
     VERSION,
     AgentFallbackPolicySpec,
-    Condition,
     ConditionType,
-    WorkflowPhase,
 )
 from agentflow.config import ConfigError, OperatorConfig, load_config
 from agentflow.controller import Key, Observations, Runtime
@@ -45,7 +43,6 @@ POLICIES = (GROUP, VERSION, "agentfallbackpolicies")
 RESYNC_SECONDS = 300.0
 HEARTBEAT_STALE_FACTOR = 4.0
 FINALIZER = f"{GROUP}/finalizer"
-FINISHED_PHASES = frozenset({WorkflowPhase.SUCCEEDED.value, WorkflowPhase.FAILED.value})
 # How long a new Workflow's first plan waits for kopf to add the finalizer (see the daemon).
 FINALIZER_WAIT_SECONDS = 2.0
 
@@ -249,7 +246,7 @@ async def sweep_cache(rt: Runtime) -> None:
 
     One LIST per interval, rather than a kopf timer per entry: timers put a finalizer on each
     ConfigMap, which would block deleting cache entries while the operator is down.  Only the
-    operator's own entries are deleted (``controller.cache_configmap_to_sweep``), and only the
+    operator's own entries are deleted (``children.cache_configmap_to_sweep``), and only the
     very version that was judged (uid and resourceVersion preconditions): a ConfigMap that
     changed since the LIST is judged again next round.
     """
@@ -262,7 +259,7 @@ async def sweep_cache(rt: Runtime) -> None:
             now = datetime.now(UTC)
             for scope in scopes:
                 for cm in await rt.kube.list_configmaps(scope, LABEL_CACHE):
-                    if controller.cache_configmap_to_sweep(cm, now):
+                    if children.cache_configmap_to_sweep(cm, now):
                         meta = cm["metadata"]
                         await rt.kube.delete_configmap(
                             meta["namespace"],
@@ -339,7 +336,7 @@ def fallback_policies(
 @kopf.index("", "v1", "configmaps", labels={LABEL_CACHE: kopf.PRESENT})
 def cache_entries(body: kopf.Body, namespace: str | None, **_: Any) -> dict[Key, CacheEntry]:
     # {} rather than None: an entry edited into one that is not ours must lose its old value.
-    entry = controller.cache_entry_from_configmap(body)
+    entry = children.cache_entry_from_configmap(body)
     return {(namespace or "", entry.key): entry} if entry else {}
 
 
@@ -354,7 +351,7 @@ def cache_entry_changed(
 ) -> None:
     rt = _runtime(memo)
     key = (namespace or "", name)
-    if type == "DELETED" or not controller.is_cache_configmap(body):
+    if type == "DELETED" or not children.is_cache_configmap(body):
         rt.cache_names.discard(key)
     else:
         rt.cache_names.add(key)
@@ -407,35 +404,17 @@ async def policy_changed(
     now = datetime.now(UTC)
     generation = body.get("metadata", {}).get("generation")
     if problems:
-        conditions = [
-            Condition(
-                type=ConditionType.READY,
-                status="False",
-                reason="InvalidPolicy",
-                message="; ".join(problems),
-                last_transition_time=now,
-                observed_generation=generation,
-            ),
-            Condition(
-                type=ConditionType.STALLED,
-                status="True",
-                reason="InvalidPolicy",
-                message="; ".join(problems),
-                last_transition_time=now,
-                observed_generation=generation,
-            ),
-        ]
+        text = "; ".join(problems)
+        conditions = engine.set_condition(
+            [], ConditionType.READY, "False", "InvalidPolicy", text, generation, now
+        )
+        conditions = engine.set_condition(
+            conditions, ConditionType.STALLED, "True", "InvalidPolicy", text, generation, now
+        )
     else:
-        conditions = [
-            Condition(
-                type=ConditionType.READY,
-                status="True",
-                reason="Valid",
-                message="",
-                last_transition_time=now,
-                observed_generation=generation,
-            ),
-        ]
+        conditions = engine.set_condition(
+            [], ConditionType.READY, "True", "Valid", "", generation, now
+        )
     old = body.get("status") or {}
     old_summary = [
         (c.get("type"), c.get("status"), c.get("message")) for c in old.get("conditions", [])
@@ -522,9 +501,10 @@ async def workflow_daemon(
             delay: float | None = RESYNC_SECONDS
             if rt.is_leader:
                 try:
-                    requeue = await controller.reconcile(rt, key, body, gather)
+                    done = await controller.reconcile(rt, key, body, gather)
+                    requeue = done.requeue_after
                     delay = min(requeue, RESYNC_SECONDS) if requeue is not None else RESYNC_SECONDS
-                    if requeue is None and rt.phases.get(key) in FINISHED_PHASES:
+                    if requeue is None and done.finished:
                         # Nothing is left to do until the Workflow changes (a rerun, a retry,
                         # a new spec: all watch events that wake us).  Re-planning every
                         # finished Workflow each RESYNC_SECONDS was ~5% of a core with 5,000

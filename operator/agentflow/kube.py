@@ -14,13 +14,15 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
+
+from agentflow.children import job_log_pod, job_pods_selector, owned_by
 
 logger = logging.getLogger(__name__)
 
@@ -128,11 +130,6 @@ class UserInfo:
     uid: str = ""
     groups: tuple[str, ...] = ()
     extra: tuple[tuple[str, tuple[str, ...]], ...] = ()
-
-
-def owned_by(meta: Mapping[str, Any], uid: str) -> bool:
-    """Whether ``meta`` (an object's metadata) has an ownerReference to the object ``uid``."""
-    return bool(uid) and any(o.get("uid") == uid for o in meta.get("ownerReferences") or [])
 
 
 def utf8_prefix(text: str, limit_bytes: int) -> str:
@@ -374,12 +371,11 @@ class Kube:
         pods = await self.request(
             "GET",
             PODS.format(namespace=namespace),
-            query=[("labelSelector", f"batch.kubernetes.io/job-name={job_name}")],
+            query=[("labelSelector", job_pods_selector(job_name))],
         )
-        items = [p for p in pods.get("items") or [] if owned_by(p.get("metadata") or {}, job_uid)]
-        if not items:
+        pod = job_log_pod(pods.get("items") or [], job_uid)
+        if pod is None:
             return None
-        pod = items[-1]["metadata"]["name"]
         try:
             data = await self.request(
                 "GET",

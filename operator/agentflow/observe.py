@@ -225,18 +225,17 @@ def recheck_at(
 
 def observe(
     jobs: Iterable[JobSummary], pods: Iterable[PodSummary], now: datetime
-) -> tuple[list[ObservedJob], list[str]]:
-    """Observations for the planner, plus the names of active Jobs that will never finish.
+) -> list[ObservedJob]:
+    """Observations for the planner.
 
     A Job is reported finished only together with its pod's terminated state (exit code and
     termination message), since the two arrive on different watches; after a short grace the
     Job's own verdict is used alone.  A pod that Succeeded finishes its Job at once.  A pod
-    stuck on an image or config error is reported as a failed attempt; the caller deletes its
-    Job.  :func:`recheck_at` says when these graces end.
+    stuck on an image or config error is reported as a failed attempt marked ``stuck``: the
+    plan deletes its Job.  :func:`recheck_at` says when these graces end.
     """
     pods_by_job = _pods_by_job(pods)
     observed: list[ObservedJob] = []
-    stuck: list[str] = []
     for job in jobs:
         pod = pods_by_job.get(job.uid)
         state, reason, message = job.state, job.reason, job.message
@@ -259,9 +258,10 @@ def observe(
             state, reason = JobState.FAILED, "JobDeleted"
             message = "the step's Job was deleted before it finished"
         stuck_from = _stuck_from(pod)
+        stuck = False
         if state is JobState.ACTIVE and pod and stuck_from is not None and now >= stuck_from:
             state, reason, message = JobState.FAILED, pod.waiting_reason, pod.waiting_message
-            stuck.append(job.name)
+            stuck = True
         exit_code = pod.exit_code if pod is not None else None
         termination = pod.message if pod is not None else None
         if state is JobState.FAILED and pod is not None and pod.terminated and reason is None:
@@ -280,6 +280,7 @@ def observe(
                 exit_code=exit_code,
                 reason=reason if state is JobState.FAILED else None,
                 termination_message=termination if termination else message,
+                stuck=stuck,
             )
         )
-    return observed, stuck
+    return observed

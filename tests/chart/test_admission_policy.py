@@ -13,9 +13,8 @@ from typing import Any
 import pytest
 
 from agentflow.api.models import AgentTemplate, StepResult
-from agentflow.controller import cache_configmap, output_configmap
-from agentflow.engine.types import CreateJob, JobState, ObservedJob, WriteCache
-from agentflow.jobspec import WorkflowRef, build_step_job
+from agentflow.children import WorkflowRef, build_step_job, cache_configmap, output_configmap
+from agentflow.engine.types import CreateJob, WriteCache
 from tests.chart.chart_tools import documents, find, kubeconform, one, render
 from tests.chart.test_chart import container, parse_operator_args, rendered
 
@@ -51,8 +50,7 @@ def the_operators_objects() -> tuple[dict[str, Any], dict[str, Any], dict[str, A
     job = build_step_job(WF, action)
     write = WriteCache(key="k", step="build", result=StepResult(summary="ok"), ttl_seconds=60)
     cache = cache_configmap(WF.namespace, write, datetime.now(UTC))
-    observed = ObservedJob(action.job_name, "build", 1, 1, 1, "coder", JobState.SUCCEEDED)
-    output = output_configmap(WF, observed, "report")
+    output = output_configmap(WF, action.job_name, "build", "report")
     return job, cache, output
 
 

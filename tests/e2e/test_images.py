@@ -2,7 +2,7 @@
 with Docker, with no Kubernetes in between.
 
 The agent runner runs step attempts in a container made from the Job the operator builds
-(:func:`agentflow.jobspec.build_step_job`): its environment, its user, its read-only root
+(:func:`agentflow.children.build_step_job`): its environment, its user, its read-only root
 filesystem with an emptyDir at /tmp, its dropped capabilities and the termination-message file
 the kubelet mounts at /dev/termination-log.  What it prints and writes there is checked against
 the runner contract of docs/writing-agents.md.  The operator image starts as the chart's user
@@ -27,8 +27,8 @@ import yaml
 from packaging.utils import canonicalize_name
 
 from agentflow.api.models import DEFAULT_AGENT_IMAGE, AgentTemplate, EnvVar, Provider, StepResult
+from agentflow.children import WorkflowRef, build_step_job
 from agentflow.engine.types import CreateJob
-from agentflow.jobspec import WorkflowRef, build_step_job
 from agentflow.report import (
     TERMINATION_MESSAGE_LIMIT,
     decode_termination_message,

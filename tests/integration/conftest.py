@@ -70,7 +70,6 @@ class OperatorProcess:
 
     def start(self) -> None:
         self.starts += 1
-        log = self.log_path.open("ab")
         env = {
             **os.environ,
             "AGENTFLOW_LEASE_DURATION": "6",
@@ -78,27 +77,29 @@ class OperatorProcess:
             "AGENTFLOW_CACHE_SWEEP_SECONDS": "3",
             **self.env,
         }
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "agentflow.cli",
-                "operator",
-                "--kubeconfig",
-                str(self.kubeconfig),
-                "--metrics-port",
-                str(self.metrics_port),
-                "--metrics-host",
-                "127.0.0.1",
-                "--log-format",
-                "json",
-                *self.extra_args,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
+        # The operator writes to its own copy of the descriptor; ours is closed once it has it.
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "agentflow.cli",
+                    "operator",
+                    "--kubeconfig",
+                    str(self.kubeconfig),
+                    "--metrics-port",
+                    str(self.metrics_port),
+                    "--metrics-host",
+                    "127.0.0.1",
+                    "--log-format",
+                    "json",
+                    *self.extra_args,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
         self.wait_healthy()
 
     def http(self, path: str, timeout: float = 2.0) -> tuple[int, str]:

@@ -23,10 +23,9 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from agentflow.api.models import AgentTemplate, StepResult
-from agentflow.controller import cache_configmap, output_configmap
+from agentflow.children import WorkflowRef, build_step_job, cache_configmap, output_configmap
 from agentflow.engine.names import job_name
-from agentflow.engine.types import CreateJob, JobState, ObservedJob, WriteCache
-from agentflow.jobspec import WorkflowRef, build_step_job
+from agentflow.engine.types import CreateJob, WriteCache
 from agentflow_devcluster import LocalCluster
 from tests.integration.conftest import kubectl_for, wait_for
 from tests.integration.test_chart_rbac import (
@@ -322,8 +321,8 @@ def test_only_the_operators_own_configmaps_may_be_written_or_deleted(
         return refusal(lambda: core.delete_namespaced_config_map(name, ns, dry_run="All"))
 
     # What the operator writes is admitted.
-    report = ObservedJob("probe-build-1-1-1-x", "build", 1, 1, 1, "coder", JobState.SUCCEEDED)
-    assert create(output_configmap(PROBE_WORKFLOW, report, "# a long report")) is None
+    report = output_configmap(PROBE_WORKFLOW, "probe-build-1-1-1-x", "build", "# a long report")
+    assert create(report) is None
     assert create(probe_cache_entry("k1")) is None
 
     # A ConfigMap without the operator's labels, or with the cache label under a name that is

@@ -1,6 +1,6 @@
 """Hostile input against the real API server and the running operator.
 
-- Generated documents (the strategies of ``tests/unit/test_hostile_input.py``) get the same
+- Generated documents (the strategies of ``tests/support/generated.py``) get the same
   verdict from the API server (server-side dry-run) as from the local copy of the CRD schema.
 - Schema-valid Workflows the core rejects fail with a message naming the field, and the
   operator keeps running others.
@@ -31,9 +31,9 @@ from agentflow.api.models import (
     MAX_STEPS,
     Workflow,
 )
+from agentflow.children import WorkflowRef, build_step_job
 from agentflow.engine import resolve_agent
 from agentflow.engine.types import CreateJob
-from agentflow.jobspec import WorkflowRef, build_step_job
 from tests.integration.conftest import OperatorProcess
 from tests.integration.workflows import (
     Kubectl,
@@ -46,8 +46,8 @@ from tests.integration.workflows import (
     wait_finished,
     workflow,
 )
-from tests.unit.test_examples_schema import crd_errors
-from tests.unit.test_hostile_input import judge_workflow, mutations, workflow_specs
+from tests.support.crd_schema import crd_errors
+from tests.support.generated import judge_workflow, mutations, workflow_specs
 
 pytestmark = pytest.mark.integration
 

@@ -4,6 +4,8 @@
   ``a-b-c-1-1-1``) each run their own Job.
 - A Job that is not a Workflow's, under that Workflow's next Job name and carrying its labels,
   fails that attempt with a clear message; it is neither adopted nor deleted.
+- A Workflow deleted and at once created again under its name runs to the end, though the Job
+  of the one before is still there (held, as the garbage collector may take its time).
 - The cache sweep deletes only the operator's own entries: a user's ConfigMap carrying the
   cache label survives it, and so does an expired copy of an entry under another name.
 - A hand-made cache entry far larger than any result is cut like a fresh result when used.
@@ -21,7 +23,7 @@ from typing import Any
 import pytest
 
 from agentflow.api.models import Artifact, StepResult, WorkflowSpec
-from agentflow.controller import (
+from agentflow.children import (
     CACHE_CREATED_ANNOTATION,
     CACHE_DATA_KEY,
     CACHE_EXPIRES_ANNOTATION,
@@ -82,7 +84,9 @@ def test_workflows_whose_job_names_used_to_collide_each_run_their_own_job(
         assert attempt["outcome"] == "Succeeded"
         [job] = owned_jobs(kubectl, namespace, wf)
         assert (
-            job["metadata"]["name"] == attempt["jobName"] == job_name(wf_name, step_name, 1, 1, 1)
+            job["metadata"]["name"]
+            == attempt["jobName"]
+            == job_name(wf_name, step_name, 1, 1, 1, uid=wf["metadata"]["uid"])
         )
         assert job["metadata"]["labels"]["agentflow.dev/workflow"] == wf_name
         names.add(job["metadata"]["name"])
@@ -92,7 +96,22 @@ def test_workflows_whose_job_names_used_to_collide_each_run_their_own_job(
 def test_a_foreign_job_under_the_next_job_name_fails_that_attempt_and_is_left_alone(
     operator: OperatorProcess, kubectl: Kubectl, namespace: str
 ) -> None:
-    name = job_name("victim", "s", 1, 1, 1)
+    victim = workflow(
+        "victim",
+        [
+            {
+                "name": "s",
+                "agent": "a",
+                "timeoutSeconds": 30,
+                "retries": {"limit": 1, "backoffSeconds": 0},
+            }
+        ],
+        [script_agent("a")],
+    )
+    # Created suspended: its Job names hold its uid, so the foreign Job can take the first one
+    # only once the Workflow exists; resuming changes nothing else (the same run).
+    created = create(kubectl, namespace, {**victim, "spec": {**victim["spec"], "suspend": True}})
+    name = job_name("victim", "s", 1, 1, 1, uid=created["metadata"]["uid"])
     labels = {
         "agentflow.dev/workflow": "victim",
         "agentflow.dev/step": "s",
@@ -121,24 +140,17 @@ def test_a_foreign_job_under_the_next_job_name_fails_that_attempt_and_is_left_al
             },
         },
     )
-    apply(
-        kubectl,
+    resumed = kubectl(
+        "patch",
+        "-n",
         namespace,
-        [
-            workflow(
-                "victim",
-                [
-                    {
-                        "name": "s",
-                        "agent": "a",
-                        "timeoutSeconds": 30,
-                        "retries": {"limit": 1, "backoffSeconds": 0},
-                    }
-                ],
-                [script_agent("a")],
-            )
-        ],
+        "workflows.agentflow.dev",
+        "victim",
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"suspend": False}}),
     )
+    assert resumed.returncode == 0, resumed.stderr
     wf = wait_finished(kubectl, namespace, "victim", timeout=90)
     assert wf["status"]["phase"] == "Succeeded", wf["status"]
     first, second = step(wf, "s")["attempts"]
@@ -160,6 +172,50 @@ def test_a_foreign_job_under_the_next_job_name_fails_that_attempt_and_is_left_al
     assert not now["metadata"].get("deletionTimestamp")
     assert not now["metadata"].get("ownerReferences")
     assert now["metadata"]["labels"] == labels and now["spec"]["suspend"] is True
+
+
+HOLD = "agentflow.dev/test-hold"
+
+
+def hold_job(kubectl: Kubectl, namespace: str, name: str, finalizers: list[str] | None) -> None:
+    """Set the Job's finalizers: while one is there, a deleted Job stays (deleting)."""
+    patch = json.dumps({"metadata": {"finalizers": finalizers}})
+    done = kubectl("patch", "-n", namespace, "job", name, "--type=merge", "-p", patch)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_workflow_made_again_under_its_name_runs_while_the_old_job_is_still_there(
+    operator: OperatorProcess, kubectl: Kubectl, namespace: str
+) -> None:
+    """The Jobs of a deleted Workflow stay until the garbage collector deletes them; here a
+    finalizer holds the old Job (deleting, owned by the old uid) while the new Workflow runs."""
+    # Not cached: the new Workflow must run its step, under its own Job name.
+    doc = workflow(
+        "reborn", [{"name": "s", "agent": "a", "cache": {"enabled": False}}], [script_agent("a")]
+    )
+    apply(kubectl, namespace, [doc])
+    before = wait_finished(kubectl, namespace, "reborn")
+    assert before["status"]["phase"] == "Succeeded", before["status"]
+    [old_attempt] = step(before, "s")["attempts"]
+    old_job = old_attempt["jobName"]
+    hold_job(kubectl, namespace, old_job, [HOLD])
+    try:
+        deleted = kubectl("delete", "-n", namespace, "workflows.agentflow.dev", "reborn")
+        assert deleted.returncode == 0, deleted.stderr
+        apply(kubectl, namespace, [doc])
+        after = wait_finished(kubectl, namespace, "reborn")
+        assert after["metadata"]["uid"] != before["metadata"]["uid"]
+        assert after["status"]["phase"] == "Succeeded", after["status"]
+        [attempt] = step(after, "s")["attempts"]
+        assert attempt["outcome"] == "Succeeded" and attempt["jobName"] != old_job
+        # The old Job was there all along, still the old Workflow's, and left alone.
+        old = get(kubectl, namespace, "job", old_job)
+        assert old is not None
+        assert [o["uid"] for o in old["metadata"]["ownerReferences"]] == [before["metadata"]["uid"]]
+        reasons = {e["reason"] for e in events(kubectl, namespace, "reborn")}
+        assert "JobConflict" not in reasons
+    finally:
+        hold_job(kubectl, namespace, old_job, None)
 
 
 def test_the_cache_sweep_deletes_only_the_operators_own_entries(

@@ -28,7 +28,6 @@ from agentflow.api.models import (
 from agentflow.cli import app
 from agentflow.console import views
 from agentflow.console.cache import CacheRow
-from agentflow.console.checks import field_path
 from agentflow.console.cluster import ConsoleError
 from agentflow.console.timefmt import duration
 from agentflow.console.watch import watch
@@ -212,11 +211,6 @@ def test_good_files_stay_ok_next_to_a_bad_one_and_unreadable_files_are_named() -
     assert "OK workflows/health-check.yaml: Workflow/health-check" in result.stdout
     assert "does/not/exist.yaml: cannot read: No such file or directory" in result.stdout
     assert "2 error(s); 1 of 2 resource(s) valid" in result.stderr
-
-
-def test_field_paths_skip_validator_tags() -> None:
-    loc = ("spec", "agents", 0, "env", 1, "function-after[_one_source(), EnvVar]")
-    assert field_path(loc) == "spec.agents[0].env[1]"
 
 
 # ---- graph ------------------------------------------------------------------------------

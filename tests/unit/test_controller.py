@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from agentflow.api.models import Artifact, StepMetrics, StepResult
-from agentflow.controller import (
+from agentflow.children import (
     CACHE_DATA_KEY,
     CACHE_EXPIRES_ANNOTATION,
     cache_configmap,
@@ -13,6 +13,8 @@ from agentflow.controller import (
     cache_configmap_to_sweep,
     cache_entry_from_configmap,
     is_cache_configmap,
+)
+from agentflow.controller import (
     merge_patch_status,
     resolve_fallback_policy,
 )

@@ -242,7 +242,7 @@ def _named(name: str) -> dict[str, Any]:
 
 
 def test_a_workflow_name_that_cannot_be_a_label_value_is_rejected_by_crd_and_models() -> None:
-    from .test_examples_schema import crd_errors
+    from tests.support.crd_schema import crd_errors
 
     longest = "w" * MAX_WORKFLOW_NAME_LENGTH
     assert crd_errors(_named(longest)) == []

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 from agentflow.api.models import AgentTemplate, EnvVar, EnvVarSource, Provider, SecretKeySelector
+from agentflow.children import JobSettings, WorkflowRef, build_step_job
 from agentflow.engine.types import CreateJob
-from agentflow.jobspec import JobSettings, WorkflowRef, build_step_job
 
 WF = WorkflowRef(name="wf", namespace="team-a", uid="uid-1")
 

@@ -3,27 +3,26 @@
 A Job or ConfigMap the API server refuses (an invalid field the CRD schema let through, an
 object too large, a quota) would be refused again on every pass: the attempt fails with the
 server's message (a Job, an output ConfigMap), or the pass goes on without it (a cache entry).
-These tests drive one reconcile pass against a fake API; ``tests/integration/test_hostile.py``
-does it against the real API server.
+These tests drive one reconcile pass on the in-memory fake of ``agentflow.kube`` (the outputs
+are in tests/unit/test_shell.py); ``tests/integration/test_hostile.py`` does it against the real
+API server.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from agentflow import controller
+from agentflow import children, controller
 from agentflow.api.models import StepResult
-from agentflow.config import OperatorConfig
-from agentflow.controller import Observations, Runtime
-from agentflow.engine.types import JobState, ObservedJob, WriteCache
-from agentflow.jobspec import WorkflowRef
+from agentflow.children import WorkflowRef
+from agentflow.controller import Key
+from agentflow.engine.types import WriteCache
 from agentflow.kube import ApiError, is_refusal, utf8_prefix
-from agentflow.metrics import OperatorMetrics
+from tests.support.shell import Clock, Shell
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 INVALID = (
@@ -64,162 +63,68 @@ def test_a_log_is_cut_to_its_limit_in_utf8_bytes() -> None:
     assert utf8_prefix("short", 100) == "short"
 
 
-@dataclass
-class FakeKube:
-    """The API, as far as one pass uses it; ``refuse`` says what each create answers."""
-
-    refuse_jobs: ApiError | None = None
-    refuse_configmaps: ApiError | None = None
-    log: str = ""
-    jobs: list[dict[str, Any]] = field(default_factory=list)
-    configmaps: list[dict[str, Any]] = field(default_factory=list)
-    status_patches: list[dict[str, Any]] = field(default_factory=list)
-
-    async def create_job(self, manifest: dict[str, Any]) -> Any:
-        if self.refuse_jobs is not None:
-            raise self.refuse_jobs
-        self.jobs.append(manifest)
-        return controller.CreateResult(controller.CreateOutcome.CREATED)
-
-    async def create_configmap(self, manifest: dict[str, Any]) -> bool:
-        if self.refuse_configmaps is not None:
-            raise self.refuse_configmaps
-        self.configmaps.append(manifest)
-        return True
-
-    async def replace_configmap_data(self, manifest: dict[str, Any]) -> None:
-        await self.create_configmap(manifest)
-
-    async def read_job_log(self, *_: Any) -> str:
-        return self.log
-
-    async def patch_workflow_status(
-        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None
-    ) -> dict[str, Any]:
-        self.status_patches.append(status)
-        version = str(int(resource_version or 1) + 1)
-        return {"metadata": {"resourceVersion": version}, "status": status}
-
-
-def runtime(kube: FakeKube, events: list[tuple[str, str, str]]) -> Runtime:
-    return Runtime(
-        kube=kube,  # type: ignore[arg-type]
-        metrics=OperatorMetrics(),
-        config=OperatorConfig(),
-        post_event=lambda _body, type_, reason, message: events.append((type_, reason, message)),
-    )
-
-
-def workflow_body(**spec: Any) -> dict[str, Any]:
-    return {
-        "metadata": {"name": "wf", "namespace": "team", "uid": "u-1", "resourceVersion": "1"},
-        "spec": {
-            "steps": [{"name": "s", "agent": "a", "prompt": "go"}],
-            "agents": [{"name": "a", "provider": "script"}],
-            **spec,
-        },
+def shell_with_workflow(**spec: Any) -> tuple[Shell, Key]:
+    shell = Shell(Clock(NOW))
+    body = {
+        "steps": [{"name": "s", "agent": "a", "prompt": "go"}],
+        "agents": [{"name": "a", "provider": "script"}],
+        **spec,
     }
+    return shell, shell.submit("wf", body)
 
 
-def no_observations() -> Observations:
-    return Observations(
-        jobs=[], pods=[], policies={}, cache=lambda _: None, active_jobs_in_namespace=0
-    )
+def status_patches(shell: Shell) -> int:
+    return sum(verb == "patch-status" for verb, _ in shell.kube.calls)
 
 
 def test_a_refused_job_fails_its_attempt_with_the_servers_message_in_the_same_pass() -> None:
-    kube = FakeKube(refuse_jobs=ApiError(422, "error", {"message": INVALID}))
-    events: list[tuple[str, str, str]] = []
-    rt = runtime(kube, events)
-    asyncio.run(controller.reconcile(rt, ("team", "wf"), workflow_body(), no_observations))
+    shell, key = shell_with_workflow()
+    shell.kube.faults.job_error = ApiError(422, "error", {"message": INVALID})
+    shell.reconcile(key)
 
-    [status] = kube.status_patches
+    assert status_patches(shell) == 1
+    status = shell.status(key)
     [attempt] = status["steps"][0]["attempts"]
     expected = f"JobRefused: the API server refused the Job: 422: {INVALID}"
     assert attempt["outcome"] == "Failed" and attempt["reason"] == "JobRefused"
     assert attempt["message"] == expected
     assert status["phase"] == "Failed"
     assert status["message"] == f"step s failed: {expected}"
-    assert ("Warning", "JobRefused", expected.removeprefix("JobRefused: ")) in events
-    assert kube.jobs == []
+    assert ("Warning", "JobRefused", expected.removeprefix("JobRefused: ")) in shell.events
+    assert shell.kube.jobs == {}
 
 
 def test_a_job_refused_with_a_retry_left_is_retried_under_the_policy() -> None:
-    kube = FakeKube(refuse_jobs=ApiError(403, "error", {"message": "exceeded quota: jobs"}))
-    rt = runtime(kube, [])
-    body = workflow_body(
+    shell, key = shell_with_workflow(
         steps=[{"name": "s", "agent": "a", "prompt": "go", "retries": {"limit": 1}}]
     )
-    asyncio.run(controller.reconcile(rt, ("team", "wf"), body, no_observations))
-    step = kube.status_patches[-1]["steps"][0]
+    shell.kube.faults.job_error = ApiError(403, "error", {"message": "exceeded quota: jobs"})
+    shell.reconcile(key)
+    step = shell.status(key)["steps"][0]
     assert step["phase"] == "Running" and step["nextAttemptAt"]
     assert "attempt 1 failed: JobRefused: the API server refused the Job: 403:" in step["message"]
     assert "exceeded quota: jobs; retrying in 10s" in step["message"]
 
 
 def test_an_api_error_that_is_no_refusal_still_fails_the_pass() -> None:
-    kube = FakeKube(refuse_jobs=ApiError(429, "error", {"message": "too many requests"}))
-    rt = runtime(kube, [])
+    shell, key = shell_with_workflow()
+    shell.kube.faults.job_error = ApiError(429, "error", {"message": "too many requests"})
     with pytest.raises(ApiError):
-        asyncio.run(controller.reconcile(rt, ("team", "wf"), workflow_body(), no_observations))
-    assert kube.status_patches == []
-
-
-def truncated_job() -> ObservedJob:
-    message = controller.report.encode_termination_message(
-        StepResult(summary="long", truncated=True), full_size=10_000
-    )
-    return ObservedJob(
-        name="wf-s-1-1-1",
-        step="s",
-        run=1,
-        iteration=1,
-        attempt=1,
-        agent="a",
-        state=JobState.SUCCEEDED,
-        finished_at=NOW,
-        exit_code=0,
-        termination_message=message,
-    )
-
-
-def test_a_refused_output_configmap_fails_the_attempt_with_the_servers_message() -> None:
-    refusal = ApiError(403, "error", {"message": 'configmaps "x" is forbidden: exceeded quota'})
-    kube = FakeKube(refuse_configmaps=refusal, log="## Summary\nlong\n")
-    rt = runtime(kube, [])
-    wf = WorkflowRef(name="wf", namespace="team", uid="u-1")
-    [job] = asyncio.run(controller.store_outputs(rt, wf, None, [truncated_job()], {}))
-    assert job.state is JobState.FAILED and job.reason == "OutputRefused"
-    summary = controller.report.decode_termination_message(job.termination_message).summary
-    assert summary == (
-        "the API server refused output ConfigMap wf-s-1-1-1-output: "
-        '403: configmaps "x" is forbidden: exceeded quota'
-    )
-    assert "wf-s-1-1-1-output" not in rt.outputs_stored.get(("team", "wf"), set())
-
-
-def test_an_output_configmap_holds_at_most_the_limit_whatever_the_log_decodes_to() -> None:
-    kube = FakeKube(log=utf8_prefix("\ufffd" * 10**6, 900 * 1024))
-    rt = runtime(kube, [])
-    wf = WorkflowRef(name="wf", namespace="team", uid="u-1")
-    [job] = asyncio.run(controller.store_outputs(rt, wf, None, [truncated_job()], {}))
-    assert job.output_ref == "wf-s-1-1-1-output"
-    [cm] = kube.configmaps
-    assert len(cm["data"]["report"].encode()) <= rt.config.output_limit_bytes
+        shell.reconcile(key)
+    assert status_patches(shell) == 0
 
 
 def test_a_refused_cache_entry_is_reported_and_the_pass_goes_on() -> None:
     refusal = ApiError(422, "error", {"message": "metadata.labels: Invalid value"})
-    kube = FakeKube(refuse_configmaps=refusal)
-    events: list[tuple[str, str, str]] = []
-    rt = runtime(kube, events)
+    shell = Shell(Clock(NOW))
+    shell.kube.faults.configmap_error = refusal
     wf = WorkflowRef(name="wf", namespace="team", uid="u-1")
     write = WriteCache(key="sha256:k", step="s", result=StepResult(summary="x"), ttl_seconds=60)
     after = controller.RecordEvent(type="Normal", reason="After", message="still carried out")
-    asyncio.run(controller.execute(rt, {}, wf, [write, after], NOW, {}))
-    [(type_, reason, message), later] = events
+    asyncio.run(controller.execute(shell.rt, {}, wf, [write, after], NOW, {}))
+    [(type_, reason, message), later] = shell.events
     assert (type_, reason) == ("Warning", "CacheWriteRefused")
-    name = controller.cache_configmap_name("sha256:k")
+    name = children.cache_configmap_name("sha256:k")
     assert message == (
         f"step s: the API server refused cache ConfigMap {name}: "
         "422: metadata.labels: Invalid value; the result is not cached"

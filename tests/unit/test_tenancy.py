@@ -11,6 +11,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from agentflow.api.models import AgentTemplate, StepPhase
+from agentflow.children import WorkflowRef, job_log_pod
 from agentflow.config import OperatorConfig
 from agentflow.controller import (
     JOB_CONFLICT,
@@ -21,10 +22,9 @@ from agentflow.controller import (
 )
 from agentflow.engine import job_name, plan
 from agentflow.engine.types import FallbackPolicy, Limits, no_cache
-from agentflow.jobspec import WorkflowRef
 from agentflow.kube import ApiError, Kube
 from agentflow.metrics import OperatorMetrics
-from tests.unit.engine.world import T0, fallback_policy, step, workflow
+from tests.support.world import T0, fallback_policy, step, workflow
 
 T = TypeVar("T")
 NS = "team"
@@ -128,7 +128,8 @@ def test_a_job_log_is_read_only_from_that_jobs_own_pod() -> None:
 
 def _pass(api: FakeApi, policy: FallbackPolicy) -> Any:
     """One pass of planning and acting for Workflow ``wf`` (uid OURS), one step ``s``."""
-    wf = workflow([step("s")], name="wf", agents=[AgentTemplate(name="a"), AgentTemplate(name="b")])
+    agents = [AgentTemplate(name="a"), AgentTemplate(name="b")]
+    wf = workflow([step("s")], name="wf", uid=OURS, agents=agents)
     events: list[tuple[str, str, str]] = []
     rt = Runtime(
         kube=api,
@@ -145,7 +146,7 @@ def _pass(api: FakeApi, policy: FallbackPolicy) -> Any:
 
 def test_a_foreign_job_under_the_next_name_fails_that_attempt_in_the_same_pass() -> None:
     api = FakeApi()
-    name = job_name("wf", "s", 1, 1, 1)
+    name = job_name("wf", "s", 1, 1, 1, uid=OURS)
     foreign = api.add("jobs", name, THEIRS)
     result, events = _pass(api, fallback_policy({"agent": "a", "fallback": "b"}))
     s = result.status.step("s")
@@ -163,7 +164,7 @@ def test_a_foreign_job_under_the_next_name_fails_that_attempt_in_the_same_pass()
 
 def test_a_foreign_job_fails_the_step_when_nothing_else_may_run() -> None:
     api = FakeApi()
-    name = job_name("wf", "s", 1, 1, 1)
+    name = job_name("wf", "s", 1, 1, 1, uid=OURS)
     foreign = api.add("jobs", name, None)
     result, _ = _pass(api, FallbackPolicy())
     s = result.status.step("s")
@@ -171,3 +172,18 @@ def test_a_foreign_job_fails_the_step_when_nothing_else_may_run() -> None:
     assert [(a.outcome, a.reason) for a in s.attempts] == [("Failed", JOB_CONFLICT)]
     assert result.status.phase == "Failed"
     assert api.objects[f"jobs/{name}"] is foreign and api.deletes() == []
+
+
+def test_the_log_read_is_the_newest_pod_the_job_owns() -> None:
+    def pod(name: str, owner: str, created: str) -> dict[str, Any]:
+        owners = [{"kind": "Job", "uid": owner, "controller": True}]
+        return {"metadata": {"name": name, "ownerReferences": owners, "creationTimestamp": created}}
+
+    pods = [
+        pod("b", "job-1", "2026-01-01T00:00:02Z"),
+        pod("c", "job-2", "2026-01-01T00:00:09Z"),  # another Job under the same name: not ours
+        pod("a", "job-1", "2026-01-01T00:00:01Z"),
+    ]
+    assert job_log_pod(pods, "job-1") == "b"
+    assert job_log_pod(pods, "job-3") is None
+    assert job_log_pod(pods, None) == "c"  # the Job is gone: any pod under its name

@@ -511,7 +511,9 @@ class WorkflowStatus(StatusModel):
     run: int = 0
     """Run number; a rerun request starts the next one."""
     progress: str | None = None
-    """Finished steps of all steps, e.g. ``3/5``."""
+    """Finished steps of all steps, e.g. ``3/5``: those that succeeded, came from the cache, were
+    skipped, or failed after running a Job. A step that failed before it ran (at its ``when``, its
+    prompt or its agent) is not counted."""
     started_at: datetime | None = None
     finished_at: datetime | None = None
     message: str | None = None

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from agentflow.console.timefmt import parse_time
-from agentflow.controller import (
+from agentflow.children import (
     CACHE_CREATED_ANNOTATION,
     CACHE_EXPIRES_ANNOTATION,
     CACHE_KEY_ANNOTATION,
 )
+from agentflow.console.timefmt import parse_time
 from agentflow.engine.types import LABEL_CACHE, LABEL_STEP
 
 CACHE_SELECTOR = LABEL_CACHE

@@ -49,30 +49,6 @@ class Report:
         return not self.errors
 
 
-def field_path(loc: Sequence[int | str]) -> str:
-    """``('spec', 'steps', 1, 'dependsOn')`` as ``spec.steps[1].dependsOn``."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif "[" in part or "(" in part:
-            continue  # pydantic's tag for a validator or union member, not a field
-        else:
-            out += f".{part}" if out else part
-    return out
-
-
-def _pydantic_messages(error: ValidationError) -> list[str]:
-    messages = []
-    for item in error.errors():
-        message = str(item["msg"])
-        for prefix in ("Value error, ", "Assertion failed, "):
-            message = message.removeprefix(prefix)
-        path = field_path(item["loc"])
-        messages.append(f"{path}: {message}" if path else message)
-    return messages
-
-
 def _schema_problems(doc: Document) -> list[str]:
     api_version = doc.body.get("apiVersion")
     if api_version is None:
@@ -98,7 +74,7 @@ def _check_workflow(doc: Document, report: Report) -> list[str]:
         # Strict, as the API server is: "5" is not an integer, "yes" is not a boolean.
         workflow = Workflow.model_validate_json(json.dumps(doc.body), strict=True)
     except ValidationError as e:
-        return _pydantic_messages(e)
+        return engine.model_error_messages(e)
     report.workflows.append((doc, workflow))
     return engine.validate_workflow(workflow.spec)
 
@@ -110,7 +86,7 @@ def _check_policy(doc: Document, report: Report) -> list[str]:
     try:
         policy = AgentFallbackPolicy.model_validate_json(json.dumps(doc.body), strict=True)
     except ValidationError as e:
-        return _pydantic_messages(e)
+        return engine.model_error_messages(e)
     report.policies.append((doc, policy))
     return engine.validate_policy(policy.spec)
 
@@ -119,25 +95,12 @@ def _undeclared_fallbacks(workflow: Workflow, policy: AgentFallbackPolicy) -> li
     """Fallback agents the policy would run for this Workflow that it does not declare."""
     resolved = engine.resolve_policy(policy.spec, policy.metadata.name)
     declared = {a.name for a in workflow.spec.agents}
-    problems: list[str] = []
-    for agent in dict.fromkeys(s.agent for s in workflow.spec.steps):
-        visited = {agent}
-        current = agent
-        while True:
-            fallback = resolved.rule_for(current).fallback
-            if fallback is None or fallback in visited:
-                break
-            if fallback not in declared:
-                problem = (
-                    f"spec.agents: fallback agent {fallback!r} of agent {current!r} "
-                    f"(AgentFallbackPolicy/{policy.metadata.name}) is not declared"
-                )
-                if problem not in problems:
-                    problems.append(problem)
-                break
-            visited.add(fallback)
-            current = fallback
-    return problems
+    steps = (s.agent for s in workflow.spec.steps)
+    return [
+        f"spec.agents: fallback agent {fallback!r} of agent {agent!r} "
+        f"(AgentFallbackPolicy/{policy.metadata.name}) is not declared"
+        for fallback, agent in engine.undeclared_fallbacks(resolved, steps, declared)
+    ]
 
 
 def _cross_document(report: Report, require_policy_refs: bool) -> dict[int, list[str]]:

@@ -18,6 +18,7 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from agentflow.api.models import GROUP, VERSION
+from agentflow.children import job_log_pod, job_pods_selector
 
 # The client's functions are only partly typed; calls go through this untyped handle.
 _k8s: Any = kubernetes
@@ -33,6 +34,7 @@ CONFIGMAPS = "/api/v1/namespaces/{namespace}/configmaps"
 ALL_CONFIGMAPS = "/api/v1/configmaps"
 EVENTS = "/api/v1/namespaces/{namespace}/events"
 PODS = "/api/v1/namespaces/{namespace}/pods"
+JOBS = "/apis/batch/v1/namespaces/{namespace}/jobs"
 SECRETS = "/api/v1/namespaces/{namespace}/secrets"
 
 JSON = "application/json"
@@ -306,19 +308,20 @@ class Cluster:
         return self.get_optional(SECRETS.format(namespace=namespace) + f"/{name}") is not None
 
     def job_pod_log(self, namespace: str, job_name: str) -> str | None:
-        """The log of the newest pod of a Job, or None when it has no pod any more."""
+        """The log of the Job's pod (``children.job_log_pod``), or None when it has none."""
+        job = self.get_optional(JOBS.format(namespace=namespace) + f"/{job_name}")
+        job_uid = (job.get("metadata") or {}).get("uid") if job is not None else None
         pods = (
             self.request(
                 "GET",
                 PODS.format(namespace=namespace),
-                query=[("labelSelector", f"batch.kubernetes.io/job-name={job_name}")],
+                query=[("labelSelector", job_pods_selector(job_name))],
             ).get("items")
             or []
         )
-        if not pods:
+        pod = job_log_pod(pods, job_uid)
+        if pod is None:
             return None
-        newest = max(pods, key=lambda p: p.get("metadata", {}).get("creationTimestamp") or "")
-        pod = newest["metadata"]["name"]
         try:
             text: str = self.request(
                 "GET", PODS.format(namespace=namespace) + f"/{pod}/log", raw=True

@@ -341,7 +341,7 @@ def events_table(events: Sequence[Mapping[str, Any]], now: datetime) -> Table:
 
 
 def cache_table(entries: Sequence[CacheRow], now: datetime, all_namespaces: bool) -> Table:
-    """Cache ConfigMaps (see ``agentflow.controller.cache_configmap``)."""
+    """Cache ConfigMaps (see ``agentflow.children.cache_configmap``)."""
     table = Table(box=None, pad_edge=False, header_style="bold")
     if all_namespaces:
         table.add_column("NAMESPACE", no_wrap=True)

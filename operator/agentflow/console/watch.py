@@ -16,6 +16,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
+from agentflow.api.models import TERMINAL_WORKFLOW_PHASES
 from agentflow.console.cluster import EXIT_FAILED, EXIT_TIMEOUT, Cluster
 from agentflow.console.views import (
     is_current,
@@ -25,7 +26,7 @@ from agentflow.console.views import (
     workflow_view,
 )
 
-TERMINAL = ("Succeeded", "Failed")
+TERMINAL = frozenset(phase.value for phase in TERMINAL_WORKFLOW_PHASES)
 # Without any status after this long, the operator is probably not running: say so once.
 NO_STATUS_HINT_SECONDS = 30.0
 # Phase-change lines carry the whole (one-lined) summary, up to this many characters.

@@ -19,9 +19,9 @@ from agentflow.engine.planner import (
     WAITING_NAMESPACE_LIMIT,
     plan,
 )
-from agentflow.engine.policy import resolve_policy, validate_policy
+from agentflow.engine.policy import resolve_policy, undeclared_fallbacks, validate_policy
 from agentflow.engine.templating import PromptContext, TemplateError, render_prompt
-from agentflow.engine.validation import validate_workflow
+from agentflow.engine.validation import field_path, model_error_messages, validate_workflow
 
 __all__ = [
     "CACHE_KEY_VERSION",
@@ -35,7 +35,9 @@ __all__ = [
     "PromptContext",
     "TemplateError",
     "cache_key",
+    "field_path",
     "job_name",
+    "model_error_messages",
     "plan",
     "progress",
     "render_prompt",
@@ -46,6 +48,7 @@ __all__ = [
     "step_counts",
     "step_dependencies",
     "topological_order",
+    "undeclared_fallbacks",
     "validate_policy",
     "validate_workflow",
 ]

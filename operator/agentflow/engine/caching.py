@@ -65,7 +65,7 @@ def result_digest(result: StepResult) -> str:
     return result.digest or _sha256(result.summary)
 
 
-def bounded_result(result: StepResult) -> StepResult:
+def bounded_result(result: StepResult, full_size: int = 0) -> StepResult:
     """``result`` cut to the bounds of a fresh one, for a result read back from the cache.
 
     A fresh result reaches the status only through a termination message
@@ -76,8 +76,10 @@ def bounded_result(result: StepResult) -> StepResult:
     edit; unbounded, one would grow the Workflow's status (and the prompts that quote it) past
     what etcd stores.  A result that was cut says ``truncated``; ``outputRef`` is kept when it
     can be a ConfigMap's name.  A result the operator stored itself comes back unchanged.
+    ``full_size`` is the size of the report it was parsed from (a report read from a pod log),
+    as the runner passes it: a larger one than a termination message holds says ``truncated``.
     """
-    bounded = decode_termination_message(encode_termination_message(result, full_size=0))
+    bounded = decode_termination_message(encode_termination_message(result, full_size=full_size))
     ref = result.output_ref
     return bounded.model_copy(
         update={"output_ref": ref if ref is not None and _CONFIGMAP_NAME.match(ref) else None}

@@ -24,42 +24,34 @@ def set_condition(
 
     Returns a new list (the input is not changed); a new condition type is appended.
     """
-    result: list[Condition] = []
-    found = False
-    for condition in conditions:
-        if condition.type != type_:
-            result.append(condition)
-            continue
-        found = True
-        since = condition.last_transition_time if condition.status == status else now
-        result.append(
-            Condition(
-                type=type_,
-                status=status,
-                reason=reason,
-                message=message,
-                last_transition_time=since,
-                observed_generation=generation,
-            )
-        )
-    if not found:
-        result.append(
-            Condition(
-                type=type_,
-                status=status,
-                reason=reason,
-                message=message,
-                last_transition_time=now,
-                observed_generation=generation,
-            )
-        )
-    return result
+    previous = next((c for c in conditions if c.type == type_), None)
+    held = previous is not None and previous.status == status
+    since = previous.last_transition_time if previous is not None and held else now
+    condition = Condition(
+        type=type_,
+        status=status,
+        reason=reason,
+        message=message,
+        last_transition_time=since,
+        observed_generation=generation,
+    )
+    if previous is None:
+        return [*conditions, condition]
+    return [condition if c.type == type_ else c for c in conditions]
+
+
+def finished(step: StepStatus) -> bool:
+    """Whether ``step`` counts as finished in the progress: it is over, and not a step that
+    failed before it ran a Job (at its ``when``, its prompt or its agent), which a reader of
+    ``2/2`` would take for done."""
+    if step.phase is StepPhase.FAILED:
+        return bool(step.attempts)
+    return step.phase in TERMINAL_STEP_PHASES
 
 
 def progress(steps: Sequence[StepStatus]) -> str:
-    """``<terminal steps>/<total>``, e.g. ``3/5``."""
-    done = sum(1 for s in steps if s.phase in TERMINAL_STEP_PHASES)
-    return f"{done}/{len(steps)}"
+    """``<finished steps>/<total>``, e.g. ``3/5`` (see :func:`finished`)."""
+    return f"{sum(finished(s) for s in steps)}/{len(steps)}"
 
 
 _COUNT_ORDER = ("Succeeded", "Fallback", "Cached", "Skipped", "Failed", "Running", "Pending")

@@ -439,40 +439,44 @@ def analyze(node: Node) -> Analysis:
     return found
 
 
-def _walk(node: Node, bound: frozenset[str], depth: int, found: Analysis) -> None:
-    found.macro_nesting = max(found.macro_nesting, depth)
-    if node.kind == "ident":
-        found.identifiers.add(node.name)
-        if node.name not in bound:
-            found.free.add(node.name)
-            found.all_steps |= node.name == "steps"
-        return
-    if node.kind in ("select", "index"):
-        operand, key = node.args[0], node.args[-1].token
-        if operand.kind == "ident" and operand.name == "steps" and "steps" not in bound:
-            name = node.name if node.kind == "select" else None
-            if key is not None and key.kind == "string":
-                name = key.value
-            if name is not None:
-                found.identifiers.add("steps")
-                found.free.add("steps")
-                found.steps.add(name)
-                return
-    if node.kind == "call" and node.name in _MACRO_NAMES:
-        # The receiver is evaluated once; the arguments once per element (or entry).
+def _walk(root: Node, bound: frozenset[str], depth: int, found: Analysis) -> None:
+    # A loop over a stack, not recursion: a chain of binary operators (``a + a + ...``, each a
+    # node whose first operand is the rest) is as deep as it is long, and the parser's nesting
+    # bound does not count it.
+    pending = [(root, bound, depth)]
+    while pending:
+        node, bound, depth = pending.pop()
+        found.macro_nesting = max(found.macro_nesting, depth)
+        if node.kind == "ident":
+            found.identifiers.add(node.name)
+            if node.name not in bound:
+                found.free.add(node.name)
+                found.all_steps |= node.name == "steps"
+            continue
+        if node.kind in ("select", "index"):
+            operand, key = node.args[0], node.args[-1].token
+            if operand.kind == "ident" and operand.name == "steps" and "steps" not in bound:
+                name = node.name if node.kind == "select" else None
+                if key is not None and key.kind == "string":
+                    name = key.value
+                if name is not None:
+                    found.identifiers.add("steps")
+                    found.free.add("steps")
+                    found.steps.add(name)
+                    continue
+        if node.kind == "call" and node.name in _MACRO_NAMES:
+            # The receiver is evaluated once; the arguments once per element (or entry).
+            if node.target is not None:
+                pending.append((node.target, bound, depth))
+            args = node.args
+            if node.target is not None and args and args[0].kind == "ident":
+                bound = bound | {args[0].name}
+                args = args[1:]
+            pending.extend((arg, bound, depth + 1) for arg in args)
+            continue
         if node.target is not None:
-            _walk(node.target, bound, depth, found)
-        args = node.args
-        if node.target is not None and args and args[0].kind == "ident":
-            bound = bound | {args[0].name}
-            args = args[1:]
-        for arg in args:
-            _walk(arg, bound, depth + 1, found)
-        return
-    if node.target is not None:
-        _walk(node.target, bound, depth, found)
-    for arg in node.args:
-        _walk(arg, bound, depth, found)
+            pending.append((node.target, bound, depth))
+        pending.extend((arg, bound, depth) for arg in node.args)
 
 
 def macro_nesting(expression: str) -> int:

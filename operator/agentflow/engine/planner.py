@@ -38,16 +38,16 @@ attempt whose Job is absent is taken as lost (reason ``JobLost``) only after
 must pass every step Job of the Workflow it knows of.  A Job still active
 :data:`STEP_TIMEOUT_GRACE_SECONDS` after the step's ``timeoutSeconds`` (a pod that never
 started) is deleted and its attempt fails with reason ``Timeout``.  A succeeded Job whose report
-was truncated waits up to :data:`TRUNCATED_REPORT_WAIT_SECONDS` for the caller to store the full
-report and pass its ``output_ref``.  ``activeDeadlineSeconds`` counts from the run's start, also
-while suspended.
+was truncated waits up to :data:`TRUNCATED_REPORT_WAIT_SECONDS` for the caller to read the full
+report from the pod log and pass it (``log_report``); the plan then stores it in an output
+ConfigMap (``StoreOutput``) and refers to it from the result.  ``activeDeadlineSeconds`` counts
+from the run's start, also while suspended.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -71,7 +71,7 @@ from agentflow.api.models import (
     WorkflowStatus,
 )
 from agentflow.engine.agents import resolve_agent
-from agentflow.engine.caching import cache_key, result_digest
+from agentflow.engine.caching import bounded_result, cache_key, result_digest
 from agentflow.engine.conditions import progress, set_condition, step_counts
 from agentflow.engine.expressions import (
     EvaluationDeferred,
@@ -82,7 +82,8 @@ from agentflow.engine.expressions import (
     step_view,
 )
 from agentflow.engine.graph import Ancestors, step_dependencies, topological_order
-from agentflow.engine.names import job_name
+from agentflow.engine.names import job_name, output_configmap_name
+from agentflow.engine.policy import undeclared_fallbacks
 from agentflow.engine.templating import PromptContext, TemplateError, render_prompt
 from agentflow.engine.templating import template_references as _template_references
 from agentflow.engine.types import (
@@ -100,10 +101,11 @@ from agentflow.engine.types import (
     ObservedJob,
     Plan,
     RecordEvent,
+    StoreOutput,
     WriteCache,
 )
 from agentflow.engine.validation import secret_references_not_allowed, validate_workflow
-from agentflow.report import decode_termination_message
+from agentflow.report import decode_termination_message, parse_report
 
 LOST_JOB_GRACE_SECONDS = 30
 STEP_TIMEOUT_GRACE_SECONDS = 30
@@ -133,22 +135,21 @@ def plan(
 
 _VALIDATED: OrderedDict[str, list[str]] = OrderedDict()
 _VALIDATED_MAX = 512
-_VALIDATED_LOCK = threading.Lock()  # kopf may run planning in worker threads
+# Planning runs on the operator's event loop (and in the CLI), one pass at a time, never in
+# worker threads: the memo needs no lock.
 
 
 def _validate(spec: WorkflowSpec) -> list[str]:
     """validate_workflow, remembered by the spec's content (every pass re-checks the spec)."""
     key = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
-    with _VALIDATED_LOCK:
-        errors = _VALIDATED.get(key)
-        if errors is not None:
-            _VALIDATED.move_to_end(key)
-            return list(errors)
+    errors = _VALIDATED.get(key)
+    if errors is not None:
+        _VALIDATED.move_to_end(key)
+        return list(errors)
     errors = validate_workflow(spec)
-    with _VALIDATED_LOCK:
-        _VALIDATED[key] = errors
-        while len(_VALIDATED) > _VALIDATED_MAX:
-            _VALIDATED.popitem(last=False)
+    _VALIDATED[key] = errors
+    while len(_VALIDATED) > _VALIDATED_MAX:
+        _VALIDATED.popitem(last=False)
     return list(errors)
 
 
@@ -232,6 +233,7 @@ class _Planner:
 
     def plan(self) -> Plan:
         status = self.status
+        self._delete_stuck()
         if status.run == 0:
             self._new_run(keep=False, why=None)
         else:
@@ -275,6 +277,12 @@ class _Planner:
         if name not in self.deleted:
             self.deleted.add(name)
             self.actions.append(DeleteJob(job_name=name, reason=reason))
+
+    def _delete_stuck(self) -> None:
+        """Every pass while it is seen: a stuck Job holds its namespace's Job slot until then."""
+        for job in self.jobs:
+            if job.stuck:
+                self._delete(job.name, f"its pod cannot start ({job.reason})")
 
     def _wake(self, when: datetime) -> None:
         self.wakeups.append(when)
@@ -365,25 +373,11 @@ class _Planner:
         return None
 
     def _undeclared_fallbacks(self) -> list[str]:
-        problems: list[str] = []
-        for agent in dict.fromkeys(s.agent for s in self.spec.steps):
-            visited = {agent}
-            current = agent
-            while True:
-                fallback = self.policy.rule_for(current).fallback
-                if fallback is None or fallback in visited:
-                    break
-                if fallback not in self.agent_names:
-                    message = (
-                        f"fallback agent {fallback!r} of agent {current!r} "
-                        "is not declared in spec.agents"
-                    )
-                    if message not in problems:
-                        problems.append(message)
-                    break
-                visited.add(fallback)
-                current = fallback
-        return problems
+        steps = (s.agent for s in self.spec.steps)
+        return [
+            f"fallback agent {fallback!r} of agent {agent!r} is not declared in spec.agents"
+            for fallback, agent in undeclared_fallbacks(self.policy, steps, self.agent_names)
+        ]
 
     # -- observing Jobs ---------------------------------------------------------------------
 
@@ -427,9 +421,7 @@ class _Planner:
     def _job_succeeded(
         self, step: Step, status: StepStatus, attempt: Attempt, job: ObservedJob
     ) -> None:
-        result = decode_termination_message(job.termination_message)
-        if job.output_ref:
-            result = result.model_copy(update={"output_ref": job.output_ref})
+        result = self._job_result(job)
         if result.truncated and not result.output_ref:
             since = job.finished_at or attempt.started_at or self.now
             until = since + timedelta(seconds=TRUNCATED_REPORT_WAIT_SECONDS)
@@ -440,10 +432,30 @@ class _Planner:
             # This pass has spent its time on CEL: repeat.until is judged in the next one.
             self._wake(self.now + timedelta(seconds=1))
             return
+        if job.log_report is not None and job.output_ref is None:
+            self.actions.append(
+                StoreOutput(job_name=job.name, step=job.step, report=job.log_report)
+            )
         attempt.outcome = "Succeeded"
         attempt.finished_at = job.finished_at or self.now
         attempt.exit_code = job.exit_code if job.exit_code is not None else 0
         self._iteration_done(step, status, result, cached=False, agent=attempt.agent)
+
+    @staticmethod
+    def _job_result(job: ObservedJob) -> StepResult:
+        """The result a succeeded Job reported.  With its full report from the pod log, the
+        result refers to the output ConfigMap that keeps it; an agent that wrote no termination
+        message reported only there, so that report, parsed and cut to a result's bounds, is
+        the result."""
+        result = decode_termination_message(job.termination_message)
+        if job.log_report is not None:
+            if job.silent:
+                size = len(job.log_report.encode("utf-8", "surrogatepass"))
+                result = bounded_result(parse_report(job.log_report), full_size=size)
+            return result.model_copy(update={"output_ref": output_configmap_name(job.name)})
+        if job.output_ref:
+            result = result.model_copy(update={"output_ref": job.output_ref})
+        return result
 
     def _attempt_failed(
         self,
@@ -719,8 +731,9 @@ class _Planner:
         key: str | None,
     ) -> None:
         fallback = agent_name != step.agent
+        meta = self.workflow.metadata
         name = job_name(
-            self.workflow.metadata.name, step.name, self.status.run, status.iteration, number
+            meta.name, step.name, self.status.run, status.iteration, number, uid=meta.uid or ""
         )
         status.attempts.append(
             Attempt(

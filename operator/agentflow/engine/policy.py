@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
+
 from agentflow.api.models import AgentFallbackPolicySpec, Criticality
 from agentflow.engine.types import FallbackPolicy, PolicyRule
 
@@ -97,3 +99,26 @@ def resolve_policy(spec: AgentFallbackPolicySpec | None, name: str | None) -> Fa
         else PolicyRule()
     )
     return FallbackPolicy(rules=rules, default=default, name=name)
+
+
+def undeclared_fallbacks(
+    policy: FallbackPolicy, step_agents: Iterable[str], declared: Collection[str]
+) -> list[tuple[str, str]]:
+    """The fallback agents ``policy`` would run that are not ``declared``, each once, as
+    ``(fallback, agent it stands in for)``: the chain of each of the steps' agents is followed
+    through declared agents until it ends, loops, or reaches an undeclared one."""
+    found: list[tuple[str, str]] = []
+    for agent in dict.fromkeys(step_agents):
+        visited = {agent}
+        current = agent
+        while True:
+            fallback = policy.rule_for(current).fallback
+            if fallback is None or fallback in visited:
+                break
+            if fallback not in declared:
+                if (fallback, current) not in found:
+                    found.append((fallback, current))
+                break
+            visited.add(fallback)
+            current = fallback
+    return found

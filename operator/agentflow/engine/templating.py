@@ -39,7 +39,7 @@ STEP_FIELDS = frozenset({"summary", "status", "phase", "iteration", "artifacts"}
 # The prompt reaches the agent as the environment string ``AGENTFLOW_PROMPT=<prompt>``, and
 # Linux's execve refuses any one environment string longer than MAX_ARG_STRLEN (128 KiB, its
 # NUL included): a longer prompt could never start the agent.  1 KiB below that leaves room for
-# the name.  The Job carries at most twice this (``jobspec.literal`` doubles every ``$``), far
+# the name.  The Job carries at most twice this (``children.literal`` doubles every ``$``), far
 # below the API server's request limit.
 MAX_RENDERED_PROMPT_BYTES = 127 * 1024
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from agentflow.api.models import AgentTemplate, StepResult, WorkflowStatus
 
@@ -53,6 +54,17 @@ class ObservedJob:
     termination_message: str | None = None
     # Name of the ConfigMap holding the full report, once the operator has stored it.
     output_ref: str | None = None
+    # The full report, read from the pod log because the termination message could not carry
+    # it (truncated, or none written); the plan stores it in an output ConfigMap (StoreOutput).
+    log_report: str | None = None
+    # Its pod will never start (an image or config error, see agentflow.observe): the Job is
+    # reported failed but is still there, and the plan deletes it.
+    stuck: bool = False
+
+    @property
+    def silent(self) -> bool:
+        """It wrote no termination message (an image that only prints its report)."""
+        return not (self.termination_message or "").strip()
 
 
 @dataclass(frozen=True)
@@ -127,6 +139,21 @@ class CreateJob:
     cache_key: str | None
     timeout_seconds: int | None
 
+    def observed(self, state: JobState, at: datetime, **outcome: Any) -> ObservedJob:
+        """The Job this action creates, as observed at ``at`` in ``state`` (with ``outcome``:
+        ``finished_at``, ``reason``, ``termination_message``...)."""
+        return ObservedJob(
+            name=self.job_name,
+            step=self.step,
+            run=self.run,
+            iteration=self.iteration,
+            attempt=self.attempt,
+            agent=self.agent.name,
+            state=state,
+            started_at=at,
+            **outcome,
+        )
+
 
 @dataclass(frozen=True)
 class DeleteJob:
@@ -150,13 +177,22 @@ class WriteCache:
 
 
 @dataclass(frozen=True)
+class StoreOutput:
+    """Keep a step attempt's full report (read from its pod log) in an output ConfigMap."""
+
+    job_name: str
+    step: str
+    report: str
+
+
+@dataclass(frozen=True)
 class DeleteWorkflow:
     """ttlSecondsAfterFinished has passed."""
 
     reason: str
 
 
-Action = CreateJob | DeleteJob | RecordEvent | WriteCache | DeleteWorkflow
+Action = CreateJob | DeleteJob | RecordEvent | WriteCache | StoreOutput | DeleteWorkflow
 
 
 @dataclass(frozen=True)

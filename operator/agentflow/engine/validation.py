@@ -3,12 +3,44 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
+
+from pydantic import ValidationError
 
 from agentflow.api.models import EnvVar, WorkflowSpec
 from agentflow.engine.expressions import UNTIL_VARIABLES, WHEN_VARIABLES, check_expression
 from agentflow.engine.graph import Ancestors, find_cycle, step_dependencies
 from agentflow.engine.templating import TemplateError, template_references
+
+
+def field_path(loc: Sequence[int | str]) -> str:
+    """``('spec', 'steps', 1, 'dependsOn')`` as ``spec.steps[1].dependsOn``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif "[" in part or "(" in part:
+            continue  # pydantic's tag for a validator or union member, not a field
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+def model_error_messages(error: ValidationError) -> list[str]:
+    """One message per error of a whole object's validation, naming the field by its path
+    from the object's root (``metadata.name``, ``spec.steps[0].when``).
+
+    A message that already starts with its field's path (a validator of ``metadata`` that
+    names ``metadata.name``) is not prefixed with it again.
+    """
+    messages = []
+    for item in error.errors():
+        message = str(item["msg"])
+        for prefix in ("Value error, ", "Assertion failed, "):
+            message = message.removeprefix(prefix)
+        path = field_path(item["loc"])
+        messages.append(f"{path}: {message}" if path and not message.startswith(path) else message)
+    return messages
 
 
 def validate_workflow(spec: WorkflowSpec) -> list[str]:

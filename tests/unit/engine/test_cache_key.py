@@ -7,8 +7,7 @@ from typing import Any
 from agentflow.api.models import AgentTemplate, EnvVar
 from agentflow.engine import cache_key, resolve_agent
 from agentflow.engine.caching import CACHE_KEY_VERSION
-
-from .world import step, workflow
+from tests.support.world import step, workflow
 
 AGENT = AgentTemplate.model_validate(
     {

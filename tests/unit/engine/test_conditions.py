@@ -6,8 +6,7 @@ from datetime import timedelta
 
 from agentflow.api.models import StepPhase, StepStatus
 from agentflow.engine import progress, set_condition, step_counts
-
-from .world import T0
+from tests.support.world import T0
 
 
 def test_set_condition_adds_updates_and_keeps_transition_time() -> None:

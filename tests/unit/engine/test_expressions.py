@@ -26,6 +26,7 @@ from agentflow.engine.expressions import (
     EVALUATION_BUDGET_SECONDS,
     MAX_MACRO_NESTING,
     PASS_BUDGET_SECONDS,
+    UNTIL_VARIABLES,
     WHEN_VARIABLES,
     WORKER_MEMORY_BYTES,
     ExpressionError,
@@ -34,8 +35,7 @@ from agentflow.engine.expressions import (
     macro_nesting,
     tokenize,
 )
-
-from .world import World, creates, step, workflow
+from tests.support.world import World, creates, step, workflow
 
 LIST = "[0, 1, 2]"
 
@@ -314,6 +314,7 @@ def test_a_worker_whose_operator_died_mid_evaluation_ends_soon_after_its_budget(
         assert _poll(10.0, lambda: not _alive(worker)), "the orphaned worker still runs"
         assert time.monotonic() - started < 5.5
     finally:
+        parent.stdout.close()
         if _alive(worker):
             os.kill(worker, signal.SIGKILL)
 
@@ -354,3 +355,11 @@ def test_costly_until_conditions_are_judged_over_several_passes_within_the_budge
     assert w.phase == "Succeeded", w.phases()
     assert passes >= 2
     assert all(len(w.step_status(s.name).attempts) == 1 for s in loops)
+
+
+def test_a_long_chain_of_operators_is_checked_without_running_out_of_stack() -> None:
+    # Each operator is a node whose first operand is the rest of the chain: 3,000 deep, while
+    # the parser's nesting bound counts brackets only.  It failed every pass with RecursionError.
+    chain = " + ".join(["steps.a.metrics.score"] * 3000) + " > 0"
+    problems, referenced = check_expression(chain, UNTIL_VARIABLES)
+    assert problems == [] and referenced == {"a"}

@@ -6,8 +6,7 @@ from datetime import timedelta
 
 from agentflow.api.models import Step, StepPhase, StepResult
 from agentflow.engine.types import CacheEntry, WriteCache
-
-from .world import World, creates, events, kinds, step, workflow
+from tests.support.world import World, creates, events, kinds, step, workflow
 
 
 def _chain(review_prompt: str = "review the build") -> list[Step]:

@@ -7,8 +7,17 @@ from datetime import timedelta
 from agentflow.api.models import AgentTemplate, ConditionType, StepPhase
 from agentflow.engine import job_name
 from agentflow.engine.types import WriteCache
-
-from .world import World, creates, deletes, events, fallback_policy, kinds, step, workflow
+from tests.support.world import (
+    UID,
+    World,
+    creates,
+    deletes,
+    events,
+    fallback_policy,
+    kinds,
+    step,
+    workflow,
+)
 
 
 def test_retry_waits_with_exponential_backoff_then_succeeds() -> None:
@@ -38,7 +47,7 @@ def test_retry_waits_with_exponential_backoff_then_succeeds() -> None:
     [second] = creates(w.plan())
     assert (second.attempt, second.job_name, second.agent.name) == (
         2,
-        job_name("wf", "flaky", 1, 1, 2),
+        job_name("wf", "flaky", 1, 1, 2, uid=UID),
         "a",
     )
     w.fail("flaky")

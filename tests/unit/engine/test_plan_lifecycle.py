@@ -15,8 +15,18 @@ from agentflow.engine.types import (
     Limits,
     ObservedJob,
 )
-
-from .world import T0, World, creates, deletes, events, kinds, report_message, step, workflow
+from tests.support.world import (
+    T0,
+    UID,
+    World,
+    creates,
+    deletes,
+    events,
+    kinds,
+    report_message,
+    step,
+    workflow,
+)
 
 
 def _edit(w: World, *, generation: int | None = None, **annotations: str) -> None:
@@ -47,7 +57,7 @@ def test_spec_change_starts_a_new_run_and_deletes_the_old_runs_jobs() -> None:
     assert started and "spec changed" in started[0].message
     # a is unchanged: cached from run 1; b's prompt changed: a new Job with the new run number.
     assert w.step_status("a").phase is StepPhase.CACHED
-    assert [c.job_name for c in creates(p)] == [job_name("wf", "b", 2, 1, 1)]
+    assert [c.job_name for c in creates(p)] == [job_name("wf", "b", 2, 1, 1, uid=UID)]
 
 
 def test_old_run_results_are_ignored() -> None:
@@ -86,7 +96,7 @@ def test_editing_a_finished_workflow_runs_it_again() -> None:
     assert w.wf.status is not None
     assert w.wf.status.finished_at is None and finished_at is not None
     assert w.wf.status.started_at == w.now
-    assert [c.job_name for c in creates(p)] == [job_name("wf", "a", 2, 1, 1)]
+    assert [c.job_name for c in creates(p)] == [job_name("wf", "a", 2, 1, 1, uid=UID)]
 
 
 def test_rerun_annotation_starts_a_new_run_once_and_reuses_the_cache() -> None:
@@ -135,7 +145,7 @@ def test_retry_annotation_reruns_only_failed_and_unstarted_steps() -> None:
     assert w.step_status("ok").phase is StepPhase.SUCCEEDED
     assert w.step_status("ok").result == ok_result
     assert w.step_status("ok2").phase is StepPhase.SUCCEEDED
-    assert [c.job_name for c in creates(p)] == [job_name("wf", "bad", 2, 1, 1)]
+    assert [c.job_name for c in creates(p)] == [job_name("wf", "bad", 2, 1, 1, uid=UID)]
     w.succeed("bad")
     w.plan()
     w.succeed("after")
@@ -424,3 +434,20 @@ def test_a_real_spec_change_still_starts_a_new_run() -> None:
     w.wf = w.wf.model_copy(update={"metadata": meta, "spec": spec})
     w.plan()
     assert w.wf.status is not None and w.wf.status.run == 2
+
+
+def test_a_stuck_job_fails_its_attempt_and_is_deleted_on_every_pass_it_is_seen() -> None:
+    w = World(workflow([step("s")]))
+    w.plan()
+    job = w.job_of("s")
+    stuck = replace(job, state=JobState.FAILED, reason="ErrImagePull", stuck=True)
+    w.jobs[job.name] = stuck
+    p = w.plan()
+    assert [(d.job_name, d.reason) for d in deletes(p)] == [
+        (job.name, "its pod cannot start (ErrImagePull)")
+    ]
+    [attempt] = w.step_status("s").attempts
+    assert (attempt.outcome, attempt.reason) == ("Failed", "ErrImagePull")
+    # The delete did not get through: the Job is seen again, after the attempt is settled.
+    w.jobs[job.name] = stuck
+    assert [d.job_name for d in deletes(w.plan())] == [job.name]

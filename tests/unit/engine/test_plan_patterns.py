@@ -5,8 +5,7 @@ from __future__ import annotations
 from agentflow.api.models import ConditionType, StepPhase, WorkflowPhase
 from agentflow.engine import job_name, plan
 from agentflow.engine.types import FallbackPolicy, no_cache
-
-from .world import T0, World, creates, events, step, workflow
+from tests.support.world import T0, UID, World, creates, events, step, workflow
 
 
 def test_first_pass_starts_run_one_and_the_first_sequential_step() -> None:
@@ -24,7 +23,7 @@ def test_first_pass_starts_run_one_and_the_first_sequential_step() -> None:
     ]
     [create] = creates(p)
     assert (create.job_name, create.step, create.run, create.iteration, create.attempt) == (
-        job_name("wf", "plan", 1, 1, 1),
+        job_name("wf", "plan", 1, 1, 1, uid=UID),
         "plan",
         1,
         1,
@@ -33,7 +32,7 @@ def test_first_pass_starts_run_one_and_the_first_sequential_step() -> None:
     assert create.fallback is False
     attempt = status.steps[0].attempts[0]
     assert (attempt.job_name, attempt.agent, attempt.outcome, attempt.started_at) == (
-        job_name("wf", "plan", 1, 1, 1),
+        job_name("wf", "plan", 1, 1, 1, uid=UID),
         "a",
         "Running",
         T0,
@@ -137,7 +136,7 @@ def test_repeat_runs_until_the_condition_holds_and_sees_its_previous_result() ->
     assert (create.iteration, create.attempt, create.job_name) == (
         2,
         1,
-        job_name("wf", "optimize", 1, 2, 1),
+        job_name("wf", "optimize", 1, 2, 1, uid=UID),
     )
     assert create.prompt == "iteration 2; last time: now 310 ms"
     assert events(p, "StepIterating")
@@ -272,3 +271,16 @@ def test_when_that_fails_to_evaluate_fails_the_step_and_the_workflow() -> None:
     assert b.message is not None and b.message.startswith("spec.steps[1].when: evaluation failed")
     assert creates(p) == []
     assert w.phase == "Failed"
+    # b never ran: the progress counts a of the two, as a reader takes 2/2 for all done.
+    assert w.wf.status is not None and w.wf.status.progress == "1/2"
+
+
+def test_progress_counts_a_step_that_failed_after_running_its_job() -> None:
+    w = World(workflow([step("a"), step("b")]))
+    w.plan()
+    w.succeed("a")
+    w.plan()
+    w.fail("b")
+    w.plan()
+    assert w.phase == "Failed"
+    assert w.wf.status is not None and w.wf.status.progress == "2/2"

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from agentflow.api.models import MAX_PROMPT_LENGTH, StepPhase, WorkflowPhase
 from agentflow.engine.templating import MAX_RENDERED_PROMPT_BYTES
-
-from .world import World, creates, events, step, workflow
+from tests.support.world import World, creates, events, step, workflow
 
 REFERENCE = "{{ steps.big.summary }}"
 HOSTILE = REFERENCE * (MAX_PROMPT_LENGTH // len(REFERENCE))

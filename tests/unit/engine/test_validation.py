@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
-from agentflow.api.models import AgentTemplate, WorkflowSpec
-from agentflow.engine import step_dependencies, validate_workflow
-
-from .world import step
+from agentflow.api.models import WORKFLOW_NAME_MESSAGE, AgentTemplate, Workflow, WorkflowSpec
+from agentflow.engine import field_path, model_error_messages, step_dependencies, validate_workflow
+from tests.support.world import step
 
 
 def spec(*steps: Any, agents: tuple[str, ...] = ("a",), **fields: Any) -> WorkflowSpec:
@@ -176,3 +176,26 @@ def test_deeply_nested_macros_are_rejected_for_their_cost() -> None:
     assert problems and "nest more than" in problems[0]
     fine, _ = check_expression('[1].all(a, ["(", ")"].exists(b, b == "x"))', frozenset({"steps"}))
     assert fine == []
+
+
+def test_field_paths_skip_validator_tags() -> None:
+    loc = ("spec", "agents", 0, "env", 1, "function-after[_one_source(), EnvVar]")
+    assert field_path(loc) == "spec.agents[0].env[1]"
+
+
+def test_model_errors_name_their_field_from_the_objects_root() -> None:
+    body = {
+        "metadata": {"name": "w" * 64},
+        "spec": {
+            "steps": [{"name": "s", "agent": "a"}],
+            "agents": [{"name": "a"}],
+            "parallelism": 0,
+        },
+    }
+    with pytest.raises(ValidationError) as raised:
+        Workflow.model_validate(body)
+    # The metadata validator names metadata.name itself: no "metadata: " (nor "spec.") before it.
+    assert model_error_messages(raised.value) == [
+        WORKFLOW_NAME_MESSAGE,
+        "spec.parallelism: Input should be greater than or equal to 1",
+    ]

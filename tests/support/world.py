@@ -41,6 +41,8 @@ from agentflow.engine.types import (
 from agentflow.report import encode_termination_message
 
 T0 = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
+# The uid of the Workflows that workflow() makes, unless told otherwise.
+UID = "6f1c2b9e-0d4a-4c8e-9a51-3e7d2f0b8c14"
 
 
 def step(name: str, agent: str = "a", **fields: Any) -> Step:
@@ -53,6 +55,7 @@ def workflow(
     *,
     name: str = "wf",
     namespace: str = "team",
+    uid: str = UID,
     generation: int = 1,
     annotations: dict[str, str] | None = None,
     agents: Iterable[AgentTemplate] | None = None,
@@ -63,7 +66,11 @@ def workflow(
         agents = [AgentTemplate(name=n) for n in dict.fromkeys(s.agent for s in steps)]
     return Workflow(
         metadata=ObjectMeta(
-            name=name, namespace=namespace, generation=generation, annotations=annotations or {}
+            name=name,
+            namespace=namespace,
+            uid=uid,
+            generation=generation,
+            annotations=annotations or {},
         ),
         spec=WorkflowSpec.model_validate(
             {"steps": [s.model_dump() for s in steps], "agents": list(agents), **spec}
@@ -148,16 +155,7 @@ class World:
             if isinstance(action, CreateJob):
                 assert action.job_name not in self.jobs, f"duplicate Job {action.job_name}"
                 self.created.append(action.job_name)
-                self.jobs[action.job_name] = ObservedJob(
-                    name=action.job_name,
-                    step=action.step,
-                    run=action.run,
-                    iteration=action.iteration,
-                    attempt=action.attempt,
-                    agent=action.agent.name,
-                    state=JobState.ACTIVE,
-                    started_at=self.now,
-                )
+                self.jobs[action.job_name] = action.observed(JobState.ACTIVE, self.now)
             elif isinstance(action, DeleteJob):
                 self.jobs.pop(action.job_name, None)
             elif isinstance(action, WriteCache):

@@ -1,0 +1,137 @@
+"""The operator's kopf shell in-process: ``controller.reconcile`` on a :class:`FakeKube`, on a
+fake clock, with the observations the handlers' indexes would hold."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from agentflow import children, controller
+from agentflow.config import OperatorConfig
+from agentflow.controller import Key, Observations, PassResult, Runtime
+from agentflow.engine.types import CacheEntry
+from agentflow.metrics import OperatorMetrics
+from tests.support.fake_kube import FakeKube
+
+NAMESPACE = "team"
+
+
+@dataclass
+class Clock:
+    now: datetime
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@dataclass
+class Shell:
+    clock: Clock
+    config: OperatorConfig = field(default_factory=OperatorConfig)
+    kube: FakeKube = field(default_factory=FakeKube)
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+    policies: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.rt = Runtime(
+            kube=self.kube,
+            metrics=OperatorMetrics(),
+            config=self.config,
+            post_event=lambda _body, type_, reason, message: self.events.append(
+                (type_, reason, message)
+            ),
+            clock=self.clock,
+        )
+
+    def submit(self, name: str, spec: dict[str, Any], namespace: str = NAMESPACE) -> Key:
+        self.kube.add_workflow(
+            {
+                "apiVersion": "agentflow.dev/v1alpha1",
+                "kind": "Workflow",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": spec,
+            }
+        )
+        return (namespace, name)
+
+    def body(self, key: Key) -> dict[str, Any]:
+        return self.kube.workflows[key]
+
+    def gather(self, key: Key) -> Observations:
+        namespace = key[0]
+        jobs, pods = self.kube.summaries(namespace, self.body(key)["metadata"]["uid"])
+        entries = {
+            e.key: e
+            for cm in self.kube.configmaps.values()
+            if cm["metadata"]["namespace"] == namespace
+            and (e := children.cache_entry_from_configmap(cm)) is not None
+        }
+
+        def lookup(cache_key: str) -> CacheEntry | None:
+            return entries.get(cache_key)
+
+        return Observations(
+            jobs=jobs,
+            pods=pods,
+            policies=self.policies,
+            cache=lookup,
+            active_jobs_in_namespace=sum(j.state == "Active" for j in jobs),
+        )
+
+    def reconcile(self, key: Key) -> PassResult:
+        """One pass on what the watch would deliver now: the object as the fake holds it."""
+        body = dict(self.body(key))
+        return asyncio.run(controller.reconcile(self.rt, key, body, lambda: self.gather(key)))
+
+    def status(self, key: Key) -> dict[str, Any]:
+        status: dict[str, Any] = self.body(key).get("status") or {}
+        return status
+
+
+class LiveIndex(Mapping[Any, list[Any]]):
+    """A kopf index as the daemon reads it, computed from the fake on every read."""
+
+    def __init__(self, entries: Callable[[], dict[Any, list[Any]]]) -> None:
+        self._entries = entries
+
+    def __getitem__(self, key: Any) -> list[Any]:
+        return self._entries()[key]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._entries())
+
+    def __len__(self) -> int:
+        return len(self._entries())
+
+
+def daemon_indexes(shell: Shell, key: Key) -> dict[str, LiveIndex]:
+    """The indexes the Workflow daemon takes (see ``agentflow.handlers``), over the fake."""
+    namespace = key[0]
+
+    def uid() -> str:
+        found: str = shell.body(key)["metadata"]["uid"]
+        return found
+
+    def jobs() -> dict[Any, list[Any]]:
+        return {(namespace, uid()): shell.kube.summaries(namespace, uid())[0]}
+
+    def pods() -> dict[Any, list[Any]]:
+        return {key: shell.kube.summaries(namespace, uid())[1]}
+
+    def active() -> dict[Any, list[Any]]:
+        summaries = shell.kube.summaries(namespace, uid())[0]
+        return {namespace: [(j.name, j.state == "Active") for j in summaries]}
+
+    return {
+        "step_jobs": LiveIndex(jobs),
+        "step_pods": LiveIndex(pods),
+        "namespace_step_jobs": LiveIndex(active),
+        "fallback_policies": LiveIndex(dict),
+        "cache_entries": LiveIndex(dict),
+    }
