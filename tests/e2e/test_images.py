@@ -34,7 +34,7 @@ from agentflow.report import (
     decode_termination_message,
     report_digest,
 )
-from tests.unit.test_packaging import requirement_closure
+from tests.support.packaging import requirement_closure
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 

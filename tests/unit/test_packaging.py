@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tomllib
 import zipfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -29,6 +29,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from tests.support.packaging import requirement_closure
 from tests.unit.test_runner import SAMPLE, collect, runner_env
 
 REPO = Path(__file__).resolve().parents[2]
@@ -146,28 +147,6 @@ def reachable(wheel: Wheel, start: Iterable[str]) -> set[str]:
                 seen.add(name)
                 todo.extend(imported_modules(wheel.modules[name]))
     return seen
-
-
-def requirement_closure(
-    roots: Iterable[str],
-    requires: Callable[[str], Iterable[str]],
-    environment: Mapping[str, str] | None = None,
-) -> set[str]:
-    """The distributions that installing ``roots`` installs (canonical names), given each
-    distribution's ``Requires-Dist`` lines and the target's marker environment."""
-    context = {"extra": "", **(environment or {})}
-    found: set[str] = set()
-    todo = [canonicalize_name(Requirement(root).name) for root in roots]
-    while todo:
-        name = todo.pop()
-        if name in found:
-            continue
-        found.add(name)
-        for line in requires(name):
-            requirement = Requirement(line)
-            if requirement.marker is None or requirement.marker.evaluate(context):
-                todo.append(canonicalize_name(requirement.name))
-    return found
 
 
 def runner_group() -> list[str]:

@@ -10,8 +10,7 @@ from agentflow.api.models import AgentTemplate, ConditionType, WorkflowPhase, Wo
 from agentflow.engine import plan
 from agentflow.engine.types import FallbackPolicy, Limits
 from agentflow.engine.validation import secret_references_not_allowed
-
-from .world import T0, creates, step, workflow
+from tests.support.world import T0, creates, step, workflow
 
 
 def secret_env(name: str, secret: str, key: str = "k") -> dict[str, Any]:
