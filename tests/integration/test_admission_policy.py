@@ -76,7 +76,7 @@ def probe_job(namespace: str = WORKLOAD_NAMESPACE) -> Manifest:
         }
     )
     action = CreateJob(
-        job_name=job_name(PROBE_WORKFLOW.name, "build", 1, 1, 1),
+        job_name=job_name(PROBE_WORKFLOW.name, "build", 1, 1, 1, uid=PROBE_WORKFLOW.uid),
         step="build",
         run=1,
         iteration=1,
