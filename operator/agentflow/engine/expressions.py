@@ -775,6 +775,10 @@ class CelTime:
     ``until`` gets its whole budget, and a pass awaits between its plans while others of its
     namespace spend): the balance then goes below zero and the debt is paid before the next
     grant.  Namespaces with full savings are not kept, so deleted namespaces cost nothing.
+
+    The evaluation itself stays on the event loop, bounded by this: taking it off would mean
+    planning in threads (the planner's memo of validations assumes one pass at a time), and
+    the single worker would take the evaluations one at a time anyway.
     """
 
     def __init__(
