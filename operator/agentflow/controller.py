@@ -42,6 +42,7 @@ from agentflow.children import (
 )
 from agentflow.config import OperatorConfig
 from agentflow.engine.conditions import ConditionStatus, set_condition
+from agentflow.engine.expressions import CelTime, PassBudget
 from agentflow.engine.types import (
     Action,
     CacheEntry,
@@ -195,6 +196,8 @@ class Runtime:
     # Step Jobs created by this process and not yet seen by the watch: namespace -> name -> when.
     launched: dict[str, dict[str, float]] = field(default_factory=dict)
     is_leader: bool = True
+    # Each namespace's CEL time, from which every pass draws its budget.
+    cel_time: CelTime = field(default_factory=CelTime)
     # The time a pass plans at (tests set a fake clock).
     clock: Callable[[], datetime] = now_utc
 
@@ -471,6 +474,8 @@ class Planning:
     observations: Observations
     limits: Limits
     now: datetime
+    # Shared by the pass's plans: planning again spends what is left of it.
+    cel_budget: PassBudget = field(default_factory=PassBudget)
 
 
 async def act(
@@ -511,6 +516,7 @@ async def act(
                 planning.observations.cache,
                 now,
                 planning.limits,
+                planning.cel_budget,
             )
     actions: Sequence[Action] = [a for a in plan.actions if not isinstance(a, StoreOutput)]
     for _ in range(MAX_JOB_CONFLICT_REPLANS + 1):
@@ -533,6 +539,7 @@ async def act(
             planning.observations.cache,
             now,
             replace(planning.limits, namespace_job_slots=slots),
+            planning.cel_budget,
         )
         plan = Plan(
             status=again.status,
@@ -774,9 +781,10 @@ async def _reconcile_once(
             allowed_images=rt.config.allowed_images,
             allowed_secrets=rt.config.allowed_secrets,
         )
-        plan = engine.plan(workflow, policy, observed, obs.cache, now, limits)
+        cel_budget = rt.cel_time.pass_budget(namespace)
+        plan = engine.plan(workflow, policy, observed, obs.cache, now, limits, cel_budget)
         spec = workflow.spec
-        planning = Planning(workflow, policy, observed, obs, limits, now)
+        planning = Planning(workflow, policy, observed, obs, limits, now, cel_budget)
         # The Jobs are created before the status that records them is written.  If that write
         # is lost (a crash, a conflict), the next pass plans the same attempts under the same
         # deterministic names and finds their Jobs (CreateOutcome.EXISTS): nothing doubles.

@@ -23,6 +23,10 @@ Expressions come from Workflow authors, so nothing here trusts their text:
   and answers are remembered, so no Workflow holds the event loop for longer, however many
   costly conditions it has.  Static bounds alone could not do this: one ``matches`` with a
   large regular expression takes a tenth of a second, with no macro at all.
+- Many Workflows could still add up, each spending its pass's budget on every pass.  The
+  operator's passes therefore draw their budget from their namespace's CEL time
+  (:class:`CelTime`), which refills at a fraction of real time: a namespace's Workflows share
+  what one tenant may cost the event loop, and wait for more, saying so, when it is spent.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +67,14 @@ MAX_SYNTAX_NESTING = 32
 EVALUATION_BUDGET_SECONDS = 0.5
 # What one planning pass may spend on CEL in all (see PassBudget).
 PASS_BUDGET_SECONDS = 1.0
+# The operator's CEL time (see CelTime): the share of real time one namespace's passes may
+# spend on CEL, the share all namespaces together may, and what an idle namespace saves up.
+NAMESPACE_CEL_SHARE = 0.1
+TOTAL_CEL_SHARE = 0.5
+CEL_SAVINGS_SECONDS = 2.0
+# How soon a pass whose CEL waits for its namespace's time looks again, at least and at most
+# (the refill rate changes with the number of namespaces spending).
+CEL_RETRY_SECONDS = (1.0, 30.0)
 # Address space of the worker: a comprehension that builds huge lists dies there, not in the
 # operator's memory (the chart limits the operator's pod to 512 MiB).  The largest context the
 # schema admits (256 steps, each with a 2,000-character summary and 100 paths of 1 KiB: 26 MB
@@ -717,13 +730,109 @@ class PassBudget:
     Each expression is held to :data:`EVALUATION_BUDGET_SECONDS`, but a Workflow of 256 steps
     whose conditions each take just under that would hold the event loop for minutes; the pass
     stops evaluating when this runs out, and a later pass carries on (answers are remembered).
+    A budget drawn from :class:`CelTime` charges what the pass spends to its namespace.
     """
 
     seconds: float = PASS_BUDGET_SECONDS
+    namespace: str = ""
+    drawn_from: CelTime | None = None
 
     @property
     def spent(self) -> bool:
         return self.seconds <= 0
+
+    def charge(self, seconds: float) -> None:
+        self.seconds -= seconds
+        if self.drawn_from is not None:
+            self.drawn_from.charge(self.namespace, seconds)
+
+    @property
+    def retry_seconds(self) -> float:
+        """How soon to plan again when this budget ran out."""
+        if self.drawn_from is None:
+            return CEL_RETRY_SECONDS[0]
+        return self.drawn_from.seconds_until_available(self.namespace)
+
+
+class CelTime:
+    """The operator's CEL time: a token bucket of CEL seconds per namespace.
+
+    Why per namespace: the namespace is the operator's unit of fairness (as for the namespace
+    step-Job limit).  N Workflows whose conditions cost just under the limit of one expression,
+    with inputs that change (so no answer is reused), would otherwise cost up to N pass budgets
+    of event loop per round of passes, and the operator would stall for every tenant.  Here a
+    namespace's Workflows together spend at most :data:`NAMESPACE_CEL_SHARE` of real time on
+    CEL, after what the namespace saved while idle (:data:`CEL_SAVINGS_SECONDS`).
+
+    Why a total: with many namespaces spending, each gets an equal part of
+    :data:`TOTAL_CEL_SHARE`, so however many namespaces there are, at least half the event loop
+    stays with watches, status writes and the leader Lease.  A namespace that spends little
+    keeps its savings, so an occasional cheap condition never waits for the others.
+
+    A pass is given time only once its namespace has enough for a whole expression
+    (:data:`EVALUATION_BUDGET_SECONDS`): a smaller grant would cut a costly but legitimate
+    expression short on every pass, and it would never be judged.  A pass may overspend (an
+    ``until`` gets its whole budget, and a pass awaits between its plans while others of its
+    namespace spend): the balance then goes below zero and the debt is paid before the next
+    grant.  Namespaces with full savings are not kept, so deleted namespaces cost nothing.
+
+    The evaluation itself stays on the event loop, bounded by this: taking it off would mean
+    planning in threads (the planner's memo of validations assumes one pass at a time), and
+    the single worker would take the evaluations one at a time anyway.
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        share: float = NAMESPACE_CEL_SHARE,
+        total_share: float = TOTAL_CEL_SHARE,
+        savings: float = CEL_SAVINGS_SECONDS,
+    ) -> None:
+        self._clock = clock
+        self.share = share
+        self.total_share = total_share
+        self.savings = savings
+        self._balances: dict[str, float] = {}  # only namespaces below their full savings
+        self._at = clock()
+
+    def balance(self, namespace: str) -> float:
+        """The CEL seconds ``namespace`` has now (below zero: its debt)."""
+        self._refill()
+        return self._balances.get(namespace, self.savings)
+
+    def rate(self) -> float:
+        """How fast each spending namespace's balance grows now, in CEL seconds per second."""
+        return min(self.share, self.total_share / max(1, len(self._balances)))
+
+    def pass_budget(self, namespace: str) -> PassBudget:
+        """The budget of a pass of a Workflow in ``namespace``: none until it has a whole
+        expression's worth, then up to :data:`PASS_BUDGET_SECONDS`."""
+        balance = self.balance(namespace)
+        seconds = min(PASS_BUDGET_SECONDS, balance) if balance >= EVALUATION_BUDGET_SECONDS else 0
+        return PassBudget(seconds=seconds, namespace=namespace, drawn_from=self)
+
+    def charge(self, namespace: str, seconds: float) -> None:
+        self._balances[namespace] = self.balance(namespace) - seconds
+
+    def seconds_until_available(self, namespace: str) -> float:
+        """When ``namespace`` will next be given time, at the current rate (clamped)."""
+        missing = EVALUATION_BUDGET_SECONDS - self.balance(namespace)
+        low, high = CEL_RETRY_SECONDS
+        return min(high, max(low, missing / self.rate()))
+
+    def _refill(self) -> None:
+        # Every spending namespace gains at the same rate; with the count constant since the
+        # last call (a namespace that filled up meanwhile is counted until now), the total
+        # never exceeds total_share.
+        now = self._clock()
+        gained, self._at = (now - self._at) * self.rate(), now
+        if gained <= 0:
+            return
+        for namespace, balance in list(self._balances.items()):
+            if balance + gained >= self.savings:
+                del self._balances[namespace]
+            else:
+                self._balances[namespace] = balance + gained
 
 
 # Answers by the digest of (expression, context): a step held back by parallelism is judged
@@ -784,7 +893,7 @@ def evaluate_bool(
             ) from None
         finally:
             if pass_budget is not None:
-                pass_budget.seconds -= time.monotonic() - started
+                pass_budget.charge(time.monotonic() - started)
         with _ANSWERS_LOCK:
             _ANSWERS[key] = answer
             while len(_ANSWERS) > _ANSWERS_KEPT:

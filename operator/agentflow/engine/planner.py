@@ -114,6 +114,7 @@ TRUNCATED_REPORT_WAIT_SECONDS = 60
 NAMESPACE_SLOT_RETRY_SECONDS = 10
 
 WAITING_NAMESPACE_LIMIT = "waiting: namespace step-Job limit reached"
+WAITING_CEL_TIME = "waiting: time for CEL conditions spent"
 MAX_CONDITION_MESSAGE = 32_768
 _MAX_DETAIL = 300
 
@@ -128,9 +129,14 @@ def plan(
     cache: CacheLookup,
     now: datetime,
     limits: Limits = Limits(),  # noqa: B008 - frozen dataclass, never mutated
+    cel_budget: PassBudget | None = None,
 ) -> Plan:
-    """The status ``workflow`` should have now, and the actions that get it there."""
-    return _Planner(workflow, policy, jobs, cache, now, limits).plan()
+    """The status ``workflow`` should have now, and the actions that get it there.
+
+    ``cel_budget`` is the CEL time the pass may spend (the operator draws it from the
+    namespace's, ``CelTime``); without one, the pass gets a budget of its own.
+    """
+    return _Planner(workflow, policy, jobs, cache, now, limits, cel_budget).plan()
 
 
 _VALIDATED: OrderedDict[str, list[str]] = OrderedDict()
@@ -201,6 +207,7 @@ class _Planner:
         cache: CacheLookup,
         now: datetime,
         limits: Limits,
+        cel_budget: PassBudget | None = None,
     ) -> None:
         self.workflow = workflow
         self.spec = workflow.spec
@@ -213,7 +220,7 @@ class _Planner:
         self.steps = {s.name: s for s in self.spec.steps}
         # Failure messages name the field, spec.steps[i].when, as validation's do.
         self.step_index = {s.name: i for i, s in enumerate(self.spec.steps)}
-        self.cel_budget = PassBudget()
+        self.cel_budget = cel_budget if cel_budget is not None else PassBudget()
         self.deps = step_dependencies(self.spec)
         self.ancestors = Ancestors(self.deps)
         self.agent_names = {a.name for a in self.spec.agents}
@@ -430,7 +437,7 @@ class _Planner:
                 return
         if step.repeat is not None and self.cel_budget.spent:
             # This pass has spent its time on CEL: repeat.until is judged in the next one.
-            self._wake(self.now + timedelta(seconds=1))
+            self._wait_for_cel()
             return
         if job.log_report is not None and job.output_ref is None:
             self.actions.append(
@@ -631,6 +638,10 @@ class _Planner:
         self.waiting = why
         self._wake(self.now + timedelta(seconds=NAMESPACE_SLOT_RETRY_SECONDS))
 
+    def _wait_for_cel(self) -> None:
+        self.waiting = WAITING_CEL_TIME
+        self._wake(self.now + timedelta(seconds=self.cel_budget.retry_seconds))
+
     def _ready(self, step: Step, status: StepStatus) -> bool:
         """True when the step should start now; settles it when it is skipped instead."""
         deps = self.deps[step.name]
@@ -650,7 +661,7 @@ class _Planner:
                 go = evaluate_bool(step.when, context, pass_budget=self.cel_budget)
             except EvaluationDeferred:
                 # This pass has spent its time on CEL; the step waits for the next one.
-                self._wake(self.now + timedelta(seconds=1))
+                self._wait_for_cel()
                 return False
             except ExpressionError as e:
                 self._step_failed(status, f"spec.steps[{self.step_index[step.name]}].when: {e}")
@@ -694,7 +705,7 @@ class _Planner:
                     if entry is not None and entry.expires_at > self.now:
                         if step.repeat is not None and self.cel_budget.spent:
                             # As in _job_succeeded: until is judged in the next pass.
-                            self._wake(self.now + timedelta(seconds=1))
+                            self._wait_for_cel()
                             return
                         status.cache_key = key
                         self.outcomes.append(CacheOutcome(step=step.name, key=key, result="hit"))
