@@ -20,13 +20,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agentflow import engine, report
+from agentflow import engine
 from agentflow.api.models import (
     TERMINAL_WORKFLOW_PHASES,
     AgentFallbackPolicySpec,
     ConditionType,
     StepPhase,
-    StepResult,
     StepStatus,
     Workflow,
     WorkflowPhase,
@@ -59,7 +58,7 @@ from agentflow.engine.types import (
 )
 from agentflow.kube import ApiError, CreateOutcome, Kube, is_refusal, is_too_large
 from agentflow.metrics import OperatorMetrics
-from agentflow.observe import JobSummary, PodSummary, observe, recheck_at
+from agentflow.observe import JobSummary, PodSummary, observe, recheck_at, with_log_report
 
 logger = logging.getLogger("agentflow.controller")
 
@@ -97,10 +96,9 @@ def refused_output(job: ObservedJob, message: str) -> ObservedJob:
         job,
         state=JobState.FAILED,
         reason=OUTPUT_REFUSED,
+        message=message,
+        result=None,
         log_report=None,
-        termination_message=report.encode_termination_message(
-            StepResult(status="failure", summary=message), full_size=0
-        ),
     )
 
 
@@ -314,22 +312,19 @@ async def read_full_reports(
         if job.state is not JobState.SUCCEEDED or job.output_ref is not None or settled:
             result.append(job)
             continue
-        if (
-            not job.silent
-            and not report.decode_termination_message(job.termination_message).truncated
-        ):
+        if job.result is not None and not job.result.truncated:
             result.append(job)
             continue
         name = output_configmap_name(job.name)
         if name in stored:
             job = replace(job, output_ref=name)
-            if not job.silent:
+            if job.result is not None:
                 result.append(job)
                 continue
         text = await rt.kube.read_job_log(
             wf.namespace, job.name, uids.get(job.name, ""), rt.config.output_limit_bytes
         )
-        result.append(job if text is None else replace(job, log_report=text))
+        result.append(job if text is None else with_log_report(job, text))
     return result
 
 
@@ -450,15 +445,7 @@ def conflicting_job(action: CreateJob, reason: str, message: str, now: datetime)
     The planner then retries or falls back as after any failure; the next attempt has another
     name (the attempt number is part of it).  The Job under the name is left alone.
     """
-    return action.observed(
-        JobState.FAILED,
-        now,
-        finished_at=now,
-        reason=reason,
-        termination_message=report.encode_termination_message(
-            StepResult(summary=message), full_size=0
-        ),
-    )
+    return action.observed(JobState.FAILED, now, finished_at=now, reason=reason, message=message)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from agentflow.engine.types import (
     RecordEvent,
     WriteCache,
 )
+from agentflow.observe import reported
 from agentflow.report import encode_termination_message
 
 T0 = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -190,12 +191,9 @@ class World:
     def succeed(self, step_name: str, summary: str | None = None, **report: Any) -> ObservedJob:
         job = self.job_of(step_name)
         message = report_message(summary if summary is not None else f"{step_name} done", **report)
+        result, _ = reported(JobState.SUCCEEDED, message)
         done = replace(
-            job,
-            state=JobState.SUCCEEDED,
-            finished_at=self.now,
-            exit_code=0,
-            termination_message=message,
+            job, state=JobState.SUCCEEDED, finished_at=self.now, exit_code=0, result=result
         )
         self.jobs[job.name] = done
         return done
@@ -208,14 +206,16 @@ class World:
         summary: str = "",
     ) -> ObservedJob:
         job = self.job_of(step_name)
-        message = report_message(summary, status="failure") if summary else None
+        _, failure = reported(
+            JobState.FAILED, report_message(summary, status="failure") if summary else None
+        )
         done = replace(
             job,
             state=JobState.FAILED,
             finished_at=self.now,
             exit_code=exit_code,
             reason=reason,
-            termination_message=message,
+            message=failure,
         )
         self.jobs[job.name] = done
         return done

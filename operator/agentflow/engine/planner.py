@@ -71,7 +71,7 @@ from agentflow.api.models import (
     WorkflowStatus,
 )
 from agentflow.engine.agents import resolve_agent
-from agentflow.engine.caching import bounded_result, cache_key, result_digest
+from agentflow.engine.caching import cache_key, result_digest
 from agentflow.engine.conditions import progress, set_condition, step_counts
 from agentflow.engine.expressions import (
     EvaluationDeferred,
@@ -105,7 +105,6 @@ from agentflow.engine.types import (
     WriteCache,
 )
 from agentflow.engine.validation import secret_references_not_allowed, validate_workflow
-from agentflow.report import decode_termination_message, parse_report
 
 LOST_JOB_GRACE_SECONDS = 30
 STEP_TIMEOUT_GRACE_SECONDS = 30
@@ -414,9 +413,8 @@ class _Planner:
             elif job.state is JobState.SUCCEEDED:
                 self._job_succeeded(step, status, attempt, job)
             else:
-                summary = decode_termination_message(job.termination_message).summary
                 reason = job.reason or ("Error" if job.exit_code else "Failed")
-                self._attempt_failed(step, status, attempt, reason, job.exit_code, summary)
+                self._attempt_failed(step, status, attempt, reason, job.exit_code, job.message)
 
     def _job_succeeded(
         self, step: Step, status: StepStatus, attempt: Attempt, job: ObservedJob
@@ -444,14 +442,9 @@ class _Planner:
     @staticmethod
     def _job_result(job: ObservedJob) -> StepResult:
         """The result a succeeded Job reported.  With its full report from the pod log, the
-        result refers to the output ConfigMap that keeps it; an agent that wrote no termination
-        message reported only there, so that report, parsed and cut to a result's bounds, is
-        the result."""
-        result = decode_termination_message(job.termination_message)
+        result refers to the output ConfigMap the plan stores it in."""
+        result = job.result or StepResult()
         if job.log_report is not None:
-            if job.silent:
-                size = len(job.log_report.encode("utf-8", "surrogatepass"))
-                result = bounded_result(parse_report(job.log_report), full_size=size)
             return result.model_copy(update={"output_ref": output_configmap_name(job.name)})
         if job.output_ref:
             result = result.model_copy(update={"output_ref": job.output_ref})

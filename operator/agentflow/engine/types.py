@@ -50,21 +50,21 @@ class ObservedJob:
     exit_code: int | None = None
     # Why it failed, e.g. DeadlineExceeded, BackoffLimitExceeded, ErrImagePull, Error.
     reason: str | None = None
-    # The container's termination message: the runner's compact JSON or a raw report.
-    termination_message: str | None = None
+    # What a failed attempt says about its failure: the summary of the agent's report, the
+    # Job controller's or the kubelet's message, or the operator's (JobConflict, OutputRefused).
+    message: str = ""
+    # What a succeeded attempt reported, parsed from its termination message (the runner's
+    # compact JSON or a raw report); None when it wrote none.
+    result: StepResult | None = None
     # Name of the ConfigMap holding the full report, once the operator has stored it.
     output_ref: str | None = None
     # The full report, read from the pod log because the termination message could not carry
     # it (truncated, or none written); the plan stores it in an output ConfigMap (StoreOutput).
+    # An attempt that wrote no termination message has its result parsed from it.
     log_report: str | None = None
     # Its pod will never start (an image or config error, see agentflow.observe): the Job is
     # reported failed but is still there, and the plan deletes it.
     stuck: bool = False
-
-    @property
-    def silent(self) -> bool:
-        """It wrote no termination message (an image that only prints its report)."""
-        return not (self.termination_message or "").strip()
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,7 @@ class CreateJob:
 
     def observed(self, state: JobState, at: datetime, **outcome: Any) -> ObservedJob:
         """The Job this action creates, as observed at ``at`` in ``state`` (with ``outcome``:
-        ``finished_at``, ``reason``, ``termination_message``...)."""
+        ``finished_at``, ``reason``, ``message``, ``result``...)."""
         return ObservedJob(
             name=self.job_name,
             step=self.step,
