@@ -30,6 +30,7 @@ from agentflow.engine.types import (
     CreateJob,
     DeleteJob,
     DeleteWorkflow,
+    Fact,
     FallbackPolicy,
     JobState,
     Limits,
@@ -139,6 +140,8 @@ class World:
     created: list[str] = field(default_factory=list)
     workflow_deleted: bool = False
     last: Plan | None = None
+    # The transition facts of every plan carried out, in order.
+    facts: list[Fact] = field(default_factory=list)
 
     # -- planning ---------------------------------------------------------------------------
 
@@ -169,6 +172,7 @@ class World:
             elif isinstance(action, DeleteWorkflow):
                 self.workflow_deleted = True
         self.wf = self.wf.model_copy(update={"status": p.status})
+        self.facts.extend(p.facts)
         self.last = p
 
     # -- the cluster ------------------------------------------------------------------------

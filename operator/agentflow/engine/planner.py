@@ -62,6 +62,7 @@ from agentflow.api.models import (
     ConditionType,
     RetryPolicy,
     Step,
+    StepMetrics,
     StepPhase,
     StepResult,
     StepStatus,
@@ -90,18 +91,24 @@ from agentflow.engine.types import (
     ANNOTATION_RERUN,
     ANNOTATION_RETRY,
     Action,
+    AttemptFinished,
     CacheLookup,
     CacheOutcome,
     CreateJob,
     DeleteJob,
     DeleteWorkflow,
+    Fact,
     FallbackPolicy,
+    FallbackTaken,
     JobState,
     Limits,
     ObservedJob,
     Plan,
     RecordEvent,
+    StepFinished,
+    StepStarted,
     StoreOutput,
+    WorkflowFinished,
     WriteCache,
 )
 from agentflow.engine.validation import secret_references_not_allowed, validate_workflow
@@ -217,13 +224,15 @@ class _Planner:
         self.ancestors = Ancestors(self.deps)
         self.agent_names = {a.name for a in self.spec.agents}
         self.actions: list[Action] = []
-        self.outcomes: list[CacheOutcome] = []
+        # What this pass changed, for the metrics: each fact once, where the change is made.
+        self.facts: list[Fact] = []
         self.wakeups: list[datetime] = []
         self.by_name: dict[str, StepStatus] = {}
         self.index: dict[tuple[str, int, int], ObservedJob] = {}
         self.deleted: set[str] = set()
         self.slots = limits.namespace_job_slots
         self.started_run = False
+        self.finished_run = False
         self.failed_step: str | None = None
         self.stall: tuple[str, str] | None = None
         self.waiting: str | None = None
@@ -257,6 +266,8 @@ class _Planner:
                 self._launch()
             self._conclude()
         self._summarise()
+        if self.finished_run:
+            self.facts.append(WorkflowFinished(phase=status.phase, degraded=status.degraded))
         self._expire()
         return self._result()
 
@@ -266,7 +277,7 @@ class _Planner:
             status=self.status,
             actions=self.actions,
             requeue_after=min(future) if future else None,
-            cache_outcomes=self.outcomes,
+            facts=self.facts,
         )
 
     def _event(self, type_: str, reason: str, message: str) -> None:
@@ -394,7 +405,7 @@ class _Planner:
                 lost_at = started + timedelta(seconds=LOST_JOB_GRACE_SECONDS)
                 if self.now >= lost_at:
                     self._attempt_failed(
-                        step, status, attempt, "JobLost", None, "the Job disappeared"
+                        step, status, attempt, None, "JobLost", None, "the Job disappeared"
                     )
                 else:
                     self._wake(lost_at)
@@ -407,14 +418,14 @@ class _Planner:
                 if self.now > limit:
                     self._delete(job.name, f"step timeout ({step.timeout_seconds}s) exceeded")
                     detail = f"still running {step.timeout_seconds}s after it was created"
-                    self._attempt_failed(step, status, attempt, "Timeout", None, detail)
+                    self._attempt_failed(step, status, attempt, job, "Timeout", None, detail)
                 else:
                     self._wake(limit)
             elif job.state is JobState.SUCCEEDED:
                 self._job_succeeded(step, status, attempt, job)
             else:
                 reason = job.reason or ("Error" if job.exit_code else "Failed")
-                self._attempt_failed(step, status, attempt, reason, job.exit_code, job.message)
+                self._attempt_failed(step, status, attempt, job, reason, job.exit_code, job.message)
 
     def _job_succeeded(
         self, step: Step, status: StepStatus, attempt: Attempt, job: ObservedJob
@@ -437,6 +448,7 @@ class _Planner:
         attempt.outcome = "Succeeded"
         attempt.finished_at = job.finished_at or self.now
         attempt.exit_code = job.exit_code if job.exit_code is not None else 0
+        self._settled(status, attempt, job)
         self._iteration_done(step, status, result, cached=False, agent=attempt.agent)
 
     @staticmethod
@@ -455,6 +467,7 @@ class _Planner:
         step: Step,
         status: StepStatus,
         attempt: Attempt,
+        job: ObservedJob | None,
         reason: str,
         exit_code: int | None,
         summary: str,
@@ -464,7 +477,40 @@ class _Planner:
         attempt.exit_code = exit_code
         attempt.reason = reason
         attempt.message = _describe(reason, exit_code, summary)
+        self._settled(status, attempt, job)
         self._after_failure(step, status, attempt)
+
+    def _settled(self, status: StepStatus, attempt: Attempt, job: ObservedJob | None) -> None:
+        """The fact of an attempt that just got its outcome; ``job`` is its observed Job."""
+        if attempt.outcome == "Succeeded":
+            outcome = "fallback" if attempt.fallback else "succeeded"
+        else:
+            outcome = "failed"
+        ran = job is not None and job.state is not JobState.ACTIVE
+        job_finished_at = job.finished_at if ran and job is not None else None
+        self.facts.append(
+            AttemptFinished(
+                step=status.name,
+                agent=attempt.agent,
+                outcome=outcome,
+                started_at=attempt.started_at,
+                finished_at=attempt.finished_at,
+                job_finished_at=job_finished_at,
+                at=self.now,
+            )
+        )
+
+    def _step_finished(self, status: StepStatus, metrics: StepMetrics | None = None) -> None:
+        """The fact of a step that just became Succeeded, Cached or Skipped."""
+        first = status.attempts[0].agent if status.attempts else None
+        self.facts.append(
+            StepFinished(
+                step=status.name,
+                agent=status.agent or first or "unknown",
+                phase=status.phase,
+                metrics=metrics,
+            )
+        )
 
     def _attempts_allowed(self, step: Step, agent: str) -> int:
         rule = self.policy.rule_for(agent)
@@ -560,6 +606,7 @@ class _Planner:
         status.message = message
         status.finished_at = self.now
         status.next_attempt_at = None
+        self._step_finished(status, None if cached else result.metrics)
         if not cached:
             via = f" with fallback agent {agent}" if agent != step.agent else ""
             self._event("Normal", "StepSucceeded", f"step {step.name} succeeded{via}")
@@ -569,6 +616,7 @@ class _Planner:
         status.message = message
         status.finished_at = self.now
         status.next_attempt_at = None
+        self._step_finished(status)
         self._event(
             "Warning" if warning else "Normal",
             "StepSkipped",
@@ -690,7 +738,7 @@ class _Planner:
                             self._wake(self.now + timedelta(seconds=1))
                             return
                         status.cache_key = key
-                        self.outcomes.append(CacheOutcome(step=step.name, key=key, result="hit"))
+                        self.facts.append(CacheOutcome(step=step.name, key=key, result="hit"))
                         self._event(
                             "Normal",
                             "CacheHit",
@@ -710,7 +758,7 @@ class _Planner:
             if key is not None:
                 status.cache_key = key
             if outcome is not None and key is not None:
-                self.outcomes.append(CacheOutcome(step=step.name, key=key, result=outcome))
+                self.facts.append(CacheOutcome(step=step.name, key=key, result=outcome))
             self._create(step, status, agent_name, number, prompt, key)
             return
 
@@ -728,6 +776,21 @@ class _Planner:
         name = job_name(
             meta.name, step.name, self.status.run, status.iteration, number, uid=meta.uid or ""
         )
+        if not status.attempts:
+            self.facts.append(
+                StepStarted(
+                    step=step.name,
+                    agent=agent_name,
+                    ready_at=self._ready_at(step),
+                    started_at=self.now,
+                )
+            )
+        elif fallback and not any(a.fallback for a in status.attempts):
+            self.facts.append(
+                FallbackTaken(
+                    step=step.name, agent=status.attempts[0].agent, fallback_agent=agent_name
+                )
+            )
         status.attempts.append(
             Attempt(
                 attempt=number,
@@ -764,6 +827,13 @@ class _Planner:
             detail += ", fallback"
         self._event("Normal", "StepStarted", f"step {step.name} started ({detail})")
         self._wake(self.now + timedelta(seconds=LOST_JOB_GRACE_SECONDS))
+
+    def _ready_at(self, step: Step) -> datetime | None:
+        """When ``step`` could run: the run started and its last dependency finished."""
+        ready = [self.status.started_at] + [
+            self.by_name[d].finished_at for d in self.deps[step.name]
+        ]
+        return max((t for t in ready if t is not None), default=None)
 
     # -- views of the other steps -----------------------------------------------------------
 
@@ -847,12 +917,14 @@ class _Planner:
                 attempt.reason = "Cancelled"
                 attempt.message = "workflow failed"
                 attempt.finished_at = self.now
+                self._settled(step, attempt, job)
             step.phase = StepPhase.FAILED
             step.message = cancelled
             step.finished_at = self.now
             step.next_attempt_at = None
         status.phase = WorkflowPhase.FAILED
         status.message = message
+        self.finished_run = True
         if status.finished_at is None:
             status.finished_at = self.now
         self.stall = (reason, detail)
@@ -876,6 +948,7 @@ class _Planner:
         if all(s.phase in TERMINAL_STEP_PHASES for s in status.steps):
             status.phase = WorkflowPhase.SUCCEEDED
             status.finished_at = status.finished_at or self.now
+            self.finished_run = True
             counts = step_counts(status.steps)
             self._event("Normal", "WorkflowSucceeded", f"workflow succeeded: {counts}")
             fallback, skipped = self._degraded_steps()
