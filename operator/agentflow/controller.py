@@ -30,6 +30,7 @@ from agentflow.api.models import (
     WorkflowPhase,
     WorkflowStatus,
 )
+from agentflow.apierror import ApiError
 from agentflow.children import (
     WorkflowRef,
     build_step_job,
@@ -56,7 +57,7 @@ from agentflow.engine.types import (
     WorkflowFinished,
     WriteCache,
 )
-from agentflow.kube import ApiError, CreateOutcome, Kube, is_refusal, is_too_large
+from agentflow.kube import CreateOutcome, Kube, is_refusal, is_too_large
 from agentflow.metrics import OperatorMetrics, metric_updates
 from agentflow.observe import JobSummary, PodSummary, observe, recheck_at, with_log_report
 
