@@ -446,8 +446,8 @@ def conflicting_job(action: CreateJob, reason: str, message: str, now: datetime)
     The planner then retries or falls back as after any failure; the next attempt has another
     name (the attempt number is part of it).  The Job under the name is left alone.
     """
-    # No finished_at: no Job of this attempt ever ran, so none finished (agentflow_operator_
-    # step_overhead_seconds times the operator after a Job finishes).
+    # No finished_at: no Job of this attempt ran, so none finished, and the operator's step
+    # overhead (from a Job finishing to the next action) is not observed for it.
     return action.observed(JobState.FAILED, now, reason=reason, message=message)
 
 
