@@ -22,6 +22,7 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 
+from agentflow.apierror import ApiError
 from agentflow.children import ANNOTATION_RERUN, ANNOTATION_RETRY
 from agentflow.console.cluster import (
     EXIT_FAILED,
@@ -66,6 +67,9 @@ def cli_errors(command: Callable[P, R]) -> Callable[P, R]:
             return command(*args, **kwargs)
         except ConsoleError as e:
             raise _fail(e.message, e.exit_code) from None
+        except ApiError as e:
+            code = EXIT_NOT_FOUND if e.status == 404 else EXIT_FAILED
+            raise _fail(f"the API server refused ({e.status}): {e.message}", code) from None
         except KeyboardInterrupt:
             _console(stderr=True).print("interrupted; anything submitted keeps running")
             raise typer.Exit(EXIT_INTERRUPTED) from None

@@ -20,19 +20,17 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agentflow import engine, report
+from agentflow import engine
 from agentflow.api.models import (
     TERMINAL_WORKFLOW_PHASES,
     AgentFallbackPolicySpec,
     ConditionType,
-    StepPhase,
-    StepResult,
     StepStatus,
     Workflow,
     WorkflowPhase,
-    WorkflowSpec,
     WorkflowStatus,
 )
+from agentflow.apierror import ApiError
 from agentflow.children import (
     WorkflowRef,
     build_step_job,
@@ -49,6 +47,7 @@ from agentflow.engine.types import (
     CreateJob,
     DeleteJob,
     DeleteWorkflow,
+    Fact,
     FallbackPolicy,
     JobState,
     Limits,
@@ -56,11 +55,12 @@ from agentflow.engine.types import (
     Plan,
     RecordEvent,
     StoreOutput,
+    WorkflowFinished,
     WriteCache,
 )
-from agentflow.kube import ApiError, CreateOutcome, Kube, is_refusal, is_too_large
-from agentflow.metrics import OperatorMetrics
-from agentflow.observe import JobSummary, PodSummary, observe, recheck_at
+from agentflow.kube import CreateOutcome, Kube, is_refusal, is_too_large
+from agentflow.metrics import OperatorMetrics, metric_updates
+from agentflow.observe import JobSummary, PodSummary, observe, recheck_at, with_log_report
 
 logger = logging.getLogger("agentflow.controller")
 
@@ -98,10 +98,9 @@ def refused_output(job: ObservedJob, message: str) -> ObservedJob:
         job,
         state=JobState.FAILED,
         reason=OUTPUT_REFUSED,
+        message=message,
+        result=None,
         log_report=None,
-        termination_message=report.encode_termination_message(
-            StepResult(status="failure", summary=message), full_size=0
-        ),
     )
 
 
@@ -317,22 +316,19 @@ async def read_full_reports(
         if job.state is not JobState.SUCCEEDED or job.output_ref is not None or settled:
             result.append(job)
             continue
-        if (
-            not job.silent
-            and not report.decode_termination_message(job.termination_message).truncated
-        ):
+        if job.result is not None and not job.result.truncated:
             result.append(job)
             continue
         name = output_configmap_name(job.name)
         if name in stored:
             job = replace(job, output_ref=name)
-            if not job.silent:
+            if job.result is not None:
                 result.append(job)
                 continue
         text = await rt.kube.read_job_log(
             wf.namespace, job.name, uids.get(job.name, ""), rt.config.output_limit_bytes
         )
-        result.append(job if text is None else replace(job, log_report=text))
+        result.append(job if text is None else with_log_report(job, text))
     return result
 
 
@@ -453,15 +449,9 @@ def conflicting_job(action: CreateJob, reason: str, message: str, now: datetime)
     The planner then retries or falls back as after any failure; the next attempt has another
     name (the attempt number is part of it).  The Job under the name is left alone.
     """
-    return action.observed(
-        JobState.FAILED,
-        now,
-        finished_at=now,
-        reason=reason,
-        termination_message=report.encode_termination_message(
-            StepResult(summary=message), full_size=0
-        ),
-    )
+    # No finished_at: no Job of this attempt ran, so none finished, and the operator's step
+    # overhead (from a Job finishing to the next action) is not observed for it.
+    return action.observed(JobState.FAILED, now, reason=reason, message=message)
 
 
 @dataclass(frozen=True)
@@ -545,101 +535,22 @@ async def act(
             status=again.status,
             actions=[*plan.actions, *again.actions],
             requeue_after=again.requeue_after,
-            cache_outcomes=[*plan.cache_outcomes, *again.cache_outcomes],
+            facts=[*plan.facts, *again.facts],
         )
         actions = again.actions
     return plan
 
 
-def record_metrics(
-    rt: Runtime,
-    namespace: str,
-    old: WorkflowStatus | None,
-    new: WorkflowStatus,
-    plan: Plan,
-    observed: Sequence[ObservedJob],
-    now: datetime,
-    dependencies: Mapping[str, Sequence[str]] | None = None,
-) -> None:
-    m = rt.metrics
-
-    def label(agent_name: str) -> str:  # agent names are the Workflow author's: bounded
-        return m.agent_label(namespace, agent_name, rt.config.metrics_agents_per_namespace)
-
-    old_steps = {s.name: s for s in (old.steps if old else [])}
-    finished_jobs = {j.name: j for j in observed if j.state is not JobState.ACTIVE}
-    new_steps = {s.name: s for s in new.steps}
-    for step in new.steps:
-        first = step.attempts[0] if step.attempts else None
-        before_step = old_steps.get(step.name)
-        if first is not None and first.started_at and not (before_step and before_step.attempts):
-            # Queue latency: from the moment the step could run (its last dependency finished,
-            # or the run started) to its first Job.
-            ready = [new.started_at] + [
-                new_steps[d].finished_at
-                for d in (dependencies or {}).get(step.name, [])
-                if d in new_steps
-            ]
-            ready_at = max((t for t in ready if t is not None), default=None)
-            if ready_at is not None:
-                m.step_queue_latency.labels(namespace=namespace, agent=label(first.agent)).observe(
-                    max(0.0, (first.started_at - ready_at).total_seconds())
-                )
-        before = old_steps.get(step.name)
-        old_attempts = {a.job_name: a for a in (before.attempts if before else [])}
-        primary = step.attempts[0].agent if step.attempts else (step.agent or "unknown")
-        for attempt in step.attempts:
-            prev = old_attempts.get(attempt.job_name)
-            if (
-                prev is None
-                and attempt.fallback
-                and not any(a.fallback for a in old_attempts.values())
-            ):
-                m.fallbacks.labels(
-                    namespace=namespace, agent=label(primary), fallback_agent=label(attempt.agent)
-                ).inc()
-            if attempt.outcome == "Running" or (prev is not None and prev.outcome != "Running"):
-                continue
-            if attempt.outcome == "Succeeded":
-                outcome = "fallback" if attempt.fallback else "succeeded"
-            else:
-                outcome = "failed"
-            agent = label(attempt.agent)
-            m.step_attempts.labels(namespace=namespace, agent=agent, outcome=outcome).inc()
-            if attempt.started_at and attempt.finished_at:
-                m.step_duration.labels(namespace=namespace, agent=agent).observe(
-                    max(0.0, (attempt.finished_at - attempt.started_at).total_seconds())
-                )
-            job = finished_jobs.get(attempt.job_name)
-            if job is not None and job.finished_at is not None:
-                m.step_overhead.observe(max(0.0, (now - job.finished_at).total_seconds()))
-        became = before is None or before.phase != step.phase
-        if became and step.phase in (StepPhase.SKIPPED, StepPhase.CACHED):
-            m.step_attempts.labels(
-                namespace=namespace,
-                agent=label(step.agent or primary),
-                outcome=step.phase.value.lower(),
-            ).inc()
-        if became and step.phase is StepPhase.SUCCEEDED and step.result is not None:
-            agent = label(step.agent or primary)
-            metrics = step.result.metrics
-            if metrics.tool_calls:
-                m.agent_tool_calls.labels(namespace=namespace, agent=agent).inc(metrics.tool_calls)
-            if metrics.input_tokens:
-                m.agent_tokens.labels(namespace=namespace, agent=agent, direction="input").inc(
-                    metrics.input_tokens
-                )
-            if metrics.output_tokens:
-                m.agent_tokens.labels(namespace=namespace, agent=agent, direction="output").inc(
-                    metrics.output_tokens
-                )
-    for lookup in plan.cache_outcomes:
-        m.cache_requests.labels(result=lookup.result).inc()
-    terminal = (WorkflowPhase.SUCCEEDED, WorkflowPhase.FAILED)
-    if new.phase in terminal and (old is None or old.phase != new.phase):
-        m.workflows_finished.labels(
-            namespace=namespace, phase=new.phase.value, degraded=str(new.degraded).lower()
-        ).inc()
+def failed_by_the_controller(
+    old: WorkflowStatus | None, new: WorkflowStatus, facts: Sequence[Fact]
+) -> list[Fact]:
+    """The facts of a pass whose status the controller failed itself (a spec the models reject,
+    a status too large to store): what the plan did stands, and the run finished Failed, unless
+    the status already said so."""
+    kept: list[Fact] = [f for f in facts if not isinstance(f, WorkflowFinished)]
+    if old is not None and old.phase is new.phase:
+        return kept
+    return [*kept, WorkflowFinished(phase=new.phase, degraded=new.degraded)]
 
 
 def parse_status(raw: Mapping[str, Any] | None) -> WorkflowStatus | None:
@@ -760,9 +671,7 @@ async def _reconcile_once(
     except ValidationError as e:
         error = "; ".join(engine.model_error_messages(e)[:5])
         new = invalid_object_status(old, meta.get("generation"), error, now)
-        plan = Plan(status=new)
-        spec: WorkflowSpec | None = None
-        observed: list[ObservedJob] = []
+        plan = Plan(status=new, facts=failed_by_the_controller(old, new, []))
         recheck: datetime | None = None
     else:
         workflow = workflow.model_copy(update={"status": old})
@@ -783,7 +692,6 @@ async def _reconcile_once(
         )
         cel_budget = rt.cel_time.pass_budget(namespace)
         plan = engine.plan(workflow, policy, observed, obs.cache, now, limits, cel_budget)
-        spec = workflow.spec
         planning = Planning(workflow, policy, observed, obs, limits, now, cel_budget)
         # The Jobs are created before the status that records them is written.  If that write
         # is lost (a crash, a conflict), the next pass plans the same attempts under the same
@@ -806,6 +714,7 @@ async def _reconcile_once(
             # Spec plus status no longer fit in etcd: say so in a status that does, rather
             # than retry a write that can never succeed.
             new = status_too_large(new, str(e), meta.get("generation"), now)
+            plan.facts = failed_by_the_controller(old, new, plan.facts)
             new_raw = new.wire()
             patch = merge_patch_status(old_raw, new_raw)
             written = await rt.kube.patch_workflow_status(namespace, name, patch, None)
@@ -818,8 +727,10 @@ async def _reconcile_once(
                 return again
             written = again
         rt.written[key] = Written(meta.get("resourceVersion"), written)
-        deps = engine.step_dependencies(spec) if spec is not None else {}
-        record_metrics(rt, namespace, old, new, plan, observed, now, deps)
+        # The pass's changes count once their status is stored (a lost write is planned again).
+        rt.metrics.apply(
+            metric_updates(namespace, plan.facts), rt.config.metrics_agents_per_namespace
+        )
     rt.record_phase(key, new.phase.value)
     requeue = plan.requeue_after
     if recheck is not None:

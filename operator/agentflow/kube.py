@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
+from agentflow.apierror import ApiError
 from agentflow.children import job_log_pod, job_pods_selector, owned_by
 
 logger = logging.getLogger(__name__)
@@ -44,14 +45,6 @@ REVIEW_BURST = 10
 
 class RequestCounter(Protocol):
     def __call__(self, verb: str, code: int) -> None: ...
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, reason: str, body: dict[str, Any] | None = None) -> None:
-        message = (body or {}).get("message") or reason
-        super().__init__(f"{status}: {message}")
-        self.status = status
-        self.body = body or {}
 
 
 def is_too_large(error: ApiError) -> bool:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import errno
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 
 import kopf
 from aiohttp import web
@@ -23,6 +24,16 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import choose_encoder
 
 from agentflow import __version__
+from agentflow.api.models import StepPhase
+from agentflow.engine.types import (
+    AttemptFinished,
+    CacheOutcome,
+    Fact,
+    FallbackTaken,
+    StepFinished,
+    StepStarted,
+    WorkflowFinished,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +84,92 @@ OVERHEAD_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 # One reconcile: a pure plan plus a few API calls.
 RECONCILE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
+# The labels whose values are agent names, bounded per namespace (OperatorMetrics.agent_label).
+AGENT_LABELS = ("agent", "fallback_agent")
+
 Health = Callable[[], tuple[bool, str]]
 Authorizer = Callable[[str | None], Awaitable[bool]]
+
+
+@dataclass(frozen=True)
+class MetricUpdate:
+    """One change to a metric: ``metric`` (an :class:`OperatorMetrics` attribute) with
+    ``labels`` is incremented by ``amount`` (a counter) or observes it (a histogram)."""
+
+    metric: str
+    labels: tuple[tuple[str, str], ...]
+    amount: float = 1.0
+
+
+def _update(metric: str, amount: float = 1.0, **labels: str) -> MetricUpdate:
+    return MetricUpdate(metric, tuple(labels.items()), amount)
+
+
+def metric_updates(namespace: str, facts: Iterable[Fact]) -> list[MetricUpdate]:
+    """The metric updates that a pass's transition facts in ``namespace`` amount to (pure)."""
+    updates: list[MetricUpdate] = []
+    ns = namespace
+    for fact in facts:
+        if isinstance(fact, StepStarted):
+            if fact.ready_at is not None:
+                latency = max(0.0, (fact.started_at - fact.ready_at).total_seconds())
+                updates.append(
+                    _update("step_queue_latency", latency, namespace=ns, agent=fact.agent)
+                )
+        elif isinstance(fact, AttemptFinished):
+            agent = fact.agent
+            updates.append(
+                _update("step_attempts", namespace=ns, agent=agent, outcome=fact.outcome)
+            )
+            if fact.started_at and fact.finished_at:
+                duration = max(0.0, (fact.finished_at - fact.started_at).total_seconds())
+                updates.append(_update("step_duration", duration, namespace=ns, agent=agent))
+            if fact.job_finished_at is not None:
+                overhead = max(0.0, (fact.at - fact.job_finished_at).total_seconds())
+                updates.append(_update("step_overhead", overhead))
+        elif isinstance(fact, StepFinished):
+            agent = fact.agent
+            if fact.phase in (StepPhase.SKIPPED, StepPhase.CACHED):
+                outcome = fact.phase.value.lower()
+                updates.append(_update("step_attempts", namespace=ns, agent=agent, outcome=outcome))
+            reported = fact.metrics if fact.phase is StepPhase.SUCCEEDED else None
+            if reported is not None:
+                if reported.tool_calls:
+                    updates.append(
+                        _update("agent_tool_calls", reported.tool_calls, namespace=ns, agent=agent)
+                    )
+                for direction, tokens in (
+                    ("input", reported.input_tokens),
+                    ("output", reported.output_tokens),
+                ):
+                    if tokens:
+                        updates.append(
+                            _update(
+                                "agent_tokens",
+                                tokens,
+                                namespace=ns,
+                                agent=agent,
+                                direction=direction,
+                            )
+                        )
+        elif isinstance(fact, FallbackTaken):
+            updates.append(
+                _update(
+                    "fallbacks", namespace=ns, agent=fact.agent, fallback_agent=fact.fallback_agent
+                )
+            )
+        elif isinstance(fact, CacheOutcome):
+            updates.append(_update("cache_requests", result=fact.result))
+        elif isinstance(fact, WorkflowFinished):
+            updates.append(
+                _update(
+                    "workflows_finished",
+                    namespace=ns,
+                    phase=fact.phase.value,
+                    degraded=str(fact.degraded).lower(),
+                )
+            )
+    return updates
 
 
 class TooManyRequests(Exception):
@@ -215,6 +310,24 @@ class OperatorMetrics:
             return OTHER_AGENT
         names.add(agent)
         return agent
+
+    def apply(
+        self, updates: Iterable[MetricUpdate], agents_per_namespace: int = AGENTS_PER_NAMESPACE
+    ) -> None:
+        """Carry out ``updates``; agent label values pass through :meth:`agent_label`."""
+        for update in updates:
+            labels = dict(update.labels)
+            for name in AGENT_LABELS:
+                if name in labels:
+                    labels[name] = self.agent_label(
+                        labels["namespace"], labels[name], agents_per_namespace
+                    )
+            metric = getattr(self, update.metric)
+            target = metric.labels(**labels) if labels else metric
+            if isinstance(metric, Histogram):
+                target.observe(update.amount)
+            else:
+                target.inc(update.amount)
 
     def set_workflow_counts(self, counts: Mapping[tuple[str, str], int]) -> None:
         """Set ``agentflow_workflows`` to ``counts`` ((namespace, phase) -> Workflows).

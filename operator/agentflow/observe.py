@@ -11,6 +11,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from agentflow.api.models import StepResult
+from agentflow.engine.caching import bounded_result
 from agentflow.engine.types import (
     LABEL_AGENT,
     LABEL_ATTEMPT,
@@ -21,6 +23,7 @@ from agentflow.engine.types import (
     JobState,
     ObservedJob,
 )
+from agentflow.report import decode_termination_message, parse_report
 
 # Waiting reasons after which a pod will not start by itself within a step's lifetime.
 STUCK_WAITING_REASONS = frozenset(
@@ -263,9 +266,10 @@ def observe(
             state, reason, message = JobState.FAILED, pod.waiting_reason, pod.waiting_message
             stuck = True
         exit_code = pod.exit_code if pod is not None else None
-        termination = pod.message if pod is not None else None
+        termination = (pod.message if pod is not None else None) or message
         if state is JobState.FAILED and pod is not None and pod.terminated and reason is None:
             reason = pod.reason
+        result, failure = reported(state, termination)
         observed.append(
             ObservedJob(
                 name=job.name,
@@ -279,8 +283,34 @@ def observe(
                 finished_at=(pod.finished_at if pod else None) or finished,
                 exit_code=exit_code,
                 reason=reason if state is JobState.FAILED else None,
-                termination_message=termination if termination else message,
+                message=failure,
+                result=result,
                 stuck=stuck,
             )
         )
     return observed
+
+
+def reported(state: JobState, termination_message: str | None) -> tuple[StepResult | None, str]:
+    """What an attempt in ``state`` reported in ``termination_message``, parsed once: the result
+    of a succeeded attempt (None when it wrote none), the failure message of a failed one."""
+    if not (termination_message or "").strip():
+        return None, ""
+    parsed = decode_termination_message(termination_message)
+    if state is JobState.SUCCEEDED:
+        return parsed, ""
+    if state is JobState.FAILED:
+        return None, parsed.summary
+    return None, ""
+
+
+def with_log_report(job: ObservedJob, text: str) -> ObservedJob:
+    """``job`` with its full report ``text``, read from its pod log, for the plan to store.
+
+    An attempt that wrote no termination message reported only there: that report, parsed and
+    cut to a result's bounds, is its result.
+    """
+    if job.result is not None:
+        return replace(job, log_report=text)
+    size = len(text.encode("utf-8", "surrogatepass"))
+    return replace(job, log_report=text, result=bounded_result(parse_report(text), full_size=size))

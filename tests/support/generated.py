@@ -25,6 +25,7 @@ from agentflow.api.models import (
 from agentflow.children import RESERVED_ENV_PREFIX, WorkflowRef, build_step_job
 from agentflow.engine import validate_workflow
 from agentflow.engine.types import CreateJob, FallbackPolicy, JobState
+from agentflow.observe import reported
 from agentflow.report import TERMINATION_MESSAGE_LIMIT
 from tests.support.crd_schema import SCHEMAS, crd_errors
 from tests.support.world import World
@@ -480,13 +481,16 @@ def run_to_the_end(
             if rng.random() < 0.6:
                 finished = True
                 ok = rng.random() < 0.85
+                state = JobState.SUCCEEDED if ok else JobState.FAILED
+                result, failure = reported(state, rng.choice(messages))
                 w.jobs[job.name] = replace(
                     job,
-                    state=JobState.SUCCEEDED if ok else JobState.FAILED,
+                    state=state,
                     finished_at=w.now,
                     exit_code=0 if ok else rng.choice([1, 2, 137, 255]),
                     reason=None if ok else rng.choice([None, "Error", "DeadlineExceeded"]),
-                    termination_message=rng.choice(messages),
+                    message=failure,
+                    result=result,
                 )
         if finished or w.active():
             w.tick(1)

@@ -30,6 +30,7 @@ from agentflow.engine.types import (
     CreateJob,
     DeleteJob,
     DeleteWorkflow,
+    Fact,
     FallbackPolicy,
     JobState,
     Limits,
@@ -38,6 +39,7 @@ from agentflow.engine.types import (
     RecordEvent,
     WriteCache,
 )
+from agentflow.observe import reported
 from agentflow.report import encode_termination_message
 
 T0 = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -138,6 +140,8 @@ class World:
     created: list[str] = field(default_factory=list)
     workflow_deleted: bool = False
     last: Plan | None = None
+    # The transition facts of every plan carried out, in order.
+    facts: list[Fact] = field(default_factory=list)
 
     # -- planning ---------------------------------------------------------------------------
 
@@ -168,6 +172,7 @@ class World:
             elif isinstance(action, DeleteWorkflow):
                 self.workflow_deleted = True
         self.wf = self.wf.model_copy(update={"status": p.status})
+        self.facts.extend(p.facts)
         self.last = p
 
     # -- the cluster ------------------------------------------------------------------------
@@ -190,12 +195,9 @@ class World:
     def succeed(self, step_name: str, summary: str | None = None, **report: Any) -> ObservedJob:
         job = self.job_of(step_name)
         message = report_message(summary if summary is not None else f"{step_name} done", **report)
+        result, _ = reported(JobState.SUCCEEDED, message)
         done = replace(
-            job,
-            state=JobState.SUCCEEDED,
-            finished_at=self.now,
-            exit_code=0,
-            termination_message=message,
+            job, state=JobState.SUCCEEDED, finished_at=self.now, exit_code=0, result=result
         )
         self.jobs[job.name] = done
         return done
@@ -208,14 +210,16 @@ class World:
         summary: str = "",
     ) -> ObservedJob:
         job = self.job_of(step_name)
-        message = report_message(summary, status="failure") if summary else None
+        _, failure = reported(
+            JobState.FAILED, report_message(summary, status="failure") if summary else None
+        )
         done = replace(
             job,
             state=JobState.FAILED,
             finished_at=self.now,
             exit_code=exit_code,
             reason=reason,
-            termination_message=message,
+            message=failure,
         )
         self.jobs[job.name] = done
         return done

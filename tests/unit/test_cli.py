@@ -739,3 +739,69 @@ def test_watch_reports_a_deleted_workflow() -> None:
     with pytest.raises(ConsoleError) as caught:
         watch(Gone(), [("team", "wf")], Console(), interval=0)  # type: ignore[arg-type]
     assert caught.value.exit_code == 4
+
+
+@pytest.fixture
+def refusing_server(tmp_path: Path) -> Iterator[tuple[str, list[int]]]:
+    """A kubeconfig of an API server that answers every request with the Status of the first
+    code in the list it yields (change it to change the answer)."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    codes = [403]
+
+    class Refuse(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status = {"kind": "Status", "status": "Failure", "message": f"no {self.path}"}
+            body = json.dumps({**status, "code": codes[0]}).encode()
+            self.send_response(codes[0])
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {"name": "c", "cluster": {"server": f"http://127.0.0.1:{server.server_port}"}}
+        ],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "c",
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    try:
+        yield str(path), codes
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_cli_raises_the_operators_api_error_and_maps_it_to_its_exit_code(
+    refusing_server: tuple[str, list[int]],
+) -> None:
+    """One API error for the product: the CLI's client raises the class the operator's raises,
+    and the CLI gives its message and exit code (4 for 404, else 1)."""
+    from agentflow.console.cluster import Cluster, Target
+    from agentflow.kube import ApiError
+
+    kubeconfig, codes = refusing_server
+    with pytest.raises(ApiError) as raised:
+        Cluster(Target(kubeconfig=kubeconfig)).request("GET", "/api/v1/x")
+    assert (raised.value.status, raised.value.message) == (403, "no /api/v1/x")
+    listing = "/apis/agentflow.dev/v1alpha1/namespaces/default/workflows"
+    result = run("--kubeconfig", kubeconfig, "get")
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() == f"the API server refused (403): no {listing}"
+    codes[0] = 404
+    result = run("--kubeconfig", kubeconfig, "get")
+    assert result.exit_code == 4, result.output
+    assert result.stderr.strip() == f"the API server refused (404): no {listing}"

@@ -471,70 +471,37 @@ def test_workflows_with_ever_new_agent_names_keep_the_series_bounded() -> None:
     most ``limit`` + 1 agent values per namespace, and no attempt goes uncounted."""
     from datetime import UTC, datetime, timedelta
 
-    from agentflow.api.models import (
-        Attempt,
-        StepMetrics,
-        StepPhase,
-        StepResult,
-        StepStatus,
-        WorkflowPhase,
-        WorkflowStatus,
+    from agentflow.api.models import StepMetrics, StepPhase, WorkflowPhase
+    from agentflow.engine.types import (
+        AttemptFinished,
+        Fact,
+        FallbackTaken,
+        StepFinished,
+        StepStarted,
+        WorkflowFinished,
     )
-    from agentflow.config import OperatorConfig
-    from agentflow.controller import Runtime, record_metrics
-    from agentflow.engine.types import Plan
+    from agentflow.metrics import metric_updates
 
     limit = 4
-    rt = Runtime(
-        kube=None,  # type: ignore[arg-type]
-        metrics=OperatorMetrics(),
-        config=OperatorConfig(metrics_agents_per_namespace=limit),
-        post_event=lambda *_: None,
-    )
+    metrics = OperatorMetrics()
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     runs = 60
     for i in range(runs):
         primary, backup = f"p-{os.urandom(4).hex()}", f"b-{os.urandom(4).hex()}"
         done = t0 + timedelta(seconds=5)
-        attempts = [
-            Attempt(
-                attempt=1,
-                agent=primary,
-                job_name=f"w{i}-1",
-                started_at=t0,
-                finished_at=t0 + timedelta(seconds=2),
-                outcome="Failed",
-            ),
-            Attempt(
-                attempt=2,
-                agent=backup,
-                job_name=f"w{i}-2",
-                fallback=True,
-                started_at=t0 + timedelta(seconds=2),
-                finished_at=done,
-                outcome="Succeeded",
-            ),
+        failed_at = t0 + timedelta(seconds=2)
+        reported = StepMetrics(tool_calls=1, input_tokens=10, output_tokens=2)
+        facts: list[Fact] = [
+            StepStarted(step="s", agent=primary, ready_at=t0, started_at=t0),
+            AttemptFinished("s", primary, "failed", t0, failed_at, failed_at, failed_at),
+            FallbackTaken(step="s", agent=primary, fallback_agent=backup),
+            AttemptFinished("s", backup, "fallback", failed_at, done, done, done),
+            StepFinished(step="s", agent=backup, phase=StepPhase.SUCCEEDED, metrics=reported),
+            StepFinished(step="skipped", agent=f"s-{i}", phase=StepPhase.SKIPPED),
+            WorkflowFinished(phase=WorkflowPhase.SUCCEEDED, degraded=True),
         ]
-        result = StepResult(metrics=StepMetrics(tool_calls=1, input_tokens=10, output_tokens=2))
-        new = WorkflowStatus(
-            phase=WorkflowPhase.SUCCEEDED,
-            degraded=True,
-            started_at=t0,
-            finished_at=done,
-            steps=[
-                StepStatus(
-                    name="s",
-                    phase=StepPhase.SUCCEEDED,
-                    agent=backup,
-                    attempts=attempts,
-                    result=result,
-                    finished_at=done,
-                ),
-                StepStatus(name="skipped", phase=StepPhase.SKIPPED, agent=f"s-{i}"),
-            ],
-        )
-        record_metrics(rt, "team", None, new, Plan(status=new), [], done)
-    m = rt.metrics
+        metrics.apply(metric_updates("team", facts), limit)
+    m = metrics
     per_agent = {
         "agentflow_step_attempts": "agent",
         "agentflow_fallbacks": "agent",
@@ -561,3 +528,70 @@ def test_workflows_with_ever_new_agent_names_keep_the_series_bounded() -> None:
         for o in ("failed", "fallback", "skipped")
     )
     assert total == 3 * runs
+
+
+def test_each_transition_fact_maps_to_its_metric_updates() -> None:
+    """The pure mapping from a pass's facts to metric updates: names, labels and values."""
+    from datetime import UTC, datetime, timedelta
+
+    from agentflow.api.models import StepMetrics, StepPhase, WorkflowPhase
+    from agentflow.engine.types import (
+        AttemptFinished,
+        CacheOutcome,
+        FallbackTaken,
+        StepFinished,
+        StepStarted,
+        WorkflowFinished,
+    )
+    from agentflow.metrics import MetricUpdate, metric_updates
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def at(seconds: float) -> datetime:
+        return t0 + timedelta(seconds=seconds)
+
+    def update(metric: str, amount: float = 1.0, **labels: str) -> MetricUpdate:
+        return MetricUpdate(metric, tuple(labels.items()), amount)
+
+    ns = {"namespace": "team"}
+    reported = StepMetrics(tool_calls=3, input_tokens=100, output_tokens=0)
+    facts = [
+        StepStarted(step="s", agent="a", ready_at=at(0), started_at=at(2)),
+        StepStarted(step="t", agent="a", ready_at=None, started_at=at(2)),
+        # A Job that finished 0.25 s before the pass that settled it.
+        AttemptFinished("s", "a", "failed", at(2), at(10), at(9.75), at(10)),
+        # An attempt without a Job that finished (lost, timed out): no overhead.
+        AttemptFinished("s", "b", "fallback", at(10), at(70), None, at(70)),
+        FallbackTaken(step="s", agent="a", fallback_agent="b"),
+        StepFinished(step="s", agent="b", phase=StepPhase.SUCCEEDED, metrics=reported),
+        StepFinished(step="c", agent="a", phase=StepPhase.CACHED),
+        StepFinished(step="k", agent="unknown", phase=StepPhase.SKIPPED),
+        CacheOutcome(step="s", key="sha256:k", result="miss"),
+        WorkflowFinished(phase=WorkflowPhase.SUCCEEDED, degraded=True),
+    ]
+    assert metric_updates("team", facts) == [
+        update("step_queue_latency", 2.0, **ns, agent="a"),
+        update("step_attempts", **ns, agent="a", outcome="failed"),
+        update("step_duration", 8.0, **ns, agent="a"),
+        update("step_overhead", 0.25),
+        update("step_attempts", **ns, agent="b", outcome="fallback"),
+        update("step_duration", 60.0, **ns, agent="b"),
+        update("fallbacks", **ns, agent="a", fallback_agent="b"),
+        update("agent_tool_calls", 3, **ns, agent="b"),
+        update("agent_tokens", 100, **ns, agent="b", direction="input"),
+        update("step_attempts", **ns, agent="a", outcome="cached"),
+        update("step_attempts", **ns, agent="unknown", outcome="skipped"),
+        update("cache_requests", result="miss"),
+        update("workflows_finished", **ns, phase="Succeeded", degraded="true"),
+    ]
+    # Carried out on the registry under the exposed names.
+    m = OperatorMetrics()
+    m.apply(metric_updates("team", facts))
+    sample = m.registry.get_sample_value
+    assert sample("agentflow_step_attempts_total", {**ns, "agent": "b", "outcome": "fallback"}) == 1
+    assert sample("agentflow_step_duration_seconds_sum", {**ns, "agent": "a"}) == 8.0
+    assert sample("agentflow_operator_step_overhead_seconds_count", {}) == 1
+    assert sample("agentflow_agent_tokens_total", {**ns, "agent": "b", "direction": "input"}) == 100
+    assert sample("agentflow_cache_requests_total", {"result": "miss"}) == 1
+    finished = {**ns, "phase": "Succeeded", "degraded": "true"}
+    assert sample("agentflow_workflows_finished_total", finished) == 1

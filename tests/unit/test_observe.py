@@ -3,8 +3,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from agentflow.api.models import StepResult
 from agentflow.engine.types import JobState
-from agentflow.observe import observe, summarize_job, summarize_pod
+from agentflow.observe import observe, summarize_job, summarize_pod, with_log_report
+from agentflow.report import (
+    MAX_SUMMARY_CHARS,
+    decode_termination_message,
+    encode_termination_message,
+)
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 LABELS = {
@@ -82,7 +88,7 @@ def test_finished_job_reports_exit_code_and_termination_message() -> None:
     assert job and pod
     (seen,) = observe([job], [pod], NOW)
     assert seen.state is JobState.SUCCEEDED
-    assert seen.termination_message == '{"v":1}'
+    assert seen.result == decode_termination_message('{"v":1}')
     assert seen.exit_code == 0
     assert not seen.stuck
 
@@ -157,7 +163,7 @@ def test_a_succeeded_pod_finishes_its_step_before_the_job_controller_marks_the_j
     assert job and pod and pod.succeeded
     (seen,) = observe([job], [pod], NOW)
     assert seen.state is JobState.SUCCEEDED
-    assert seen.termination_message == '{"v":1}'
+    assert seen.result == decode_termination_message('{"v":1}')
     running = summarize_pod(_pod({"running": {"startedAt": _ts(-5)}}))
     assert running is not None and not running.succeeded
     (still,) = observe([job], [running], NOW)
@@ -181,8 +187,40 @@ def test_a_pod_joins_its_job_by_uid_not_by_name() -> None:
     assert job and stranger and stranger.job_name == job.name
     (seen,) = observe([job], [stranger], NOW)
     assert seen.state is JobState.ACTIVE and seen.exit_code is None
-    assert seen.termination_message is None and not seen.stuck
+    assert seen.result is None and not seen.stuck
     # A pod that no Job controls is nobody's.
     orphan = _pod(terminated)
     orphan["metadata"]["ownerReferences"] = []
     assert summarize_pod(orphan) is None
+
+
+def test_observation_parses_what_an_attempt_reported_once() -> None:
+    """A succeeded attempt carries its parsed result, a failed one its failure message, and an
+    attempt that wrote no termination message gets its result from its log report, parsed and
+    cut to a result's bounds."""
+    done = summarize_job(
+        _job([{"type": "Complete", "status": "True", "lastTransitionTime": _ts(-5)}])
+    )
+    failed = summarize_job(
+        _job([{"type": "Failed", "status": "True", "lastTransitionTime": _ts(-5)}])
+    )
+    message = encode_termination_message(StepResult(summary="all good"), full_size=10)
+    reported = summarize_pod(_pod({"terminated": {"exitCode": 0, "message": message}}))
+    failure = encode_termination_message(
+        StepResult(status="failure", summary="tests broke"), full_size=10
+    )
+    broke = summarize_pod(_pod({"terminated": {"exitCode": 3, "message": failure}}))
+    silent = summarize_pod(_pod({"terminated": {"exitCode": 0}}))
+    assert done and failed and reported and broke and silent
+    (ok,) = observe([done], [reported], NOW)
+    assert ok.result is not None and ok.result.summary == "all good" and ok.message == ""
+    (bad,) = observe([failed], [broke], NOW)
+    assert bad.result is None and bad.message == "tests broke"
+    (quiet,) = observe([done], [silent], NOW)
+    assert quiet.result is None
+    log = "## Summary\n" + "word " * 5_000
+    full = with_log_report(quiet, log)
+    assert full.log_report == log and full.result is not None
+    assert full.result.truncated and len(full.result.summary) <= MAX_SUMMARY_CHARS
+    # A result from the termination message stays the result; the log is only kept.
+    assert with_log_report(ok, log).result == ok.result

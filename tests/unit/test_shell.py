@@ -178,3 +178,43 @@ def test_a_status_too_large_for_etcd_becomes_a_small_failed_status_and_an_event(
     assert [s["name"] for s in status["steps"]] == ["s", "t"]
     assert not any(s.get("attempts") for s in status["steps"])
     assert any(reason == "StatusTooLarge" for _, reason, _ in shell.events)
+
+
+# ---- metrics: the facts of the pass whose status is stored, once ---------------------------
+
+
+def test_a_pass_counts_its_metrics_once_whatever_its_writes_met() -> None:
+    def sample(shell: Shell, name: str, **labels: str) -> float:
+        value = shell.rt.metrics.registry.get_sample_value(name, labels)
+        return value or 0.0
+
+    team = {"namespace": NAMESPACE}
+    # A 409 on the status write: the attempt started once, its queue latency observed once.
+    shell = Shell(Clock(T0))
+    key = shell.submit("wf", script_spec({"name": "s", "agent": "a"}))
+    shell.kube.faults.status_conflicts = 1
+    shell.reconcile(key)
+    latency = "agentflow_step_queue_latency_seconds_count"
+    assert sample(shell, latency, **team, agent="a") == 1
+    # A Job name another's Job holds: one failed attempt, no Job that finished, one Failed run.
+    shell = Shell(Clock(T0))
+    key = shell.submit("wf", script_spec({"name": "s", "agent": "a"}))
+    uid = shell.body(key)["metadata"]["uid"]
+    shell.kube.add_foreign_job(NAMESPACE, job_name("wf", "s", 1, 1, 1, uid=uid), {})
+    shell.reconcile(key)
+    shell.reconcile(key)
+    attempts = "agentflow_step_attempts_total"
+    assert sample(shell, attempts, **team, agent="a", outcome="failed") == 1
+    assert sample(shell, "agentflow_operator_step_overhead_seconds_count") == 0
+    finished = "agentflow_workflows_finished_total"
+    assert sample(shell, finished, **team, phase="Failed", degraded="false") == 1
+    # A status too large to store: the run the controller failed counts as Failed, once.
+    shell = Shell(Clock(T0))
+    key = shell.submit("wf", script_spec({"name": "s", "agent": "a"}))
+    too_large = ApiError(500, "error", {"message": "etcdserver: request is too large"})
+    shell.kube.faults.status_error = lambda patch: (
+        too_large if patch.get("phase") != "Failed" else None
+    )
+    shell.reconcile(key)
+    shell.reconcile(key)
+    assert sample(shell, finished, **team, phase="Failed", degraded="false") == 1

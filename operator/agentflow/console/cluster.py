@@ -18,6 +18,7 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from agentflow.api.models import GROUP, VERSION
+from agentflow.apierror import ApiError
 from agentflow.children import job_log_pod, job_pods_selector
 
 # The client's functions are only partly typed; calls go through this untyped handle.
@@ -52,14 +53,6 @@ class ConsoleError(Exception):
         super().__init__(message)
         self.message = message
         self.exit_code = exit_code
-
-
-class ApiError(ConsoleError):
-    """The API server answered with an error status."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message, EXIT_NOT_FOUND if status == 404 else EXIT_FAILED)
-        self.status = status
 
 
 def unreachable(server: str, reason: str) -> ConsoleError:
@@ -181,7 +174,7 @@ class Cluster:
             raise unreachable(self.server, e.strerror or str(e)) from None
         text = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else str(data)
         if not 200 <= response.status < 300:
-            raise ApiError(response.status, _error_message(response.status, text))
+            raise api_error(response.status, text)
         if raw:
             return text
         return json.loads(text) if text else {}
@@ -333,11 +326,11 @@ class Cluster:
         return text
 
 
-def _error_message(status: int, text: str) -> str:
+def api_error(status: int, text: str) -> ApiError:
+    """The error of an answer ``status`` whose body is ``text`` (a Status object, or anything)."""
     try:
         body = json.loads(text)
     except ValueError:
         body = None
-    if isinstance(body, dict) and body.get("message"):
-        return f"the API server refused ({status}): {body['message']}"
-    return f"the API server refused ({status}): {text.strip()[:300] or 'no details'}"
+    reason = text.strip()[:300] or "no details"
+    return ApiError(status, reason, body if isinstance(body, dict) else None)

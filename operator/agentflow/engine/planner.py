@@ -62,6 +62,7 @@ from agentflow.api.models import (
     ConditionType,
     RetryPolicy,
     Step,
+    StepMetrics,
     StepPhase,
     StepResult,
     StepStatus,
@@ -71,7 +72,7 @@ from agentflow.api.models import (
     WorkflowStatus,
 )
 from agentflow.engine.agents import resolve_agent
-from agentflow.engine.caching import bounded_result, cache_key, result_digest
+from agentflow.engine.caching import cache_key, result_digest
 from agentflow.engine.conditions import progress, set_condition, step_counts
 from agentflow.engine.expressions import (
     EvaluationDeferred,
@@ -90,22 +91,27 @@ from agentflow.engine.types import (
     ANNOTATION_RERUN,
     ANNOTATION_RETRY,
     Action,
+    AttemptFinished,
     CacheLookup,
     CacheOutcome,
     CreateJob,
     DeleteJob,
     DeleteWorkflow,
+    Fact,
     FallbackPolicy,
+    FallbackTaken,
     JobState,
     Limits,
     ObservedJob,
     Plan,
     RecordEvent,
+    StepFinished,
+    StepStarted,
     StoreOutput,
+    WorkflowFinished,
     WriteCache,
 )
 from agentflow.engine.validation import secret_references_not_allowed, validate_workflow
-from agentflow.report import decode_termination_message, parse_report
 
 LOST_JOB_GRACE_SECONDS = 30
 STEP_TIMEOUT_GRACE_SECONDS = 30
@@ -225,13 +231,15 @@ class _Planner:
         self.ancestors = Ancestors(self.deps)
         self.agent_names = {a.name for a in self.spec.agents}
         self.actions: list[Action] = []
-        self.outcomes: list[CacheOutcome] = []
+        # What this pass changed, for the metrics: each fact once, where the change is made.
+        self.facts: list[Fact] = []
         self.wakeups: list[datetime] = []
         self.by_name: dict[str, StepStatus] = {}
         self.index: dict[tuple[str, int, int], ObservedJob] = {}
         self.deleted: set[str] = set()
         self.slots = limits.namespace_job_slots
         self.started_run = False
+        self.finished_run = False
         self.failed_step: str | None = None
         self.stall: tuple[str, str] | None = None
         self.waiting: str | None = None
@@ -265,6 +273,8 @@ class _Planner:
                 self._launch()
             self._conclude()
         self._summarise()
+        if self.finished_run:
+            self.facts.append(WorkflowFinished(phase=status.phase, degraded=status.degraded))
         self._expire()
         return self._result()
 
@@ -274,7 +284,7 @@ class _Planner:
             status=self.status,
             actions=self.actions,
             requeue_after=min(future) if future else None,
-            cache_outcomes=self.outcomes,
+            facts=self.facts,
         )
 
     def _event(self, type_: str, reason: str, message: str) -> None:
@@ -402,7 +412,7 @@ class _Planner:
                 lost_at = started + timedelta(seconds=LOST_JOB_GRACE_SECONDS)
                 if self.now >= lost_at:
                     self._attempt_failed(
-                        step, status, attempt, "JobLost", None, "the Job disappeared"
+                        step, status, attempt, None, "JobLost", None, "the Job disappeared"
                     )
                 else:
                     self._wake(lost_at)
@@ -415,15 +425,14 @@ class _Planner:
                 if self.now > limit:
                     self._delete(job.name, f"step timeout ({step.timeout_seconds}s) exceeded")
                     detail = f"still running {step.timeout_seconds}s after it was created"
-                    self._attempt_failed(step, status, attempt, "Timeout", None, detail)
+                    self._attempt_failed(step, status, attempt, job, "Timeout", None, detail)
                 else:
                     self._wake(limit)
             elif job.state is JobState.SUCCEEDED:
                 self._job_succeeded(step, status, attempt, job)
             else:
-                summary = decode_termination_message(job.termination_message).summary
                 reason = job.reason or ("Error" if job.exit_code else "Failed")
-                self._attempt_failed(step, status, attempt, reason, job.exit_code, summary)
+                self._attempt_failed(step, status, attempt, job, reason, job.exit_code, job.message)
 
     def _job_succeeded(
         self, step: Step, status: StepStatus, attempt: Attempt, job: ObservedJob
@@ -446,19 +455,15 @@ class _Planner:
         attempt.outcome = "Succeeded"
         attempt.finished_at = job.finished_at or self.now
         attempt.exit_code = job.exit_code if job.exit_code is not None else 0
+        self._settled(status, attempt, job)
         self._iteration_done(step, status, result, cached=False, agent=attempt.agent)
 
     @staticmethod
     def _job_result(job: ObservedJob) -> StepResult:
         """The result a succeeded Job reported.  With its full report from the pod log, the
-        result refers to the output ConfigMap that keeps it; an agent that wrote no termination
-        message reported only there, so that report, parsed and cut to a result's bounds, is
-        the result."""
-        result = decode_termination_message(job.termination_message)
+        result refers to the output ConfigMap the plan stores it in."""
+        result = job.result or StepResult()
         if job.log_report is not None:
-            if job.silent:
-                size = len(job.log_report.encode("utf-8", "surrogatepass"))
-                result = bounded_result(parse_report(job.log_report), full_size=size)
             return result.model_copy(update={"output_ref": output_configmap_name(job.name)})
         if job.output_ref:
             result = result.model_copy(update={"output_ref": job.output_ref})
@@ -469,6 +474,7 @@ class _Planner:
         step: Step,
         status: StepStatus,
         attempt: Attempt,
+        job: ObservedJob | None,
         reason: str,
         exit_code: int | None,
         summary: str,
@@ -478,7 +484,40 @@ class _Planner:
         attempt.exit_code = exit_code
         attempt.reason = reason
         attempt.message = _describe(reason, exit_code, summary)
+        self._settled(status, attempt, job)
         self._after_failure(step, status, attempt)
+
+    def _settled(self, status: StepStatus, attempt: Attempt, job: ObservedJob | None) -> None:
+        """The fact of an attempt that just got its outcome; ``job`` is its observed Job."""
+        if attempt.outcome == "Succeeded":
+            outcome = "fallback" if attempt.fallback else "succeeded"
+        else:
+            outcome = "failed"
+        ran = job is not None and job.state is not JobState.ACTIVE
+        job_finished_at = job.finished_at if ran and job is not None else None
+        self.facts.append(
+            AttemptFinished(
+                step=status.name,
+                agent=attempt.agent,
+                outcome=outcome,
+                started_at=attempt.started_at,
+                finished_at=attempt.finished_at,
+                job_finished_at=job_finished_at,
+                at=self.now,
+            )
+        )
+
+    def _step_finished(self, status: StepStatus, metrics: StepMetrics | None = None) -> None:
+        """The fact of a step that just became Succeeded, Cached or Skipped."""
+        first = status.attempts[0].agent if status.attempts else None
+        self.facts.append(
+            StepFinished(
+                step=status.name,
+                agent=status.agent or first or "unknown",
+                phase=status.phase,
+                metrics=metrics,
+            )
+        )
 
     def _attempts_allowed(self, step: Step, agent: str) -> int:
         rule = self.policy.rule_for(agent)
@@ -574,6 +613,7 @@ class _Planner:
         status.message = message
         status.finished_at = self.now
         status.next_attempt_at = None
+        self._step_finished(status, None if cached else result.metrics)
         if not cached:
             via = f" with fallback agent {agent}" if agent != step.agent else ""
             self._event("Normal", "StepSucceeded", f"step {step.name} succeeded{via}")
@@ -583,6 +623,7 @@ class _Planner:
         status.message = message
         status.finished_at = self.now
         status.next_attempt_at = None
+        self._step_finished(status)
         self._event(
             "Warning" if warning else "Normal",
             "StepSkipped",
@@ -708,7 +749,7 @@ class _Planner:
                             self._wait_for_cel()
                             return
                         status.cache_key = key
-                        self.outcomes.append(CacheOutcome(step=step.name, key=key, result="hit"))
+                        self.facts.append(CacheOutcome(step=step.name, key=key, result="hit"))
                         self._event(
                             "Normal",
                             "CacheHit",
@@ -728,7 +769,7 @@ class _Planner:
             if key is not None:
                 status.cache_key = key
             if outcome is not None and key is not None:
-                self.outcomes.append(CacheOutcome(step=step.name, key=key, result=outcome))
+                self.facts.append(CacheOutcome(step=step.name, key=key, result=outcome))
             self._create(step, status, agent_name, number, prompt, key)
             return
 
@@ -746,6 +787,21 @@ class _Planner:
         name = job_name(
             meta.name, step.name, self.status.run, status.iteration, number, uid=meta.uid or ""
         )
+        if not status.attempts:
+            self.facts.append(
+                StepStarted(
+                    step=step.name,
+                    agent=agent_name,
+                    ready_at=self._ready_at(step),
+                    started_at=self.now,
+                )
+            )
+        elif fallback and not any(a.fallback for a in status.attempts):
+            self.facts.append(
+                FallbackTaken(
+                    step=step.name, agent=status.attempts[0].agent, fallback_agent=agent_name
+                )
+            )
         status.attempts.append(
             Attempt(
                 attempt=number,
@@ -782,6 +838,13 @@ class _Planner:
             detail += ", fallback"
         self._event("Normal", "StepStarted", f"step {step.name} started ({detail})")
         self._wake(self.now + timedelta(seconds=LOST_JOB_GRACE_SECONDS))
+
+    def _ready_at(self, step: Step) -> datetime | None:
+        """When ``step`` could run: the run started and its last dependency finished."""
+        ready = [self.status.started_at] + [
+            self.by_name[d].finished_at for d in self.deps[step.name]
+        ]
+        return max((t for t in ready if t is not None), default=None)
 
     # -- views of the other steps -----------------------------------------------------------
 
@@ -865,12 +928,14 @@ class _Planner:
                 attempt.reason = "Cancelled"
                 attempt.message = "workflow failed"
                 attempt.finished_at = self.now
+                self._settled(step, attempt, job)
             step.phase = StepPhase.FAILED
             step.message = cancelled
             step.finished_at = self.now
             step.next_attempt_at = None
         status.phase = WorkflowPhase.FAILED
         status.message = message
+        self.finished_run = True
         if status.finished_at is None:
             status.finished_at = self.now
         self.stall = (reason, detail)
@@ -894,6 +959,7 @@ class _Planner:
         if all(s.phase in TERMINAL_STEP_PHASES for s in status.steps):
             status.phase = WorkflowPhase.SUCCEEDED
             status.finished_at = status.finished_at or self.now
+            self.finished_run = True
             counts = step_counts(status.steps)
             self._event("Normal", "WorkflowSucceeded", f"workflow succeeded: {counts}")
             fallback, skipped = self._degraded_steps()

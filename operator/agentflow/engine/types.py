@@ -13,7 +13,14 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from agentflow.api.models import AgentTemplate, StepResult, WorkflowStatus
+from agentflow.api.models import (
+    AgentTemplate,
+    StepMetrics,
+    StepPhase,
+    StepResult,
+    WorkflowPhase,
+    WorkflowStatus,
+)
 
 # Labels and annotations the operator owns.
 LABEL_WORKFLOW = "agentflow.dev/workflow"
@@ -50,21 +57,21 @@ class ObservedJob:
     exit_code: int | None = None
     # Why it failed, e.g. DeadlineExceeded, BackoffLimitExceeded, ErrImagePull, Error.
     reason: str | None = None
-    # The container's termination message: the runner's compact JSON or a raw report.
-    termination_message: str | None = None
+    # What a failed attempt says about its failure: the summary of the agent's report, the
+    # Job controller's or the kubelet's message, or the operator's (JobConflict, OutputRefused).
+    message: str = ""
+    # What a succeeded attempt reported, parsed from its termination message (the runner's
+    # compact JSON or a raw report); None when it wrote none.
+    result: StepResult | None = None
     # Name of the ConfigMap holding the full report, once the operator has stored it.
     output_ref: str | None = None
     # The full report, read from the pod log because the termination message could not carry
     # it (truncated, or none written); the plan stores it in an output ConfigMap (StoreOutput).
+    # An attempt that wrote no termination message has its result parsed from it.
     log_report: str | None = None
     # Its pod will never start (an image or config error, see agentflow.observe): the Job is
     # reported failed but is still there, and the plan deletes it.
     stuck: bool = False
-
-    @property
-    def silent(self) -> bool:
-        """It wrote no termination message (an image that only prints its report)."""
-        return not (self.termination_message or "").strip()
 
 
 @dataclass(frozen=True)
@@ -141,7 +148,7 @@ class CreateJob:
 
     def observed(self, state: JobState, at: datetime, **outcome: Any) -> ObservedJob:
         """The Job this action creates, as observed at ``at`` in ``state`` (with ``outcome``:
-        ``finished_at``, ``reason``, ``termination_message``...)."""
+        ``finished_at``, ``reason``, ``message``, ``result``...)."""
         return ObservedJob(
             name=self.job_name,
             step=self.step,
@@ -195,11 +202,76 @@ class DeleteWorkflow:
 Action = CreateJob | DeleteJob | RecordEvent | WriteCache | StoreOutput | DeleteWorkflow
 
 
+# ---------------------------------------------------------------------------------------------
+# Transition facts: what a plan changed, for the metrics (agentflow.metrics.metric_updates)
+# ---------------------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class CacheOutcome:
+    """A step's cache lookup for the first attempt of an iteration."""
+
     step: str
     key: str
     result: str  # hit | miss | expired
+
+
+@dataclass(frozen=True)
+class StepStarted:
+    """A step's first attempt started at ``started_at``; it could run from ``ready_at`` (its
+    last dependency finished, or the run started)."""
+
+    step: str
+    agent: str
+    ready_at: datetime | None
+    started_at: datetime
+
+
+@dataclass(frozen=True)
+class AttemptFinished:
+    """An attempt was settled at ``at``: ``succeeded``, ``fallback`` (a fallback agent's
+    attempt succeeded) or ``failed``."""
+
+    step: str
+    agent: str
+    outcome: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    # When its Job finished, as observed (None: no finished Job was seen).
+    job_finished_at: datetime | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class StepFinished:
+    """A step became Succeeded (with the metrics its agent reported), Cached or Skipped."""
+
+    step: str
+    agent: str
+    phase: StepPhase
+    metrics: StepMetrics | None = None
+
+
+@dataclass(frozen=True)
+class FallbackTaken:
+    """A step switched from its agent to a fallback agent for the first time."""
+
+    step: str
+    agent: str
+    fallback_agent: str
+
+
+@dataclass(frozen=True)
+class WorkflowFinished:
+    """A run reached Succeeded or Failed."""
+
+    phase: WorkflowPhase
+    degraded: bool
+
+
+Fact = (
+    CacheOutcome | StepStarted | AttemptFinished | StepFinished | FallbackTaken | WorkflowFinished
+)
 
 
 @dataclass
@@ -208,4 +280,8 @@ class Plan:
     actions: list[Action] = field(default_factory=list)
     # Call plan again after this many seconds even if nothing changes (backoff, deadlines, TTL).
     requeue_after: float | None = None
-    cache_outcomes: list[CacheOutcome] = field(default_factory=list)
+    facts: list[Fact] = field(default_factory=list)
+
+    @property
+    def cache_outcomes(self) -> list[CacheOutcome]:
+        return [f for f in self.facts if isinstance(f, CacheOutcome)]

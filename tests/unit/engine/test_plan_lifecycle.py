@@ -15,6 +15,7 @@ from agentflow.engine.types import (
     Limits,
     ObservedJob,
 )
+from agentflow.observe import reported
 from tests.support.world import (
     T0,
     UID,
@@ -70,9 +71,8 @@ def test_old_run_results_are_ignored() -> None:
     w.plan()
     new = next(j for j in w.active("a") if j.run == 2)
     # The old Job finishing late (its deletion raced) changes nothing.
-    w.jobs[old.name] = replace(
-        old, state=JobState.SUCCEEDED, exit_code=0, termination_message=report_message("stale")
-    )
+    stale, _ = reported(JobState.SUCCEEDED, report_message("stale"))
+    w.jobs[old.name] = replace(old, state=JobState.SUCCEEDED, exit_code=0, result=stale)
     p = w.plan()
     assert p.actions == []
     assert w.step_status("a").phase is StepPhase.RUNNING

@@ -32,7 +32,18 @@ from agentflow.api.models import (
     WorkflowPhase,
 )
 from agentflow.engine import plan, step_dependencies
-from agentflow.engine.types import ANNOTATION_RERUN, FallbackPolicy, Limits, Plan, RecordEvent
+from agentflow.engine.types import (
+    ANNOTATION_RERUN,
+    AttemptFinished,
+    FallbackPolicy,
+    FallbackTaken,
+    Limits,
+    Plan,
+    RecordEvent,
+    StepFinished,
+    StepStarted,
+    WorkflowFinished,
+)
 from tests.support.world import World, creates, deletes, fallback_policy, step, workflow
 
 MAX_PASSES = 3_000
@@ -144,6 +155,7 @@ def _check_pass(w: World, p: Plan, limits: Limits, scenario: Scenario) -> None:
     again = plan(replanned, w.policy, jobs, w.cache.get, w.now, again_limits)
     assert creates(again) == [] and deletes(again) == []
     assert [a for a in again.actions if isinstance(a, RecordEvent)] == []
+    assert again.facts == [], "planning again reported changes a second time"
     assert again.status == p.status
 
 
@@ -243,3 +255,37 @@ def test_a_second_run_from_the_cache_creates_jobs_only_for_uncached_steps(
     p = again.plan()
     cached = {s.name for s in scenario.workflow.spec.steps if s.cache is None or s.cache.enabled}
     assert {c.step for c in creates(p)}.isdisjoint(cached)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios())
+def test_the_facts_of_a_run_add_up_to_its_status(scenario: Scenario) -> None:
+    """What the metrics count: over a whole run, one AttemptFinished per attempt (with its
+    outcome), one StepStarted per step that ran a Job, one StepFinished per step that ended
+    Succeeded, Cached or Skipped, one FallbackTaken per step that used a fallback agent, and
+    exactly one WorkflowFinished, with the run's phase and degraded flag."""
+    w = simulate(replace(scenario, rerun_at_pass=None))
+    status = w.wf.status
+    assert status is not None and status.run == 1
+    finished = [f for f in w.facts if isinstance(f, WorkflowFinished)]
+    assert finished == [WorkflowFinished(phase=status.phase, degraded=status.degraded)]
+
+    def outcome(fallback: bool, succeeded: bool) -> str:
+        return ("fallback" if fallback else "succeeded") if succeeded else "failed"
+
+    attempts = sorted(
+        (s.name, a.agent, outcome(a.fallback, a.outcome == "Succeeded"))
+        for s in status.steps
+        for a in s.attempts
+    )
+    reported = sorted(
+        (f.step, f.agent, f.outcome) for f in w.facts if isinstance(f, AttemptFinished)
+    )
+    assert reported == attempts
+    started = sorted((f.step, f.agent) for f in w.facts if isinstance(f, StepStarted))
+    assert started == sorted((s.name, s.attempts[0].agent) for s in status.steps if s.attempts)
+    ended = (StepPhase.SUCCEEDED, StepPhase.CACHED, StepPhase.SKIPPED)
+    steps_ended = sorted((s.name, s.phase) for s in status.steps if s.phase in ended)
+    assert sorted((f.step, f.phase) for f in w.facts if isinstance(f, StepFinished)) == steps_ended
+    fallbacks = sorted(f.step for f in w.facts if isinstance(f, FallbackTaken))
+    assert fallbacks == sorted(s.name for s in status.steps if any(a.fallback for a in s.attempts))
