@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,17 +28,20 @@ PROMTOOL = Path.home() / ".cache" / "agentflow" / "bin" / "promtool"
 SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)")
 
 
-def samples(text: str, name: str, **labels: str) -> float:
-    """The sum of the samples of ``name`` whose labels include ``labels``."""
-    total = 0.0
+def matching_samples(text: str, name: str, **labels: str) -> Iterator[tuple[dict[str, str], float]]:
+    """(labels, value) of each sample of ``name`` in ``text`` whose labels include ``labels``."""
     for line in text.splitlines():
         match = SAMPLE.match(line)
         if not match or match["name"] != name:
             continue
         have = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match["labels"] or ""))
         if all(have.get(k) == v for k, v in labels.items()):
-            total += float(match["value"])
-    return total
+            yield have, float(match["value"])
+
+
+def samples(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` whose labels include ``labels``."""
+    return sum(value for _, value in matching_samples(text, name, **labels))
 
 
 def names_in(text: str) -> set[str]:
@@ -141,12 +145,7 @@ def test_reconcile_outcomes_are_the_documented_ones(scraped_after_fallback: str)
 def label_values(text: str, name: str, **labels: str) -> dict[str, set[str]]:
     """Label name -> the values it takes among the samples of ``name`` matching ``labels``."""
     found: dict[str, set[str]] = {}
-    for line in text.splitlines():
-        match = SAMPLE.match(line)
-        if not match or match["name"] != name:
-            continue
-        have = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match["labels"] or ""))
-        if all(have.get(k) == v for k, v in labels.items()):
-            for key, value in have.items():
-                found.setdefault(key, set()).add(value)
+    for have, _ in matching_samples(text, name, **labels):
+        for key, value in have.items():
+            found.setdefault(key, set()).add(value)
     return found
