@@ -13,6 +13,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from agentflow.api.celenv import environment_markdown
+
 HEADER = """\
 # agentflow API reference
 
@@ -47,6 +49,7 @@ def render_api_reference(crds: Sequence[Mapping[str, Any]]) -> str:
     )
     for crd in crds:
         parts.append(_render_kind(crd))
+    parts.append(environment_markdown())
     return "\n".join(parts).rstrip("\n") + "\n"
 
 
@@ -139,7 +142,10 @@ def _render_section(section: _Section, sections: Sequence[_Section]) -> list[str
     rules = schema.get("x-kubernetes-validations", [])
     if rules:
         lines += ["Validation rules (checked by the API server):", ""]
-        lines += [f"- {rule['message']}: `{rule['rule']}`" for rule in rules]
+        lines += [
+            f"- {rule.get('message') or _code(rule['messageExpression'])}: `{rule['rule']}`"
+            for rule in rules
+        ]
         lines.append("")
     return lines
 

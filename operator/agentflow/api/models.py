@@ -42,6 +42,19 @@ MAX_ARGS = 64
 MAX_ARG_LENGTH = 4_096
 MAX_IMAGE_LENGTH = 512
 MAX_RULES = 64
+MAX_ARGUMENTS = 64
+MAX_INPUT_NAME_LENGTH = 63
+MAX_INPUT_VALUE_LENGTH = 4_096
+MAX_INPUT_DESCRIPTION_LENGTH = 1_024
+
+# An input's name is read as ``inputs.<name>`` in CEL and templates: an identifier, and none of
+# the words CEL reserves (``inputs.in`` would not parse).
+INPUT_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+CEL_RESERVED_WORDS = (
+    "true", "false", "null", "in", "as", "break", "const", "continue", "else", "for",
+    "function", "if", "import", "let", "loop", "package", "namespace", "return", "var",
+    "void", "while",
+)  # fmt: skip
 
 StepName = Annotated[str, Field(min_length=1, max_length=40, pattern=DNS_LABEL)]
 AgentName = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
@@ -128,7 +141,8 @@ class EnvVar(Model):
     name: Annotated[str, Field(min_length=1, max_length=128, pattern=ENV_NAME)]
     """Variable name."""
     value: Annotated[str, Field(max_length=MAX_ARG_LENGTH)] | None = None
-    """Literal value; never put secrets here, use ``valueFrom``."""
+    """Literal value, which may refer to inputs (``{{ inputs.<name> }}``); never put secrets
+    here, use ``valueFrom``."""
     value_from: EnvVarSource | None = None
     """Where the value comes from (a Secret key)."""
 
@@ -196,7 +210,8 @@ class Repeat(Model):
     """Run a step again until ``until`` (CEL over ``result``) is true, or ``maxIterations``."""
 
     until: Expression
-    """CEL expression over ``result`` (the last report); true ends the repetition."""
+    """CEL condition over ``result`` (this iteration's report), ``steps``, ``inputs`` and
+    ``workflow`` (see "CEL expressions"); true ends the repetition."""
     max_iterations: int = Field(default=5, ge=1, le=100)
     """Upper bound on runs of the step, the first one included."""
 
@@ -243,7 +258,7 @@ class Step(Model):
     agent: AgentName
     """Name of the agent in ``spec.agents`` that runs the step."""
     prompt: Annotated[str, Field(max_length=MAX_PROMPT_LENGTH)] = ""
-    """Prompt given to the agent; may refer to results of earlier steps."""
+    """Prompt given to the agent; may refer to results of earlier steps and to inputs."""
     depends_on: list[StepName] = Field(
         default_factory=list,
         max_length=MAX_DEPENDS_ON,
@@ -251,7 +266,8 @@ class Step(Model):
     )
     """Names of steps that must finish first (strategy DAG)."""
     when: Expression | None = None
-    """CEL condition; when false the step is skipped."""
+    """CEL condition over ``steps``, ``inputs`` and ``workflow`` (see "CEL expressions"); when
+    false the step is skipped."""
     repeat: Repeat | None = None
     """Run the step again until a condition holds."""
     retries: RetryPolicy | None = None
@@ -262,6 +278,64 @@ class Step(Model):
     """Result caching of this step."""
     override: AgentOverride | None = None
     """Changes to the agent for this step only."""
+
+
+class Parameter(Model):
+    """A named string input of the Workflow, read as ``inputs.<name>`` by prompts, ``when``,
+    ``repeat.until`` and agents' literal ``env`` values.
+
+    Its value is ``value`` when set, else ``default``; with neither it is required, and the
+    Workflow is rejected until one is given (``agentflow submit -p <name>=<value>``).
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.value) || has(self.default)",
+                    "messageExpression": "'input ' + self.name + ' is required: set its value"
+                    " (agentflow submit -p ' + self.name + '=...) or a default'",
+                },
+                {
+                    "rule": "!(self.name in " + repr(list(CEL_RESERVED_WORDS)) + ")",
+                    "message": "an input must not be named after a word CEL reserves",
+                    "fieldPath": ".name",
+                },
+            ]
+        }
+    )
+
+    name: Annotated[str, Field(min_length=1, max_length=MAX_INPUT_NAME_LENGTH, pattern=INPUT_NAME)]
+    """Name of the input (an identifier, unique within the Workflow)."""
+    value: Annotated[str, Field(max_length=MAX_INPUT_VALUE_LENGTH)] | None = None
+    """The value given for this run."""
+    default: Annotated[str, Field(max_length=MAX_INPUT_VALUE_LENGTH)] | None = None
+    """The value when none is given."""
+    description: Annotated[str, Field(max_length=MAX_INPUT_DESCRIPTION_LENGTH)] | None = None
+    """What the input is for."""
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, name: str) -> str:
+        if name in CEL_RESERVED_WORDS:
+            raise ValueError(f"{name!r} is a word CEL reserves; choose another name")
+        return name
+
+    @model_validator(mode="after")
+    def _has_value(self) -> Parameter:
+        if self.value is None and self.default is None:
+            raise ValueError(
+                f"input {self.name} is required: set its value"
+                f" (agentflow submit -p {self.name}=...) or a default"
+            )
+        return self
+
+    @property
+    def effective(self) -> str:
+        """``value``, else ``default``."""
+        value = self.value if self.value is not None else self.default
+        assert value is not None  # _has_value
+        return value
 
 
 class LocalObjectReference(Model):
@@ -323,6 +397,17 @@ class WorkflowSpec(Model):
     """Delete the Workflow this long after it succeeds or fails."""
     suspend: bool = False
     """While true no new step Jobs start; running ones finish."""
+    arguments: list[Parameter] = Field(
+        default_factory=list,
+        max_length=MAX_ARGUMENTS,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    """The Workflow's inputs: ``{{ inputs.<name> }}`` in prompts and env values, ``inputs.<name>``
+    in CEL."""
+
+    def inputs(self) -> dict[str, str]:
+        """Every input's value by name (``value``, else ``default``)."""
+        return {p.name: p.effective for p in self.arguments}
 
     @field_validator("steps")
     @classmethod
@@ -333,6 +418,16 @@ class WorkflowSpec(Model):
                 raise ValueError(f"duplicate step name {step.name!r}")
             seen.add(step.name)
         return steps
+
+    @field_validator("arguments")
+    @classmethod
+    def _unique_input_names(cls, arguments: list[Parameter]) -> list[Parameter]:
+        seen: set[str] = set()
+        for parameter in arguments:
+            if parameter.name in seen:
+                raise ValueError(f"duplicate input name {parameter.name!r}")
+            seen.add(parameter.name)
+        return arguments
 
     @field_validator("agents")
     @classmethod

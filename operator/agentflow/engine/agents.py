@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from agentflow.api.models import DEFAULT_AGENT_IMAGE, AgentTemplate, EnvVar, Step, WorkflowSpec
+from agentflow.engine.templating import render_inputs
 
 
 def _merge_env(base: list[EnvVar], changes: list[EnvVar]) -> list[EnvVar]:
@@ -37,3 +40,22 @@ def resolve_agent(spec: WorkflowSpec, step: Step, agent: str | None = None) -> A
             "resources": override.resources or template.resources,
         }
     )
+
+
+def with_inputs(agent: AgentTemplate, inputs: Mapping[str, str]) -> AgentTemplate:
+    """``agent`` with ``{{ inputs.<name> }}`` in its literal env values replaced.
+
+    Raises TemplateError (naming the variable) for a reference validation would have refused.
+    """
+    if not any(var.value is not None and "{{" in var.value for var in agent.env):
+        return agent
+    env = []
+    for var in agent.env:
+        if var.value is None:
+            env.append(var)
+            continue
+        try:
+            env.append(var.model_copy(update={"value": render_inputs(var.value, inputs)}))
+        except ValueError as e:
+            raise type(e)(f"env {var.name}: {e}") from None
+    return agent.model_copy(update={"env": env})

@@ -41,22 +41,31 @@ def _agent_identity(agent: AgentTemplate) -> dict[str, Any]:
 
 
 def cache_key(
-    agent: AgentTemplate, prompt: str, upstream_digests: Mapping[str, str], iteration: int
+    agent: AgentTemplate,
+    prompt: str,
+    upstream_digests: Mapping[str, str],
+    iteration: int,
+    *,
+    inputs: Mapping[str, str] | None = None,
 ) -> str:
     """``sha256:<hex>`` of the canonical JSON of everything that decides a step's result.
 
     That is the resolved agent container (image, command, args, provider, model, env names with
-    their literal values or Secret references by name and key), the rendered prompt, the
-    upstream digests sorted by step name, the iteration and :data:`CACHE_KEY_VERSION`.  The
-    agent's name and resources are left out: they do not change what it produces.
+    their literal values, inputs rendered in, or Secret references by name and key), the
+    rendered prompt, the upstream digests sorted by step name, the iteration, the Workflow's
+    inputs (``spec.arguments``: every one, by name, whether the step reads it or not) and
+    :data:`CACHE_KEY_VERSION`.  The agent's name and resources are left out: they do not change
+    what it produces.  A Workflow without inputs has the key it had before inputs existed.
     """
-    document = {
+    document: dict[str, Any] = {
         "version": CACHE_KEY_VERSION,
         "agent": _agent_identity(agent),
         "prompt": prompt,
         "upstream": sorted(upstream_digests.items()),
         "iteration": iteration,
     }
+    if inputs:
+        document["inputs"] = sorted(inputs.items())
     return _sha256(json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False))
 
 

@@ -43,17 +43,36 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
 import cel
 
-from agentflow.api.models import StepResult, StepStatus
-from agentflow.engine.templating import metric_values
+from agentflow.api.celenv import (
+    BOOL,
+    BYTES,
+    DOUBLE,
+    DYN,
+    INT,
+    METRICS,
+    NULL,
+    STRING,
+    UINT,
+    VARIABLES,
+    CelType,
+    describe_fields,
+    environment,
+    list_of,
+    map_of,
+)
+from agentflow.api.celenv import ExpressionKind as ExpressionKind
+from agentflow.api.celenv import result_view as result_view
+from agentflow.api.celenv import step_view as step_view
 
-WHEN_VARIABLES = frozenset({"steps", "workflow"})
-UNTIL_VARIABLES = frozenset({"steps", "workflow", "result"})
+WHEN_VARIABLES = frozenset(VARIABLES[ExpressionKind.WHEN])
+UNTIL_VARIABLES = frozenset(VARIABLES[ExpressionKind.UNTIL])
+ACCEPT_VARIABLES = frozenset(VARIABLES[ExpressionKind.ACCEPT])
 
 # Comprehension macros nest multiplicatively: with expressions capped at 1,024 characters, two
 # levels stay within a few hundred thousand iterations; three already reach 10^8 (minutes).
@@ -523,15 +542,35 @@ def _first_line(message: str) -> str:
     return message.split("\n", 1)[0].strip()
 
 
-def check_expression(expression: str, variables: frozenset[str]) -> tuple[list[str], set[str]]:
-    """Problems with ``expression`` and the step names it reads through ``steps``."""
+def check_expression(
+    expression: str,
+    variables: ExpressionKind | frozenset[str] = ExpressionKind.WHEN,
+    *,
+    inputs: Collection[str] = (),
+) -> tuple[list[str], set[str]]:
+    """Problems with ``expression`` and the step names it reads through ``steps``.
+
+    With an :class:`~agentflow.api.celenv.ExpressionKind`, the expression is also type-checked
+    against that kind's environment (:func:`~agentflow.api.celenv.environment`), ``inputs``
+    being the names of the Workflow's inputs: unknown fields, unknown inputs, operations on
+    values of the wrong type and a result that is not a bool are problems.  With a set of
+    variable names only the variables are checked.  The step names returned are for the caller
+    to compare with the Workflow's steps (unknown, not upstream).
+    """
+    if isinstance(variables, ExpressionKind):
+        declared = environment(variables, inputs)
+        env: dict[str, CelType] | None = declared
+        allowed_names = frozenset(declared)
+    else:
+        env, allowed_names = None, variables
     try:
         program = compile_expression(expression)
     except ExpressionError as e:
         return [f"invalid CEL: {e}"], set()
     try:
         tokens = tokenize(expression)
-        found = analyze(_Parser(expression).parse())
+        tree = _Parser(expression).parse()
+        found = analyze(tree)
     except ExpressionError as e:
         return [f"not accepted by the operator's CEL checker: {e}"], set()
     if _hyphenated_step(tokens):
@@ -547,10 +586,12 @@ def check_expression(expression: str, variables: frozenset[str]) -> tuple[list[s
             f"macros such as all/exists/map nest more than {MAX_MACRO_NESTING} deep "
             f"({found.macro_nesting}); the cost of evaluating it would be unbounded"
         )
-    unknown = sorted(found.free - variables)
+    unknown = sorted(found.free - allowed_names)
     if unknown:
-        allowed = ", ".join(sorted(variables))
+        allowed = ", ".join(sorted(allowed_names))
         problems.append(f"unknown variable {unknown[0]!r} (available: {allowed})")
+    if env is not None and not problems:
+        problems.extend(type_check(tree, env))
     return problems, found.steps
 
 
@@ -567,6 +608,303 @@ def _hyphenated_step(tokens: list[Token]) -> bool:
         ):
             return True
     return False
+
+
+# --------------------------------------------------------------------------------------------
+# Type checking against the declared environment (agentflow.api.celenv)
+# --------------------------------------------------------------------------------------------
+
+_NUMERIC = frozenset({"int", "uint", "double"})
+_LITERAL_TYPES = {
+    "int": INT, "uint": UINT, "double": DOUBLE, "string": STRING, "bytes": BYTES,
+}  # fmt: skip
+_CONVERSIONS = {
+    "int": INT, "uint": UINT, "double": DOUBLE, "string": STRING, "bytes": BYTES,
+    "bool": BOOL, "dyn": DYN, "type": DYN,
+}  # fmt: skip
+_STRING_TESTS = frozenset({"contains", "startsWith", "endsWith", "matches"})
+_ORDERED = frozenset({"_<_", "_<=_", "_>_", "_>=_"})
+_ARITHMETIC = frozenset({"_-_", "_*_", "_/_", "_%_"})
+# How many problems one expression reports at most (the first ones, in reading order).
+_MAX_TYPE_PROBLEMS = 3
+
+
+def _article(cel_type: CelType) -> str:
+    text = str(cel_type)
+    return f"{'an' if text[:1] in 'aeiouAEIOU' else 'a'} {text}"
+
+
+def _path(node: Node) -> str:
+    """How ``node`` reads in a message: ``steps.a.metrics``, ``steps["a-b"].summary``, or a
+    word for an expression that is not a path."""
+    parts: list[str] = []
+    while True:
+        if node.kind == "select":
+            parts.append(f".{node.name}")
+            node = node.args[0]
+        elif node.kind == "index" and node.args[1].token is not None:
+            parts.append(f"[{node.args[1].token.text}]")
+            node = node.args[0]
+        elif node.kind == "ident":
+            parts.append(node.name)
+            return "".join(reversed(parts))
+        elif node.kind == "literal" and node.token is not None and not parts:
+            return node.token.text
+        else:
+            return "(expression)" + "".join(reversed(parts))
+
+
+def _same(a: CelType, b: CelType) -> bool:
+    return a.kind == b.kind or "dyn" in (a.kind, b.kind)
+
+
+def _comparable(a: CelType, b: CelType) -> bool:
+    """Whether ``==`` between the two can be true: CEL says false for different types."""
+    kinds = {a.kind, b.kind}
+    if "dyn" in kinds or "null" in kinds or kinds <= _NUMERIC:
+        return True
+    if kinds <= {"map", "object"}:
+        return True
+    return a.kind == b.kind
+
+
+def _join(types: list[CelType]) -> CelType:
+    if not types:
+        return DYN
+    first = types[0]
+    return first if all(t == first for t in types) else DYN
+
+
+class _TypeChecker:
+    """Infers the type of every node, bottom up, with a stack rather than recursion (a chain
+    of binary operators is as deep as it is long)."""
+
+    def __init__(self, env: dict[str, CelType]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+        self.types: dict[int, CelType] = {}
+
+    def problem(self, message: str) -> CelType:
+        if message not in self.problems:
+            self.problems.append(message)
+        return DYN
+
+    def check(self, root: Node) -> list[str]:
+        result = self.infer(root, {})
+        if result.kind not in ("bool", "dyn"):
+            self.problem(f"the expression must be a bool, it is {_article(result)}")
+        return self.problems[:_MAX_TYPE_PROBLEMS]
+
+    def infer(self, root: Node, scope: dict[str, CelType]) -> CelType:
+        stack: list[tuple[Node, dict[str, CelType]]] = [(root, scope)]
+        while stack:
+            node, scope = stack[-1]
+            waiting = self.children(node, scope)
+            if waiting:
+                stack.extend(waiting)
+                continue
+            stack.pop()
+            self.types[id(node)] = self.type_of(node, scope)
+        return self.types[id(root)]
+
+    def known(self, node: Node) -> CelType:
+        return self.types[id(node)]
+
+    def children(
+        self, node: Node, scope: dict[str, CelType]
+    ) -> list[tuple[Node, dict[str, CelType]]]:
+        """The children whose types ``node`` needs and that are not known yet."""
+        if node.kind == "call" and node.name == "has" and node.target is None and node.args:
+            inner = node.args[0]
+            operands = [inner.args[0]] if inner.kind == "select" else [inner]
+        elif node.kind == "call" and node.name in _MACRO_NAMES and node.target is not None:
+            if id(node.target) not in self.types:
+                return [(node.target, scope)]
+            args = node.args
+            if args and args[0].kind == "ident":
+                inner_scope = {**scope, args[0].name: self.element(node.target, node.name)}
+                return [(a, inner_scope) for a in args[1:] if id(a) not in self.types]
+            return [(a, scope) for a in args if id(a) not in self.types]
+        else:
+            operands = [*([node.target] if node.target is not None else []), *node.args]
+        return [(n, scope) for n in operands if id(n) not in self.types]
+
+    def element(self, target: Node, macro: str) -> CelType:
+        """The type of a macro's variable over ``target``: list elements or map keys."""
+        of = self.known(target)
+        if of.kind == "list" and of.element is not None:
+            return of.element
+        if of.kind in ("map", "object"):
+            return STRING
+        if of.kind != "dyn":
+            self.problem(f"{macro}() needs a list or map, {_path(target)} is {_article(of)}")
+        return DYN
+
+    def type_of(self, node: Node, scope: dict[str, CelType]) -> CelType:
+        kind = node.kind
+        if kind == "literal":
+            assert node.token is not None
+            if node.token.kind == "ident":
+                return NULL if node.token.text == "null" else BOOL
+            return _LITERAL_TYPES[node.token.kind]
+        if kind == "ident":
+            return scope.get(node.name) or self.env.get(node.name) or DYN
+        if kind == "select":
+            return self.field(node, self.known(node.args[0]), node.name)
+        if kind == "index":
+            return self.index(node)
+        if kind == "list":
+            return list_of(_join([self.known(a) for a in node.args]))
+        if kind == "map":
+            return map_of(_join([self.known(a) for a in node.args[1::2]]))
+        if kind == "call":
+            return self.call(node)
+        return self.operator(node)
+
+    def field(self, node: Node, of: CelType, name: str) -> CelType:
+        operand = _path(node.args[0])
+        if of.kind == "object":
+            found = of.field(name)
+            if found is not None:
+                return found.type
+            if of.name == "Inputs":
+                declared = describe_fields(of)
+                return self.problem(
+                    f"unknown input {name!r} (declared in spec.arguments: {declared})"
+                )
+            hint = ""
+            if of is METRICS or of == METRICS:
+                hint = f"; a metric of the report's extra metrics is {operand}.extra.{name}"
+            return self.problem(
+                f"{operand} has no field {name!r} ({of.name} fields: {describe_fields(of)}){hint}"
+            )
+        if of.kind == "map":
+            return of.element or DYN
+        if of.kind == "dyn":
+            return DYN
+        return self.problem(f"{operand} is {_article(of)}, which has no field {name!r}")
+
+    def index(self, node: Node) -> CelType:
+        operand, key = node.args
+        of, key_type = self.known(operand), self.known(key)
+        if of.kind == "list":
+            if key_type.kind not in ("int", "uint", "dyn"):
+                self.problem(
+                    f"{_path(operand)} is a list: its index must be an int, not {key_type}"
+                )
+            return of.element or DYN
+        if of.kind in ("map", "object"):
+            if key_type.kind not in ("string", "dyn"):
+                self.problem(f"{_path(operand)} has string keys, not {key_type}")
+            if of.kind == "object" and key.token is not None and key.token.kind == "string":
+                assert key.token.value is not None
+                return self.field(Node("select", key.token.value, (operand,)), of, key.token.value)
+            return of.element or DYN if of.kind == "map" else DYN
+        if of.kind == "dyn":
+            return DYN
+        return self.problem(f"{_path(operand)} is {_article(of)}, which cannot be indexed")
+
+    def call(self, node: Node) -> CelType:
+        name, target, args = node.name, node.target, node.args
+        if name == "has" and target is None:
+            if len(args) == 1 and args[0].kind == "select":
+                inner = args[0]
+                self.field(inner, self.known(inner.args[0]), inner.name)
+            return BOOL
+        if name in _MACRO_NAMES and target is not None:
+            body = self.known(args[-1]) if args else DYN
+            if name in ("all", "exists", "exists_one"):
+                if body.kind not in ("bool", "dyn"):
+                    self.problem(f"the condition of {name}() must be a bool, it is {body}")
+                return BOOL
+            if name == "map":
+                return list_of(body)
+            if name == "filter":
+                of = self.known(target)
+                return of if of.kind == "list" else list_of(DYN)
+            return DYN
+        if name == "size":
+            subject = target if target is not None else (args[0] if args else None)
+            if subject is not None:
+                of = self.known(subject)
+                if of.kind not in ("string", "bytes", "list", "map", "object", "dyn"):
+                    self.problem(f"size() needs a string, list or map; {_path(subject)} is {of}")
+            return INT
+        if name in _STRING_TESTS and target is not None:
+            of = self.known(target)
+            if of.kind not in ("string", "dyn"):
+                self.problem(f"{name}() is a function of strings; {_path(target)} is {of}")
+            for arg in args:
+                if self.known(arg).kind not in ("string", "dyn"):
+                    self.problem(f"{name}() takes a string, not {self.known(arg)}")
+            return BOOL
+        if name in _CONVERSIONS and target is None:
+            return _CONVERSIONS[name]
+        return DYN  # functions the checker does not know: the library judges them
+
+    def operator(self, node: Node) -> CelType:
+        name = node.name
+        operands = [self.known(a) for a in node.args]
+        if name in ("_&&_", "_||_", "!_"):
+            for arg, of in zip(node.args, operands, strict=True):
+                if of.kind not in ("bool", "dyn"):
+                    op = name.strip("_")
+                    self.problem(f"{op} needs bools; {_path(arg)} is {_article(of)}")
+            return BOOL
+        if name == "_?_:_":
+            if operands[0].kind not in ("bool", "dyn"):
+                self.problem(f"the condition of ?: must be a bool, it is {operands[0]}")
+            return _join(operands[1:])
+        if name == "-_":
+            if operands[0].kind not in ("int", "double", "dyn"):
+                self.problem(f"cannot negate {_article(operands[0])}")
+            return operands[0]
+        left, right = operands[0], operands[1]
+        what = f"{_path(node.args[0])} ({left}) with {_path(node.args[1])} ({right})"
+        if name in ("_==_", "_!=_"):
+            if not _comparable(left, right):
+                self.problem(f"compares {what}: values of different types are never equal")
+            return BOOL
+        if name in _ORDERED:
+            both = {left.kind, right.kind}
+            if not (
+                "dyn" in both
+                or both <= _NUMERIC
+                or (len(both) == 1 and both <= {"string", "bytes", "bool"})
+            ):
+                self.problem(f"cannot order {what}")
+            return BOOL
+        if name == "_in_":
+            if right.kind == "list":
+                if right.element is not None and not _comparable(left, right.element):
+                    self.problem(f"looks for {_article(left)} in {_path(node.args[1])}, a {right}")
+            elif right.kind in ("map", "object"):
+                if left.kind not in ("string", "dyn"):
+                    self.problem(
+                        f"looks for {_article(left)} among the string keys of {_path(node.args[1])}"
+                    )
+            elif right.kind != "dyn":
+                self.problem(
+                    f"in needs a list or map on its right, {_path(node.args[1])} is {right}"
+                )
+            return BOOL
+        if "dyn" in (left.kind, right.kind):
+            return DYN
+        if name == "_+_" and left.kind == right.kind and left.kind in ("string", "bytes", "list"):
+            return left if left == right else list_of(DYN)
+        if name in _ARITHMETIC | {"_+_"} and left.kind == right.kind and left.kind in _NUMERIC:
+            return left
+        if left.kind in _NUMERIC and right.kind in _NUMERIC:
+            return self.problem(
+                f"arithmetic on {what}: CEL does not convert between number types, "
+                "convert one, e.g. double(x)"
+            )
+        return self.problem(f"cannot apply {name.strip('_')} to {what}")
+
+
+def type_check(tree: Node, env: dict[str, CelType]) -> list[str]:
+    """Type problems of a parsed expression in the environment ``env`` (variable types)."""
+    return _TypeChecker(env).check(tree)
 
 
 # --------------------------------------------------------------------------------------------
@@ -903,23 +1241,3 @@ def evaluate_bool(
     if "value" not in answer:
         raise ExpressionError(f"expected a bool, got {answer['type']} {answer['repr']}")
     return bool(answer["value"])
-
-
-def result_view(result: StepResult | None, iteration: int) -> dict[str, Any]:
-    """A step result as CEL sees it (also the ``result`` of ``until``)."""
-    if result is None:
-        return {"summary": "", "status": "", "metrics": {}, "artifacts": [], "iteration": iteration}
-    return {
-        "summary": result.summary,
-        "status": result.status or "",
-        "metrics": metric_values(result.metrics),
-        "artifacts": [a.path for a in result.artifacts],
-        "iteration": iteration,
-    }
-
-
-def step_view(status: StepStatus, with_result: bool) -> dict[str, Any]:
-    """A step as CEL sees it in ``steps``; ``with_result`` False hides a skipped step's result."""
-    view = result_view(status.result if with_result else None, status.iteration)
-    view["phase"] = str(status.phase)
-    return view

@@ -53,10 +53,18 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from agentflow.api.celenv import (
+    ExpressionKind,
+    activation,
+    result_view,
+    step_view,
+    workflow_view,
+)
 from agentflow.api.models import (
     RESULT_STEP_PHASES,
     TERMINAL_STEP_PHASES,
     TERMINAL_WORKFLOW_PHASES,
+    AgentTemplate,
     Attempt,
     CachePolicy,
     ConditionType,
@@ -71,7 +79,7 @@ from agentflow.api.models import (
     WorkflowSpec,
     WorkflowStatus,
 )
-from agentflow.engine.agents import resolve_agent
+from agentflow.engine.agents import resolve_agent, with_inputs
 from agentflow.engine.caching import cache_key, result_digest
 from agentflow.engine.conditions import progress, set_condition, step_counts
 from agentflow.engine.expressions import (
@@ -79,8 +87,6 @@ from agentflow.engine.expressions import (
     ExpressionError,
     PassBudget,
     evaluate_bool,
-    result_view,
-    step_view,
 )
 from agentflow.engine.graph import Ancestors, step_dependencies, topological_order
 from agentflow.engine.names import job_name, output_configmap_name
@@ -230,6 +236,7 @@ class _Planner:
         self.deps = step_dependencies(self.spec)
         self.ancestors = Ancestors(self.deps)
         self.agent_names = {a.name for a in self.spec.agents}
+        self.inputs = self.spec.inputs()
         self.actions: list[Action] = []
         # What this pass changed, for the metrics: each fact once, where the change is made.
         self.facts: list[Fact] = []
@@ -582,11 +589,13 @@ class _Planner:
             )
         message: str | None = None
         if step.repeat is not None:
-            context = {
-                "result": result_view(result, status.iteration),
-                "steps": self._steps_view(step),
-                "workflow": self._workflow_view(),
-            }
+            context = activation(
+                ExpressionKind.UNTIL,
+                result=result_view(result, status.iteration),
+                steps=self._steps_view(step),
+                inputs=self.inputs,
+                workflow=self._workflow_view(),
+            )
             try:
                 done = evaluate_bool(
                     step.repeat.until, context, pass_budget=self.cel_budget, may_defer=False
@@ -697,7 +706,12 @@ class _Planner:
             )
             return False
         if step.when is not None:
-            context = {"steps": self._steps_view(step), "workflow": self._workflow_view()}
+            context = activation(
+                ExpressionKind.WHEN,
+                steps=self._steps_view(step),
+                inputs=self.inputs,
+                workflow=self._workflow_view(),
+            )
             try:
                 go = evaluate_bool(step.when, context, pass_budget=self.cel_budget)
             except EvaluationDeferred:
@@ -722,7 +736,11 @@ class _Planner:
             agent_name = status.agent or step.agent
             own = agent_name == step.agent
             number = sum(1 for a in status.attempts if a.iteration == status.iteration) + 1
-            agent = resolve_agent(self.spec, step, agent_name)
+            try:
+                agent = with_inputs(resolve_agent(self.spec, step, agent_name), self.inputs)
+            except TemplateError as e:
+                self._step_failed(status, f"agent {agent_name}: {e}")
+                return
             allowed = self.limits.allowed_images
             if allowed is not None and agent.image not in allowed:
                 self._step_failed(
@@ -740,7 +758,13 @@ class _Planner:
             outcome: str | None = None
             cache_policy = step.cache or CachePolicy()
             if own and cache_policy.enabled:
-                key = cache_key(agent, prompt, self._upstream(step, status), status.iteration)
+                key = cache_key(
+                    agent,
+                    prompt,
+                    self._upstream(step, status),
+                    status.iteration,
+                    inputs=self.inputs,
+                )
                 if number == 1:
                     entry = self.cache(key)
                     if entry is not None and entry.expires_at > self.now:
@@ -770,13 +794,14 @@ class _Planner:
                 status.cache_key = key
             if outcome is not None and key is not None:
                 self.facts.append(CacheOutcome(step=step.name, key=key, result=outcome))
-            self._create(step, status, agent_name, number, prompt, key)
+            self._create(step, status, agent, agent_name, number, prompt, key)
             return
 
     def _create(
         self,
         step: Step,
         status: StepStatus,
+        agent: AgentTemplate,
         agent_name: str,
         number: int,
         prompt: str,
@@ -824,7 +849,7 @@ class _Planner:
                 run=self.status.run,
                 iteration=status.iteration,
                 attempt=number,
-                agent=resolve_agent(self.spec, step, agent_name),
+                agent=agent,
                 fallback=fallback,
                 prompt=prompt,
                 cache_key=key,
@@ -850,7 +875,7 @@ class _Planner:
 
     def _workflow_view(self) -> dict[str, Any]:
         meta = self.workflow.metadata
-        return {"name": meta.name, "namespace": meta.namespace or ""}
+        return workflow_view(meta.name, meta.namespace or "")
 
     def _steps_view(self, step: Step) -> dict[str, Any]:
         return {
@@ -880,6 +905,7 @@ class _Planner:
             iteration=status.iteration,
             phases=phases,
             iterations=iterations,
+            inputs=self.inputs,
         )
         return render_prompt(step.prompt, results, context)
 

@@ -7,6 +7,8 @@ References (whitespace inside the braces is ignored, nothing else is allowed):
   ``inputTokens``... or an extra metric's key; a metric the step did not report is "");
 - ``{{ workflow.name }}``, ``{{ workflow.namespace }}``, ``{{ step.name }}``,
   ``{{ step.iteration }}``;
+- ``{{ inputs.<name> }}``: the value of an input of ``spec.arguments``; agents' literal
+  ``env`` values may use these references only (:func:`render_inputs`);
 - ``{{ steps.<this step>.summary }}`` etc. inside a ``repeat``: the previous iteration's result
   ("" in the first iteration).
 
@@ -33,6 +35,7 @@ from agentflow.api.models import StepMetrics, StepResult
 _TOKEN = re.compile(r"\\\{\{|\{\{(?P<ref>[^{}]*)\}\}|\{\{")
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _METRIC_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_INPUT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 STEP_FIELDS = frozenset({"summary", "status", "phase", "iteration", "artifacts"})
 
@@ -42,6 +45,10 @@ STEP_FIELDS = frozenset({"summary", "status", "phase", "iteration", "artifacts"}
 # the name.  The Job carries at most twice this (``children.literal`` doubles every ``$``), far
 # below the API server's request limit.
 MAX_RENDERED_PROMPT_BYTES = 127 * 1024
+# An env value with its inputs in: room for one input of the largest size (4 KiB) in a literal
+# of the largest size.  An agent has at most 128 env variables (its own and a step's override),
+# so its rendered env stays within 1 MiB.
+MAX_RENDERED_ENV_BYTES = 8 * 1024
 
 
 class TemplateError(ValueError):
@@ -67,6 +74,7 @@ class PromptContext:
     iteration: int = 1
     phases: Mapping[str, str] = field(default_factory=dict)
     iterations: Mapping[str, int] = field(default_factory=dict)
+    inputs: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,7 @@ class Reference:
 
     text: str  # normalised: "steps.a.summary"
     step: str | None  # the step it reads from ``steps.<name>``, if any
+    input: str | None = None  # the input it reads from ``inputs.<name>``, if any
 
     def __str__(self) -> str:
         return f"{{{{ {self.text} }}}}"
@@ -87,6 +96,8 @@ def _parse_reference(inner: str) -> Reference:
         return Reference(text, None)
     if parts == ["step", "name"] or parts == ["step", "iteration"]:
         return Reference(text, None)
+    if len(parts) == 2 and parts[0] == "inputs" and _INPUT_NAME.match(parts[1]):
+        return Reference(text, None, input=parts[1])
     if len(parts) >= 3 and parts[0] == "steps" and _NAME.match(parts[1]):
         if len(parts) == 3 and parts[2] in STEP_FIELDS:
             return Reference(text, parts[1])
@@ -150,6 +161,44 @@ def _step_value(ref: Reference, results: Mapping[str, StepResult], ctx: PromptCo
     return "" if value is None else _number(value)
 
 
+def _input_value(ref: Reference, inputs: Mapping[str, str]) -> str:
+    assert ref.input is not None
+    value = inputs.get(ref.input)
+    if value is None:
+        raise TemplateError(f"unknown input in {ref}")
+    return value
+
+
+def render_inputs(
+    template: str, inputs: Mapping[str, str], *, limit: int = MAX_RENDERED_ENV_BYTES
+) -> str:
+    """``template`` (an agent's literal ``env`` value) with its ``{{ inputs.<name> }}``
+    replaced; any other reference, an unknown input or a result over ``limit`` bytes of UTF-8
+    is a TemplateError."""
+    out: list[str] = []
+    size = 0
+
+    def keep(piece: str) -> None:
+        nonlocal size
+        size += _utf8_size(piece)
+        if size > limit:
+            raise TemplateError(f"the rendered value is larger than {limit} bytes, its limit")
+        out.append(piece)
+
+    position = 0
+    for match, ref in _tokens(template):
+        keep(template[position : match.start()])
+        position = match.end()
+        if ref is None:
+            keep("{{")
+        elif ref.input is None:
+            raise TemplateError(f"{ref}: an env value may refer only to inputs.<name>")
+        else:
+            keep(_input_value(ref, inputs))
+    keep(template[position:])
+    return "".join(out)
+
+
 def _utf8_size(text: str) -> int:
     # Lone surrogates (possible in decoded JSON) count as the 3 bytes they would take.
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
@@ -189,6 +238,8 @@ def render_prompt(
             keep("{{")
         elif ref.step is not None:
             keep(_step_value(ref, results, context))
+        elif ref.input is not None:
+            keep(_input_value(ref, context.inputs))
         elif ref.text == "workflow.name":
             keep(context.workflow)
         elif ref.text == "workflow.namespace":

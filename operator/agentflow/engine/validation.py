@@ -7,8 +7,9 @@ from collections.abc import Collection, Sequence
 
 from pydantic import ValidationError
 
+from agentflow.api.celenv import ExpressionKind
 from agentflow.api.models import EnvVar, WorkflowSpec
-from agentflow.engine.expressions import UNTIL_VARIABLES, WHEN_VARIABLES, check_expression
+from agentflow.engine.expressions import check_expression
 from agentflow.engine.graph import Ancestors, find_cycle, step_dependencies
 from agentflow.engine.templating import TemplateError, template_references
 
@@ -47,11 +48,19 @@ def validate_workflow(spec: WorkflowSpec) -> list[str]:
     """Every problem with ``spec``, one message each, naming the field.
 
     Unknown or duplicate ``dependsOn`` entries, dependency cycles, undeclared agents, CEL that
-    does not compile or reads unknown variables or non-upstream steps, and prompt references
-    that are malformed, unknown or not upstream.  A step may refer to itself only inside a
-    ``repeat`` (its previous iteration).
+    does not compile, reads unknown variables, fields, inputs or non-upstream steps, or does
+    not type-check against its kind's environment (``agentflow.api.celenv``), prompt
+    references that are malformed, unknown or not upstream, and ``{{ inputs.<name> }}`` of
+    inputs that are not declared (in prompts and agents' env values).  A step may refer to
+    itself only inside a ``repeat`` (its previous iteration).
     """
     problems: list[str] = []
+    inputs = {p.name for p in spec.arguments}
+    for i, agent in enumerate(spec.agents):
+        problems.extend(_env_problems(f"spec.agents[{i}]", agent.env, inputs))
+    for i, step in enumerate(spec.steps):
+        if step.override is not None:
+            problems.extend(_env_problems(f"spec.steps[{i}].override", step.override.env, inputs))
     names = [s.name for s in spec.steps]
     known = set(names)
     agents = [a.name for a in spec.agents]
@@ -79,11 +88,13 @@ def validate_workflow(spec: WorkflowSpec) -> list[str]:
         name = step.name
 
         if step.when is not None:
-            found, referenced = check_expression(step.when, WHEN_VARIABLES)
+            found, referenced = check_expression(step.when, ExpressionKind.WHEN, inputs=inputs)
             problems.extend(f"spec.steps[{i}].when: {p}" for p in found)
             problems.extend(_not_upstream(i, "when", referenced, known, ancestors, name))
         if step.repeat is not None:
-            found, referenced = check_expression(step.repeat.until, UNTIL_VARIABLES)
+            found, referenced = check_expression(
+                step.repeat.until, ExpressionKind.UNTIL, inputs=inputs
+            )
             problems.extend(f"spec.steps[{i}].repeat.until: {p}" for p in found)
             problems.extend(_not_upstream(i, "repeat.until", referenced, known, ancestors, name))
         try:
@@ -93,6 +104,9 @@ def validate_workflow(spec: WorkflowSpec) -> list[str]:
             continue
         reported: set[str] = set()
         for ref in refs:
+            if ref.input is not None and ref.input not in inputs and ref.input not in reported:
+                problems.append(f"spec.steps[{i}].prompt: {_unknown_input(ref.input, inputs)}")
+                reported.add(ref.input)
             other = ref.step
             if other is None or other in reported:
                 continue
@@ -106,6 +120,32 @@ def validate_workflow(spec: WorkflowSpec) -> list[str]:
                     "which is not an upstream dependency"
                 )
             reported.add(other)
+    return problems
+
+
+def _unknown_input(name: str, inputs: Collection[str]) -> str:
+    declared = ", ".join(sorted(inputs)) or "none"
+    return f"unknown input {{{{ inputs.{name} }}}} (declared in spec.arguments: {declared})"
+
+
+def _env_problems(field: str, env: Sequence[EnvVar], inputs: Collection[str]) -> list[str]:
+    """Malformed references, and references to undeclared inputs, in literal env values."""
+    problems: list[str] = []
+    for j, var in enumerate(env):
+        if var.value is None or "{{" not in var.value:
+            continue
+        try:
+            refs = template_references(var.value)
+        except TemplateError as e:
+            problems.append(f"{field}.env[{j}].value: {e}")
+            continue
+        for ref in refs:
+            if ref.input is None:
+                problems.append(
+                    f"{field}.env[{j}].value: {ref}: an env value may refer only to inputs.<name>"
+                )
+            elif ref.input not in inputs:
+                problems.append(f"{field}.env[{j}].value: {_unknown_input(ref.input, inputs)}")
     return problems
 
 

@@ -146,7 +146,7 @@ def test_step_references_and_variables_come_from_the_parse() -> None:
     assert problems == []
     assert steps == {"a", "b-c", "d"}
     problems, _ = check_expression('"result" != "" && result.iteration > 1', WHEN_VARIABLES)
-    assert problems == ["unknown variable 'result' (available: steps, workflow)"]
+    assert problems == ["unknown variable 'result' (available: inputs, steps, workflow)"]
     problems, _ = check_expression('steps.my-step.phase == "x"', WHEN_VARIABLES)
     assert problems == ['a step name with "-" must be written steps["name"] in CEL']
     assert check_expression('steps.a.phase == "my-step" ', WHEN_VARIABLES)[0] == []

@@ -125,7 +125,7 @@ def test_repeat_runs_until_the_condition_holds_and_sees_its_previous_result() ->
     optimize = step(
         "optimize",
         prompt="iteration {{ step.iteration }}; last time: {{ steps.optimize.summary }}",
-        repeat={"until": "result.metrics.latencyMs < 200", "maxIterations": 5},
+        repeat={"until": "result.metrics.extra.latencyMs < 200.0", "maxIterations": 5},
     )
     w = World(workflow([optimize]))
     p = w.plan()
@@ -166,7 +166,7 @@ def test_repeat_stops_at_max_iterations_and_says_so() -> None:
 
 
 def test_until_that_fails_to_evaluate_fails_the_step() -> None:
-    w = World(workflow([step("loop", repeat={"until": "result.metrics.missing > 1"})]))
+    w = World(workflow([step("loop", repeat={"until": "result.metrics.extra.missing > 1.0"})]))
     w.plan()
     w.succeed("loop")
     w.plan()
@@ -249,7 +249,7 @@ def test_when_sees_workflow_and_upstream_step_fields() -> None:
                     "b",
                     when='workflow.name == "wf" && workflow.namespace == "team" && '
                     'steps.a.phase == "Succeeded" && steps.a.status == "success" && '
-                    "steps.a.metrics.toolCalls == 3 && steps.a.metrics.score > 0.5 && "
+                    "steps.a.metrics.toolCalls == 3 && steps.a.metrics.extra.score > 0.5 && "
                     '"x.py" in steps.a.artifacts && steps.a.iteration == 1',
                 ),
             ]

@@ -83,7 +83,7 @@ def test_a_valid_spec_has_no_problems() -> None:
         ),
         (
             spec(step("a"), step("b", when="result.summary == ''")),
-            ["spec.steps[1].when: unknown variable 'result' (available: steps, workflow)"],
+            ["spec.steps[1].when: unknown variable 'result' (available: inputs, steps, workflow)"],
         ),
         (
             spec(step("a"), step("b", when="steps.nope.phase == 'Succeeded'")),
