@@ -31,6 +31,7 @@ from agentflow.console.cluster import (
     ConsoleError,
     Target,
 )
+from agentflow.console.documents import Document
 from agentflow.console.graph import GraphFormat
 from agentflow.console.terminal import console as _console
 
@@ -46,6 +47,21 @@ app.add_typer(cache_app, name="cache", no_args_is_help=True)
 P = ParamSpec("P")
 R = TypeVar("R")
 EXIT_INTERRUPTED = 130
+
+ParameterOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--parameter",
+        "-p",
+        help="Set an input of spec.arguments: name=value (repeatable).",
+    ),
+]
+ParamFileOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--param-file", help="A YAML or JSON file of input names and values (repeatable)."
+    ),
+]
 
 NamespaceOption = Annotated[
     str | None,
@@ -213,16 +229,34 @@ def _split(items: str | None) -> list[str] | None:
 # ---- offline: validate and graph ----------------------------------------------------------
 
 
+def _with_parameters(
+    documents: list[Document], pairs: list[str] | None, files: list[str] | None
+) -> list[Document]:
+    """``documents`` with the inputs of -p and --param-file set; exits on a bad one."""
+    from agentflow.console.params import ParameterError, parse_parameters, set_parameters
+
+    try:
+        return set_parameters(documents, parse_parameters(pairs or [], files or []))
+    except ParameterError as e:
+        raise _fail(str(e)) from None
+
+
 @app.command()
 def validate(
     files: Annotated[list[str], typer.Argument(help="YAML files with Workflows and policies.")],
+    parameter: ParameterOption = None,
+    param_file: ParamFileOption = None,
 ) -> None:
-    """Check Workflows and AgentFallbackPolicies offline, as the operator would judge them."""
+    """Check Workflows and AgentFallbackPolicies offline, as the operator would judge them.
+
+    With -p/--param-file, the Workflows are checked with those inputs set, as submit sets them.
+    """
     from agentflow.console.checks import validate_documents
     from agentflow.console.documents import load_files
 
     out = _console()
     documents, file_errors = load_files(files)
+    documents = _with_parameters(documents, parameter, param_file)
     report = validate_documents(documents)
     for line in report.valid:
         out.print(f"OK {line}", style="green", soft_wrap=True, markup=False)
@@ -287,16 +321,22 @@ def submit(
     timeout: Annotated[
         float | None, typer.Option(help="With --watch: give up after this many seconds (exit 2).")
     ] = None,
+    parameter: ParameterOption = None,
+    param_file: ParamFileOption = None,
 ) -> None:
     """Apply every document (server-side apply); with --watch, follow the Workflows live.
 
-    Exit code with --watch: 0 when every Workflow succeeds, 1 when one fails, 2 on timeout.
+    -p name=value (and --param-file) set the value of the Workflows' inputs (spec.arguments);
+    a name no Workflow declares is an error.  A document with metadata.generateName and no
+    name is created under a fresh name, which is printed.  Exit code with --watch: 0 when
+    every Workflow succeeds, 1 when one fails, 2 on timeout.
     """
     from agentflow.console.checks import validate_documents
     from agentflow.console.documents import load_files
     from agentflow.console.watch import watch as follow
 
     documents, file_errors = load_files(files)
+    documents = _with_parameters(documents, parameter, param_file)
     report = validate_documents(documents, require_policy_refs=False)
     if file_errors or report.errors:
         raise ConsoleError("\n".join([*file_errors, *report.errors]))
@@ -310,12 +350,17 @@ def submit(
     refs: list[tuple[str, str]] = []
     # Policies first: a Workflow that arrives before its policy would fail on "not found".
     for doc in sorted(documents, key=lambda d: d.kind == "Workflow"):
-        applied, created = cluster.apply(doc.body, doc.namespace or ns)
-        where = (applied.get("metadata") or {}).get("namespace")
+        if doc.name is None and (doc.body.get("metadata") or {}).get("generateName"):
+            applied, created = cluster.create(doc.body, doc.namespace or ns), True
+        else:
+            applied, created = cluster.apply(doc.body, doc.namespace or ns)
+        meta = applied.get("metadata") or {}
+        where, name = meta.get("namespace"), meta.get("name") or doc.name
         suffix = f" in namespace {where}" if where else ""
-        out.print(f"{doc.label} {'created' if created else 'configured'}{suffix}", markup=False)
-        if doc.kind == "Workflow" and doc.name and where:
-            refs.append((where, doc.name))
+        label = f"{doc.kind}/{name}"
+        out.print(f"{label} {'created' if created else 'configured'}{suffix}", markup=False)
+        if doc.kind == "Workflow" and name and where:
+            refs.append((where, name))
     if watch and refs:
         raise typer.Exit(follow(cluster, refs, out, timeout=timeout))
 

@@ -70,9 +70,16 @@ def _check_workflow(doc: Document, report: Report) -> list[str]:
     problems = _schema_problems(doc)
     if problems:
         return problems
+    body = doc.body
+    meta = body.get("metadata")
+    generate = meta.get("generateName") if isinstance(meta, dict) else None
+    if isinstance(meta, dict) and not meta.get("name") and isinstance(generate, str):
+        # The API server appends five characters to generateName.
+        body = {**body, "metadata": {**meta, "name": generate + "xxxxx"}}
+        body["metadata"].pop("generateName")
     try:
         # Strict, as the API server is: "5" is not an integer, "yes" is not a boolean.
-        workflow = Workflow.model_validate_json(json.dumps(doc.body), strict=True)
+        workflow = Workflow.model_validate_json(json.dumps(body), strict=True)
     except ValidationError as e:
         return engine.model_error_messages(e)
     report.workflows.append((doc, workflow))

@@ -235,6 +235,28 @@ class Cluster:
         )
         return applied, before is None
 
+    def create(self, body: dict[str, Any], namespace: str | None = None) -> dict[str, Any]:
+        """Create one object (a POST: ``metadata.generateName`` gives it a fresh name)."""
+        meta = body.get("metadata") or {}
+        api_version, kind = body.get("apiVersion"), body.get("kind")
+        if not (api_version and kind and (meta.get("name") or meta.get("generateName"))):
+            raise ConsoleError(
+                "cannot create a document without apiVersion, kind and metadata.name or "
+                "metadata.generateName"
+            )
+        plural, namespaced = self._resource(api_version, kind)
+        target = namespace or meta.get("namespace") or self.namespace
+        base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+        if namespaced:
+            body = {**body, "metadata": {**meta, "namespace": target}}
+            path = f"{base}/namespaces/{target}/{plural}"
+        else:
+            path = f"{base}/{plural}"
+        created: dict[str, Any] = self.request(
+            "POST", path, query=[("fieldManager", FIELD_MANAGER)], body=body
+        )
+        return created
+
     # -- reads and writes -----------------------------------------------------------------
 
     def get_optional(self, path: str) -> dict[str, Any] | None:
