@@ -190,7 +190,7 @@ class Variable:
     example: str
 
 
-_VARIABLES = {
+VARIABLE_DOCS = {
     "steps": Variable(
         "steps",
         "the steps this one depends on (its upstream steps), by name; a name with a `-` is "
@@ -294,7 +294,7 @@ def environment_markdown() -> str:
     lines += ["", "| Variable | Type | Description | Example |", "|---|---|---|---|"]
     shown = {"steps": "map(string, [Step](#cel-step))", "result": "[Result](#cel-result)"}
     shown |= {"workflow": "[Workflow](#cel-workflow)", "inputs": "Inputs: one `string` each"}
-    for name, variable in _VARIABLES.items():
+    for name, variable in VARIABLE_DOCS.items():
         lines.append(
             f"| `{name}` | {shown[name]} | {variable.description} | `{variable.example}` |"
         )

@@ -1,0 +1,233 @@
+"""The declared CEL environment (agentflow.api.celenv): every variable and type, the checker's
+errors, the views the runtime builds from the same declaration, and the generated docs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agentflow.api.celenv import (
+    METRICS,
+    RESULT,
+    STEP,
+    VARIABLE_DOCS,
+    VARIABLES,
+    CelType,
+    ExpressionKind,
+    activation,
+    environment,
+    environment_markdown,
+    result_view,
+    step_view,
+    workflow_view,
+)
+from agentflow.api.models import Artifact, StepMetrics, StepPhase, StepResult, StepStatus
+from agentflow.engine.expressions import check_expression, evaluate_bool
+
+WHEN, UNTIL, ACCEPT = ExpressionKind.WHEN, ExpressionKind.UNTIL, ExpressionKind.ACCEPT
+
+
+def problems(
+    expression: str, kind: ExpressionKind = WHEN, inputs: tuple[str, ...] = ()
+) -> list[str]:
+    return check_expression(expression, kind, inputs=inputs)[0]
+
+
+def conforms(value: Any, cel_type: CelType) -> bool:
+    """Whether a runtime value has the declared type (optional fields may be absent)."""
+    kind = cel_type.kind
+    if kind == "dyn":
+        return True
+    if kind == "string":
+        return isinstance(value, str)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "double":
+        return isinstance(value, float)
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "list":
+        assert cel_type.element is not None
+        return isinstance(value, list) and all(conforms(v, cel_type.element) for v in value)
+    if kind == "map":
+        assert cel_type.element is not None
+        return isinstance(value, dict) and all(
+            isinstance(k, str) and conforms(v, cel_type.element) for k, v in value.items()
+        )
+    if kind == "object":
+        if not isinstance(value, dict):
+            return False
+        fields = {f.name: f for f in cel_type.fields}
+        if set(value) - set(fields):
+            return False  # the runtime offers nothing the checker does not know
+        return all(
+            (f.name in value and conforms(value[f.name], f.type))
+            or (f.optional and f.name not in value)
+            for f in fields.values()
+        )
+    raise AssertionError(kind)
+
+
+# ---- every variable, of every kind ----------------------------------------------------------
+
+VALID = [
+    (WHEN, 'steps.a.phase == "Succeeded" && steps.a.summary.contains("ok")'),
+    (WHEN, 'steps["a-b"].status == "success" && steps.a.iteration >= 1'),
+    (WHEN, "size(steps.a.artifacts) > 0 && steps.a.artifacts.exists(p, p.endsWith('.py'))"),
+    (WHEN, "has(steps.a.metrics.errors) && steps.a.metrics.errors == 0"),
+    (WHEN, "steps.a.metrics.toolCalls + steps.a.metrics.filesRead < 10"),
+    (WHEN, "steps.a.metrics.linesGenerated > 0 || steps.a.metrics.inputTokens > 0"),
+    (WHEN, "steps.a.metrics.outputTokens < 1000"),
+    (WHEN, "'score' in steps.a.metrics.extra && steps.a.metrics.extra.score >= 80"),
+    (WHEN, 'steps.a.metrics.extra["p95"] < 200.0 && steps.a.metrics.errors == 0.0'),
+    (WHEN, 'inputs.target == "prod" && inputs.target.startsWith("p")'),
+    (WHEN, 'workflow.name != "" && workflow.namespace == "team"'),
+    (WHEN, 'steps.exists(name, steps[name].phase == "Skipped")'),
+    (WHEN, "double(steps.a.metrics.errors) + 0.5 > 1.0 && int(inputs.target) > 2"),
+    (WHEN, "steps.a.metrics.extra.map(k, k).size() >= 0 && [1, 2].all(x, x > 0)"),
+    (UNTIL, "result.iteration >= 3 || result.metrics.extra.coverage >= 0.9"),
+    (UNTIL, 'result.summary.matches("done") && steps.a.phase == "Succeeded"'),
+    (UNTIL, 'inputs.target == "x" ? result.iteration > 1 : true'),
+    (ACCEPT, "has(result.metrics.extra.score) && result.metrics.extra.score >= 80"),
+    (ACCEPT, "size(result.artifacts) > 0 && result.status == 'success'"),
+    (ACCEPT, 'inputs.target != "" && workflow.name != "" && steps.a.iteration > 0'),
+]
+
+
+@pytest.mark.parametrize(("kind", "expression"), VALID)
+def test_well_typed_expressions_pass(kind: ExpressionKind, expression: str) -> None:
+    assert problems(expression, kind, inputs=("target",)) == []
+
+
+ERRORS = [
+    (WHEN, "steps.a.metrics.nosuch > 1", "steps.a.metrics has no field 'nosuch'"),
+    (WHEN, "steps.a.metrics.score > 1", "is steps.a.metrics.extra.score"),
+    (WHEN, "steps.a.nosuch", "steps.a has no field 'nosuch' (Step fields: phase, summary"),
+    (WHEN, 'inputs.undeclared == "x"', "unknown input 'undeclared' (declared in"),
+    (WHEN, "steps.a.summary > 3", "cannot order steps.a.summary (string) with 3 (int)"),
+    (WHEN, 'steps.a.metrics.errors == "0"', "values of different types are never equal"),
+    (WHEN, "steps.a.phase", "the expression must be a bool, it is a string"),
+    (WHEN, "steps.a.iteration + 0.5 > 1.0", "CEL does not convert between number types"),
+    (WHEN, "steps.a.summary && true", "&& needs bools; steps.a.summary is a string"),
+    (WHEN, "steps.a.summary.size() > steps.a.phase", "cannot order"),
+    (WHEN, "steps.a.iteration.contains('x')", "contains() is a function of strings"),
+    (WHEN, "steps.a.summary.x == 1", "steps.a.summary is a string, which has no field 'x'"),
+    (WHEN, "steps.a.artifacts['x'] == ''", "its index must be an int"),
+    (WHEN, "steps.a.artifacts.all(p, p > 1)", "cannot order p (string) with 1 (int)"),
+    (WHEN, "steps.a.iteration.all(p, true)", "all() needs a list or map"),
+    (WHEN, "1 in steps.a.artifacts", "looks for an int in steps.a.artifacts"),
+    (WHEN, "has(steps.a.metrics.nosuch)", "steps.a.metrics has no field 'nosuch'"),
+    (WHEN, "result.iteration > 1", "unknown variable 'result'"),
+    (UNTIL, "result.phase == 'x'", "result has no field 'phase' (Result fields"),
+    (ACCEPT, "result.metrics.extra.score.x > 1", "is a double, which has no field 'x'"),
+    (ACCEPT, "inputs.nope == ''", "unknown input 'nope' (declared in spec.arguments: target)"),
+]
+
+
+@pytest.mark.parametrize(("kind", "expression", "message"), ERRORS)
+def test_mistyped_expressions_name_the_problem(
+    kind: ExpressionKind, expression: str, message: str
+) -> None:
+    found = problems(expression, kind, inputs=("target",))
+    assert found and message in found[0], found
+
+
+def test_the_accept_kind_has_its_own_environment() -> None:
+    assert VARIABLES[ACCEPT] == ("result", "steps", "inputs", "workflow")
+    env = environment(ACCEPT, ["b", "a"])
+    assert env["result"] is RESULT
+    assert [f.name for f in env["inputs"].fields] == ["a", "b"]
+    assert check_expression("result.iteration > 0 && steps.x.phase != ''", ACCEPT) == ([], {"x"})
+    assert problems("inputs.a == ''", ACCEPT) == [
+        "unknown input 'a' (declared in spec.arguments: none)"
+    ]
+
+
+def test_a_long_chain_is_checked_without_recursion() -> None:
+    chain = " + ".join(["steps.a.metrics.toolCalls"] * 3000) + " > 0"
+    assert problems(chain) == []
+    bad = " + ".join(["steps.a.metrics.toolCalls"] * 3000) + " + 0.5 > 0.0"
+    assert "CEL does not convert between number types" in problems(bad)[0]
+
+
+# ---- the runtime views come from the declaration --------------------------------------------
+
+results = st.builds(
+    StepResult,
+    status=st.none() | st.text(max_size=5),
+    summary=st.text(max_size=10),
+    artifacts=st.lists(st.builds(Artifact, path=st.text(max_size=5)), max_size=3),
+    metrics=st.builds(
+        StepMetrics,
+        tool_calls=st.none() | st.integers(0, 10),
+        errors=st.none() | st.integers(0, 10),
+        input_tokens=st.none() | st.integers(0, 10),
+        extra=st.dictionaries(st.text(max_size=5), st.floats(allow_nan=False), max_size=3),
+    ),
+)
+
+
+@given(st.none() | results, st.integers(1, 5), st.sampled_from(list(StepPhase)))
+def test_views_have_the_declared_types(
+    result: StepResult | None, iteration: int, phase: StepPhase
+) -> None:
+    assert conforms(result_view(result, iteration), RESULT)
+    status = StepStatus(name="a", phase=phase, iteration=iteration, result=result)
+    assert conforms(step_view(status, with_result=True), STEP)
+    assert conforms(step_view(status, with_result=False), STEP)
+
+
+def test_the_schema_shaped_path_works_at_runtime() -> None:
+    result = StepResult(summary="ok", metrics=StepMetrics(errors=0, extra={"score": 85.0}))
+    steps = {"a": step_view(StepStatus(name="a", phase=StepPhase.SUCCEEDED, result=result), True)}
+    context = activation(WHEN, steps=steps, inputs={"t": "x"}, workflow=workflow_view("w", "n"))
+    expression = "steps.a.metrics.extra.score >= 80 && steps.a.metrics.errors == 0"
+    assert problems(expression) == []
+    assert evaluate_bool(expression, context)
+    assert evaluate_bool('inputs.t == "x" && workflow.name == "w"', context)
+
+
+def test_an_activation_has_exactly_the_declared_variables() -> None:
+    with pytest.raises(TypeError, match="takes"):
+        activation(WHEN, steps={}, workflow={})
+    with pytest.raises(TypeError, match="takes"):
+        activation(WHEN, steps={}, inputs={}, workflow={}, result={})
+
+
+def test_metrics_follow_the_status_model() -> None:
+    aliases = {info.alias or name for name, info in StepMetrics.model_fields.items()}
+    assert {f.name for f in METRICS.fields} == aliases
+
+
+def test_the_docs_describe_every_variable_and_field() -> None:
+    text = environment_markdown()
+    for kind in ExpressionKind:
+        for name in VARIABLES[kind]:
+            assert f"`{name}`" in text
+    for obj in (STEP, RESULT, METRICS):
+        for f in obj.fields:
+            assert f"| `{f.name}` |" in text
+    # Every example in the docs type-checks, in every kind that has its variables.
+    for name, variable in VARIABLE_DOCS.items():
+        assert f"`{variable.example}`" in text
+        for kind in ExpressionKind:
+            if name in VARIABLES[kind]:
+                assert problems(variable.example, kind, inputs=("target",)) == [], variable
+
+
+def test_a_mistyped_when_fails_the_workflow_before_any_job() -> None:
+    from tests.support.world import World, creates, step, workflow
+
+    w = World(workflow([step("a"), step("b", when="steps.a.metrics.score > 0.5")]))
+    p = w.plan()
+    assert creates(p) == []
+    assert w.phase == "Failed"
+    assert w.wf.status is not None
+    ready = w.wf.status.condition("Ready")
+    assert ready is not None and ready.status == "False"
+    assert ready.message.startswith(
+        "invalid spec: spec.steps[1].when: steps.a.metrics has no field 'score'"
+    )
