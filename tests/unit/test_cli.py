@@ -254,7 +254,7 @@ def test_dot_graph_marks_repeated_steps_with_until() -> None:
     assert result.stdout.startswith('digraph "performance-optimization" {')
     assert (
         '"optimize" [label="optimize\\nagent: optimizer\\nrepeat until: '
-        'result.metrics.p95LatencyMs < 200 (max 5)", peripheries=2];'
+        'result.metrics.extra.p95LatencyMs < 200 (max 5)", peripheries=2];'
     ) in result.stdout
     assert '"profile" -> "optimize";' in result.stdout
     assert result.stdout.rstrip().endswith("}")
@@ -368,6 +368,99 @@ def test_submit_validates_before_contacting_the_cluster(
     result = run("--kubeconfig", kubeconfig, "submit", str(BROKEN / "cycle.yaml"))
     assert result.exit_code == 1  # 3 would mean it tried the (unreachable) cluster
     assert "dependency cycle a -> b -> a" in result.stderr
+
+
+def _with_inputs(tmp_path: Path, **extra: Any) -> str:
+    doc = workflow_doc(
+        arguments=[
+            {"name": "target", "description": "where to deploy"},
+            {"name": "level", "default": "1"},
+        ],
+        steps=[{"name": "only", "agent": "worker", "prompt": "deploy {{ inputs.target }}"}],
+        **extra,
+    )
+    return write(tmp_path, "inputs.yaml", doc)
+
+
+def test_validate_reports_a_required_input_and_takes_parameters(tmp_path: Path) -> None:
+    path = _with_inputs(tmp_path)
+    result = run("validate", path)
+    assert result.exit_code == 1
+    assert (
+        "Workflow/wf: spec.arguments[0]: input target is required: set its value"
+        " (agentflow submit -p target=...) or a default"
+    ) in result.stdout
+    result = run("validate", path, "-p", "target=prod")
+    assert result.exit_code == 0, result.output
+    assert "1 resource(s) valid" in result.stdout
+
+
+def test_param_files_in_yaml_and_json_and_p_wins(tmp_path: Path) -> None:
+    path = _with_inputs(tmp_path)
+    from agentflow.console.documents import load_file
+    from agentflow.console.params import parse_parameters, set_parameters
+
+    yaml_file = tmp_path / "p.yaml"
+    yaml_file.write_text("target: staging\nlevel: 3\n")
+    json_file = tmp_path / "p.json"
+    json_file.write_text('{"level": true}')
+    values = parse_parameters(["target=a=b"], [str(yaml_file), str(json_file)])
+    assert values == {"target": "a=b", "level": "true"}
+    [doc] = set_parameters(load_file(path), values)
+    assert doc.body["spec"]["arguments"] == [
+        {"name": "target", "description": "where to deploy", "value": "a=b"},
+        {"name": "level", "default": "1", "value": "true"},
+    ]
+    result = run("validate", path, "--param-file", str(yaml_file))
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "content", "message"),
+    [
+        (
+            ["-p", "ghost=1", "-p", "other=2"],
+            None,
+            "-p ghost, other: no Workflow of the files"
+            " declares these inputs in spec.arguments (declared: level, target)",
+        ),
+        (["-p", "noequals"], None, "-p noequals: expected name=value"),
+        (["--param-file", "{file}"], "- a\n- b\n", "expected a mapping of names to values"),
+        (["--param-file", "{file}"], "target: [1]\n", "target: expected a string, not list"),
+        (["--param-file", "{file}"], "target: {{\n", "invalid YAML or JSON"),
+    ],
+)
+def test_bad_parameters_are_named(
+    tmp_path: Path, args: list[str], content: str | None, message: str
+) -> None:
+    path = _with_inputs(tmp_path)
+    params = tmp_path / "params.yaml"
+    if content is not None:
+        params.write_text(content)
+    args = [a.replace("{file}", str(params)) for a in args]
+    for command in ("validate", "submit"):
+        result = run(command, path, *args)
+        assert result.exit_code == 1, result.output
+        assert message in result.stderr, result.stderr
+
+
+def test_submit_checks_parameters_before_contacting_the_cluster(
+    tmp_path: Path, closed_port_kubeconfig: tuple[str, int]
+) -> None:
+    kubeconfig, _ = closed_port_kubeconfig
+    path = _with_inputs(tmp_path)
+    result = run("--kubeconfig", kubeconfig, "submit", path)
+    assert result.exit_code == 1  # 3 would mean it tried the (unreachable) cluster
+    assert "input target is required" in result.stderr
+    result = run("--kubeconfig", kubeconfig, "submit", path, "-p", "target=x")
+    assert result.exit_code == 3  # valid with the parameter: it went on to the cluster
+
+
+def test_validate_accepts_generate_name(tmp_path: Path) -> None:
+    doc = workflow_doc()
+    doc["metadata"] = {"generateName": "run-"}
+    result = run("validate", write(tmp_path, "gen.yaml", doc))
+    assert result.exit_code == 0, result.output
 
 
 def test_the_operator_command_is_still_there() -> None:

@@ -152,6 +152,12 @@ CASES = [
         True,
     ),
     Case("policy", policy(rules=[{"agent": "a", "fallback": "b"}]), None, True),
+    Case(
+        "inputs",
+        workflow(arguments=[{"name": "a", "value": "1"}, {"name": "b_2", "default": ""}]),
+        None,
+        True,
+    ),
     Case("policy-default", policy(default={"criticality": "low"}), None, True),
     # Rejected by both.
     Case("no-steps", workflow(steps=[]), "should be non-empty", False),
@@ -245,6 +251,36 @@ CASES = [
         "does not match",
         False,
     ),
+    Case(
+        "input-without-value-or-default",
+        workflow(arguments=[{"name": "target", "description": "x"}]),
+        "is required: set its value",
+        False,
+    ),
+    Case(
+        "input-named-a-cel-word",
+        workflow(arguments=[{"name": "in", "default": "x"}]),
+        "named after a word CEL reserves",
+        False,
+    ),
+    Case(
+        "duplicate-input",
+        workflow(arguments=[{"name": "a", "default": "1"}, {"name": "a", "value": "2"}]),
+        "Duplicate value",
+        False,
+    ),
+    Case(
+        "input-name-pattern",
+        workflow(arguments=[{"name": "with-dash", "default": "1"}]),
+        "does not match",
+        False,
+    ),
+    Case(
+        "when-reads-an-undeclared-input",
+        workflow(steps=[{"name": "plan", "agent": "coder", "when": "inputs.ghost == 'x'"}]),
+        None,
+        False,
+    ),
     Case("fallback-to-itself", policy(rules=[{"agent": "a", "fallback": "a"}]), "differ", False),
     Case(
         "critical-skipped",
@@ -335,11 +371,13 @@ def test_api_server_agrees_with_the_crd_verdicts(
         name = yaml.safe_load(crd.read_text())["metadata"]["name"]
         ready = kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
         assert ready.returncode == 0, ready.stderr
-    rule_messages = {
-        rule["message"]
+    rules = [
+        rule
         for info in KINDS
         for rule in _rules(custom_resource_definition(info)["spec"]["versions"][0]["schema"])
-    }
+    ]
+    # A rule with a messageExpression is answered with its value instead (checked below).
+    rule_messages = {rule["message"] for rule in rules if "messageExpression" not in rule}
     for case in CASES:
         applied = kubectl(
             "create",
@@ -358,3 +396,7 @@ def test_api_server_agrees_with_the_crd_verdicts(
             for message in rule_messages:
                 if case.crd_error in message:
                     assert message in applied.stderr, f"{case.id}: {applied.stderr}"
+            if case.id == "input-without-value-or-default":
+                assert "spec.arguments[0]: Invalid value: input target is required" in (
+                    applied.stderr
+                )

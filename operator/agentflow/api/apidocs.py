@@ -142,10 +142,7 @@ def _render_section(section: _Section, sections: Sequence[_Section]) -> list[str
     rules = schema.get("x-kubernetes-validations", [])
     if rules:
         lines += ["Validation rules (checked by the API server):", ""]
-        lines += [
-            f"- {rule.get('message') or _code(rule['messageExpression'])}: `{rule['rule']}`"
-            for rule in rules
-        ]
+        lines += [f"- {rule['message']}: `{rule['rule']}`" for rule in rules]
         lines.append("")
     return lines
 

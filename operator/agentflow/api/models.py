@@ -293,6 +293,9 @@ class Parameter(Model):
             "x-kubernetes-validations": [
                 {
                     "rule": "has(self.value) || has(self.default)",
+                    "message": "an input without a default is required: set its value"
+                    " (agentflow submit -p <name>=...) or a default",
+                    # The API server says this instead, with the input's name.
                     "messageExpression": "'input ' + self.name + ' is required: set its value"
                     " (agentflow submit -p ' + self.name + '=...) or a default'",
                 },
