@@ -153,7 +153,8 @@ def test_validation_names_every_undeclared_input() -> None:
         "spec.steps[0].override.env[0].value: unknown input {{ inputs.zz }}"
         " (declared in spec.arguments: known)",
         "spec.steps[0].when: unknown input 'nope' (declared in spec.arguments: known)",
-        "spec.steps[0].prompt: unknown input {{ inputs.other }} (declared in spec.arguments: known)",
+        "spec.steps[0].prompt: unknown input {{ inputs.other }}"
+        " (declared in spec.arguments: known)",
     ]
 
 
