@@ -1,11 +1,16 @@
-"""CEL for ``when`` and ``repeat.until``: parsing, checking and evaluating under a budget.
+"""CEL for ``when``, ``repeat.until`` and ``accept``: parsing, checking and evaluating under a
+budget.
 
-``when`` sees ``steps`` (the step's upstream steps by name) and ``workflow`` (name,
-namespace); ``until`` sees ``result`` (this iteration's result) as well.  Each step is a map
-``{phase, summary, status, metrics, artifacts, iteration}``; ``metrics`` has only the metrics
-the step reported (test with ``has(steps.a.metrics.errors)``), extra metrics merged in.  Step
-names with a ``-`` must be written ``steps["my-step"]``: in CEL ``steps.my-step`` is a
-subtraction.
+The variables each kind sees, and their types, are declared in :mod:`agentflow.api.celenv`
+(which also builds the values they have at runtime): ``when`` sees ``steps`` (the step's
+upstream steps by name), ``inputs`` and ``workflow`` (name, namespace); ``until`` and
+``accept`` see ``result`` as well.  Each step is ``{phase, summary, status, metrics,
+artifacts, iteration}``; ``metrics`` has only the counters the step reported (test with
+``has(steps.a.metrics.errors)``) and ``extra``, the report's other metrics by name.
+:func:`check_expression` type-checks an expression against its kind's environment
+(:func:`type_check`), so a wrong field or input or a comparison of a string with an int is an
+error before anything runs.  Step names with a ``-`` must be written ``steps["my-step"]``:
+in CEL ``steps.my-step`` is a subtraction.
 
 Expressions come from Workflow authors, so nothing here trusts their text:
 

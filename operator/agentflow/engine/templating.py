@@ -4,7 +4,8 @@ References (whitespace inside the braces is ignored, nothing else is allowed):
 
 - ``{{ steps.<name>.summary }}``, ``.status``, ``.phase``, ``.iteration``,
   ``.artifacts`` (paths joined with ", "), ``.metrics.<key>`` (camelCase: ``toolCalls``,
-  ``inputTokens``... or an extra metric's key; a metric the step did not report is "");
+  ``inputTokens``... or an extra metric's key; a metric the step did not report is ""),
+  ``.metrics.extra.<key>`` (an extra metric, as CEL reads it);
 - ``{{ workflow.name }}``, ``{{ workflow.namespace }}``, ``{{ step.name }}``,
   ``{{ step.iteration }}``;
 - ``{{ inputs.<name> }}``: the value of an input of ``spec.arguments``; agents' literal
@@ -103,6 +104,8 @@ def _parse_reference(inner: str) -> Reference:
             return Reference(text, parts[1])
         if len(parts) == 4 and parts[2] == "metrics" and _METRIC_KEY.match(parts[3]):
             return Reference(text, parts[1])
+        if len(parts) == 5 and parts[2:4] == ["metrics", "extra"] and _METRIC_KEY.match(parts[4]):
+            return Reference(text, parts[1])
     raise TemplateError(f"unknown reference {{{{ {text} }}}}")
 
 
@@ -157,7 +160,11 @@ def _step_value(ref: Reference, results: Mapping[str, StepResult], ctx: PromptCo
         return result.status or ""
     if field_name == "artifacts":
         return ", ".join(a.path for a in result.artifacts)
-    value = metric_values(result.metrics).get(ref.text.split(".")[3])
+    parts = ref.text.split(".")
+    if len(parts) == 5:  # steps.<name>.metrics.extra.<key>, as CEL reads it
+        value: float | int | None = result.metrics.extra.get(parts[4])
+    else:
+        value = metric_values(result.metrics).get(parts[3])
     return "" if value is None else _number(value)
 
 

@@ -38,6 +38,8 @@ RESULTS = {
         ("{{   steps.audit.artifacts   }}", "a.md, b.md"),
         ("{{ steps.audit.metrics.toolCalls }}", "4"),
         ("{{ steps.audit.metrics.score }}", "0.5"),
+        ("{{ steps.audit.metrics.extra.score }}", "0.5"),
+        ("{{ steps.audit.metrics.extra.toolCalls }}", ""),
         ("{{ steps.audit.metrics.files }}", "3"),
         ("{{ steps.audit.metrics.inputTokens }}", ""),
         ("{{ steps.audit.iteration }}", "3"),
