@@ -697,6 +697,17 @@ def test_describe_shows_results_attempts_conditions_and_events() -> None:
     )
 
 
+def test_describe_shows_the_inputs_and_no_line_without_them() -> None:
+    obj = finished_workflow()
+    assert "Inputs:" not in render(*views.describe(obj, [], NOW))
+    obj["spec"]["arguments"] = [
+        {"name": "target", "value": "prod", "default": "staging"},
+        {"name": "level", "default": "3"},
+    ]
+    text = render(*views.describe(obj, [], NOW))
+    assert any(line.split() == ["Inputs:", "target=prod,", "level=3"] for line in text.splitlines())
+
+
 def test_workflows_table_columns() -> None:
     text = render(views.workflows_table([finished_workflow()], True, NOW))
     header, row = text.splitlines()[:2]

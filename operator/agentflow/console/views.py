@@ -277,6 +277,7 @@ def describe(
         ("Strategy", spec.get("strategy", "Sequential")),
         ("Fallback policy", policy),
         ("Suspended", str(bool(spec.get("suspend"))).lower()),
+        *([("Inputs", _inputs(spec))] if spec.get("arguments") else []),
         (
             "Phase",
             status.phase.value if has_status else "- (no status yet: is the operator running?)",
@@ -309,6 +310,17 @@ def describe(
     out += [Text(""), Text("Events:", style="bold")]
     out.append(events_table(events, now) if events else Text("  (none)"))
     return out
+
+
+def _inputs(spec: Mapping[str, Any]) -> str:
+    """``name=value`` of each input (its value, else its default), in spec order."""
+    shown = []
+    for argument in spec.get("arguments") or []:
+        if not isinstance(argument, Mapping):
+            continue
+        value = argument.get("value", argument.get("default"))
+        shown.append(f"{argument.get('name')}={'' if value is None else value}")
+    return ", ".join(shown)
 
 
 def event_time(event: Mapping[str, Any]) -> datetime | None:
