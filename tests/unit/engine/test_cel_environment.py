@@ -231,3 +231,79 @@ def test_a_mistyped_when_fails_the_workflow_before_any_job() -> None:
     assert ready.message.startswith(
         "invalid spec: spec.steps[1].when: steps.a.metrics has no field 'score'"
     )
+
+
+# ---- the checker agrees with the CEL library -------------------------------------------------
+
+_INTS = ["steps.a.iteration", "steps.a.metrics.toolCalls", "size(steps.a.artifacts)", "3"]
+_DOUBLES = ["steps.a.metrics.extra.score", "2.5", "double(steps.a.metrics.errors)"]
+_STRINGS = ["steps.a.summary", "inputs.t", "workflow.name", "'ok'", "steps.a.phase"]
+
+
+def _terms() -> st.SearchStrategy[tuple[str, str]]:
+    """(expression, its type) over the declared environment, every optional field present."""
+    leaves = st.one_of(
+        st.sampled_from([(e, "int") for e in _INTS]),
+        st.sampled_from([(e, "double") for e in _DOUBLES]),
+        st.sampled_from([(e, "string") for e in _STRINGS]),
+        st.sampled_from([("true", "bool"), ("has(steps.a.metrics.errors)", "bool")]),
+    )
+
+    def extend(inner: st.SearchStrategy[tuple[str, str]]) -> st.SearchStrategy[tuple[str, str]]:
+        pairs = st.tuples(inner, inner)
+
+        def combine(pair: tuple[tuple[str, str], tuple[str, str]]) -> tuple[str, str]:
+            (a, ta), (b, tb) = pair
+            numeric = {"int", "double"}
+            if ta == tb == "bool":
+                return f"({a} && !{b})", "bool"
+            if ta in numeric and tb in numeric:
+                return (f"({a} + {b})", ta) if ta == tb else (f"({a} < {b})", "bool")
+            if ta == tb == "string":
+                return f"({a} + {b}).contains({b})", "bool"
+            return f"({a} == {a})", "bool"
+
+        return pairs.map(combine)
+
+    return st.recursive(leaves, extend, max_leaves=8)
+
+
+def _context() -> dict[str, Any]:
+    result = StepResult(
+        summary="all ok",
+        status="success",
+        artifacts=[Artifact(path="x.py")],
+        metrics=StepMetrics(tool_calls=2, errors=0, extra={"score": 81.0}),
+    )
+    status = StepStatus(name="a", phase=StepPhase.SUCCEEDED, iteration=1, result=result)
+    return activation(
+        WHEN,
+        steps={"a": step_view(status, True)},
+        inputs={"t": "prod"},
+        workflow=workflow_view("wf", "team"),
+    )
+
+
+@given(_terms())
+def test_what_the_checker_accepts_evaluates_to_a_bool(term: tuple[str, str]) -> None:
+    import cel
+
+    expression, type_ = term
+    if type_ != "bool":
+        expression = f"{expression} == {expression}"
+    assert problems(expression, inputs=("t",)) == [], expression
+    assert isinstance(cel.compile(expression).execute(_context()), bool), expression
+
+
+@given(st.sampled_from(_INTS), st.sampled_from(_DOUBLES[:1] + _DOUBLES[2:]))
+def test_what_the_library_refuses_the_checker_refuses_first(an_int: str, a_double: str) -> None:
+    import cel
+
+    for expression in (f"{an_int} + {a_double} > 0.0", f"{a_double} - {an_int} > 0.0"):
+        assert problems(expression, inputs=("t",)), expression
+        with pytest.raises(Exception, match="coerce"):
+            cel.compile(expression).execute(_context())
+    expression = f"steps.a.summary < {an_int}"
+    assert problems(expression, inputs=("t",)), expression
+    with pytest.raises(Exception, match="No such overload"):
+        cel.compile(expression).execute(_context())
