@@ -43,9 +43,10 @@ def resolve_agent(spec: WorkflowSpec, step: Step, agent: str | None = None) -> A
 
 
 def with_inputs(agent: AgentTemplate, inputs: Mapping[str, str]) -> AgentTemplate:
-    """``agent`` with ``{{ inputs.<name> }}`` in its literal env values replaced.
+    """``agent`` with ``{{ inputs.<name> }}`` in its literal env values replaced (the rest of
+    a value stays as written).
 
-    Raises TemplateError (naming the variable) for a reference validation would have refused.
+    Raises TemplateError (naming the variable) for an input validation would have refused.
     """
     if not any(var.value is not None and "{{" in var.value for var in agent.env):
         return agent

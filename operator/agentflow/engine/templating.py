@@ -8,8 +8,8 @@ References (whitespace inside the braces is ignored, nothing else is allowed):
   ``.metrics.extra.<key>`` (an extra metric, as CEL reads it);
 - ``{{ workflow.name }}``, ``{{ workflow.namespace }}``, ``{{ step.name }}``,
   ``{{ step.iteration }}``;
-- ``{{ inputs.<name> }}``: the value of an input of ``spec.arguments``; agents' literal
-  ``env`` values may use these references only (:func:`render_inputs`);
+- ``{{ inputs.<name> }}``: the value of an input of ``spec.arguments``.  In agents' literal
+  ``env`` values this is the only reference replaced (:func:`render_inputs`);
 - ``{{ steps.<this step>.summary }}`` etc. inside a ``repeat``: the previous iteration's result
   ("" in the first iteration).
 
@@ -176,33 +176,44 @@ def _input_value(ref: Reference, inputs: Mapping[str, str]) -> str:
     return value
 
 
+# In an env value only this reference is replaced: everything else, other ``{{ ... }}``
+# included, is the agent's own text (a script report, a template of the agent's).
+_INPUT_REFERENCE = re.compile(r"(\\?)\{\{\s*inputs\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+def input_references(text: str) -> list[str]:
+    """The input names of the ``{{ inputs.<name> }}`` in an env value (escaped ones left out)."""
+    return [m.group(2) for m in _INPUT_REFERENCE.finditer(text) if not m.group(1)]
+
+
 def render_inputs(
     template: str, inputs: Mapping[str, str], *, limit: int = MAX_RENDERED_ENV_BYTES
 ) -> str:
-    """``template`` (an agent's literal ``env`` value) with its ``{{ inputs.<name> }}``
-    replaced; any other reference, an unknown input or a result over ``limit`` bytes of UTF-8
-    is a TemplateError."""
+    """``template`` (an agent's literal ``env`` value) with each ``{{ inputs.<name> }}``
+    replaced by the input's value, in one pass; ``\\{{ inputs.<name> }}`` writes the reference
+    itself.  Any other text stays as written.  An unknown input, or a result over ``limit``
+    bytes of UTF-8, is a TemplateError."""
     out: list[str] = []
     size = 0
-
-    def keep(piece: str) -> None:
-        nonlocal size
+    position = 0
+    for match in _INPUT_REFERENCE.finditer(template):
+        piece = template[position : match.start()]
+        if match.group(1):
+            piece += match.group(0)[1:]
+        else:
+            value = inputs.get(match.group(2))
+            if value is None:
+                raise TemplateError(f"unknown input in {{{{ inputs.{match.group(2)} }}}}")
+            piece += value
         size += _utf8_size(piece)
         if size > limit:
             raise TemplateError(f"the rendered value is larger than {limit} bytes, its limit")
         out.append(piece)
-
-    position = 0
-    for match, ref in _tokens(template):
-        keep(template[position : match.start()])
         position = match.end()
-        if ref is None:
-            keep("{{")
-        elif ref.input is None:
-            raise TemplateError(f"{ref}: an env value may refer only to inputs.<name>")
-        else:
-            keep(_input_value(ref, inputs))
-    keep(template[position:])
+    rest = template[position:]
+    if size + _utf8_size(rest) > limit:
+        raise TemplateError(f"the rendered value is larger than {limit} bytes, its limit")
+    out.append(rest)
     return "".join(out)
 
 

@@ -11,7 +11,7 @@ from agentflow.api.celenv import ExpressionKind
 from agentflow.api.models import EnvVar, WorkflowSpec
 from agentflow.engine.expressions import check_expression
 from agentflow.engine.graph import Ancestors, find_cycle, step_dependencies
-from agentflow.engine.templating import TemplateError, template_references
+from agentflow.engine.templating import TemplateError, input_references, template_references
 
 
 def field_path(loc: Sequence[int | str]) -> str:
@@ -129,23 +129,14 @@ def _unknown_input(name: str, inputs: Collection[str]) -> str:
 
 
 def _env_problems(field: str, env: Sequence[EnvVar], inputs: Collection[str]) -> list[str]:
-    """Malformed references, and references to undeclared inputs, in literal env values."""
+    """References to undeclared inputs in literal env values."""
     problems: list[str] = []
     for j, var in enumerate(env):
-        if var.value is None or "{{" not in var.value:
+        if var.value is None:
             continue
-        try:
-            refs = template_references(var.value)
-        except TemplateError as e:
-            problems.append(f"{field}.env[{j}].value: {e}")
-            continue
-        for ref in refs:
-            if ref.input is None:
-                problems.append(
-                    f"{field}.env[{j}].value: {ref}: an env value may refer only to inputs.<name>"
-                )
-            elif ref.input not in inputs:
-                problems.append(f"{field}.env[{j}].value: {_unknown_input(ref.input, inputs)}")
+        for name in dict.fromkeys(input_references(var.value)):
+            if name not in inputs:
+                problems.append(f"{field}.env[{j}].value: {_unknown_input(name, inputs)}")
     return problems
 
 

@@ -23,6 +23,7 @@ from agentflow.engine.templating import (
     MAX_RENDERED_ENV_BYTES,
     PromptContext,
     TemplateError,
+    input_references,
     render_inputs,
     render_prompt,
     template_references,
@@ -105,12 +106,17 @@ def test_an_unknown_input_does_not_render() -> None:
         template_references("{{ inputs.with-dash }}")
 
 
-def test_env_values_may_refer_to_inputs_only() -> None:
-    assert render_inputs(r"--target={{ inputs.t }} \{{ x", {"t": "prod"}) == "--target=prod {{ x"
-    with pytest.raises(TemplateError, match="may refer only to inputs"):
-        render_inputs("{{ steps.a.summary }}", {})
+def test_env_values_replace_inputs_and_keep_everything_else() -> None:
+    value = r"--target={{inputs.t}} {{ steps.a.summary }} {x} \{{ inputs.t }} \{{ other"
+    expected = r"--target=prod {{ steps.a.summary }} {x} {{ inputs.t }} \{{ other"
+    assert render_inputs(value, {"t": "prod"}) == expected
+    assert input_references(value) == ["t"]
+    with pytest.raises(TemplateError, match=r"unknown input in \{\{ inputs.u \}\}"):
+        render_inputs("{{ inputs.u }}", {"t": "x"})
     with pytest.raises(TemplateError, match="larger than"):
         render_inputs("{{ inputs.t }}" * 3, {"t": "x" * (MAX_RENDERED_ENV_BYTES // 2)})
+    with pytest.raises(TemplateError, match="larger than"):
+        render_inputs("x" * (MAX_RENDERED_ENV_BYTES + 1), {})
 
 
 @given(st.dictionaries(st.from_regex(r"[a-z_][a-z0-9_]{0,8}", fullmatch=True), st.text()))
@@ -131,7 +137,7 @@ def test_validation_names_every_undeclared_input() -> None:
                 "env": [
                     {"name": "OK", "value": "{{ inputs.known }}"},
                     {"name": "BAD", "value": "{{ inputs.ghost }}"},
-                    {"name": "STEP", "value": "{{ steps.s.summary }}"},
+                    {"name": "DATA", "value": "{{ steps.s.summary }} stays as written"},
                 ],
             }
         ],
@@ -148,8 +154,6 @@ def test_validation_names_every_undeclared_input() -> None:
     assert validate_workflow(s) == [
         "spec.agents[0].env[1].value: unknown input {{ inputs.ghost }}"
         " (declared in spec.arguments: known)",
-        "spec.agents[0].env[2].value: {{ steps.s.summary }}: an env value may refer only to"
-        " inputs.<name>",
         "spec.steps[0].override.env[0].value: unknown input {{ inputs.zz }}"
         " (declared in spec.arguments: known)",
         "spec.steps[0].when: unknown input 'nope' (declared in spec.arguments: known)",
@@ -230,3 +234,25 @@ def test_input_values_decide_the_key(one: str, two: str) -> None:
         AGENT, "p", {}, 1, inputs={"x": two}
     )
     assert same == (one == two)
+
+
+def test_the_example_in_writing_agents_is_what_it_says() -> None:
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    docs = Path(__file__).resolve().parents[3] / "docs" / "writing-agents.md"
+    section = docs.read_text().split("## What a step is given", 1)[1]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert block is not None
+    body = yaml.safe_load(block.group(1))["spec"]
+    with pytest.raises(ValidationError, match="input environment is required"):
+        WorkflowSpec.model_validate(body)
+    body["arguments"][1]["value"] = "production"
+    given_spec = WorkflowSpec.model_validate(body)
+    assert validate_workflow(given_spec) == []
+    w = World(workflow(given_spec.steps, agents=given_spec.agents, arguments=body["arguments"]))
+    [create] = creates(w.plan())
+    assert create.prompt == "Review checkout before it ships to production."
+    assert [(e.name, e.value) for e in create.agent.env] == [("TARGET", "checkout-production")]
