@@ -211,7 +211,7 @@ class Repeat(Model):
 
     until: Expression
     """CEL condition over ``result`` (this iteration's report), ``steps``, ``inputs`` and
-    ``workflow`` (see "CEL expressions"); true ends the repetition."""
+    ``workflow`` (see "CEL expressions" in docs/api.md); true ends the repetition."""
     max_iterations: int = Field(default=5, ge=1, le=100)
     """Upper bound on runs of the step, the first one included."""
 
@@ -266,8 +266,8 @@ class Step(Model):
     )
     """Names of steps that must finish first (strategy DAG)."""
     when: Expression | None = None
-    """CEL condition over ``steps``, ``inputs`` and ``workflow`` (see "CEL expressions"); when
-    false the step is skipped."""
+    """CEL condition over ``steps``, ``inputs`` and ``workflow`` (see "CEL expressions" in
+    docs/api.md); when false the step is skipped."""
     repeat: Repeat | None = None
     """Run the step again until a condition holds."""
     retries: RetryPolicy | None = None

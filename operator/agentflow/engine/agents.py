@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from agentflow.api.models import DEFAULT_AGENT_IMAGE, AgentTemplate, EnvVar, Step, WorkflowSpec
-from agentflow.engine.templating import render_inputs
+from agentflow.engine.templating import TemplateError, render_inputs
 
 
 def _merge_env(base: list[EnvVar], changes: list[EnvVar]) -> list[EnvVar]:
@@ -57,6 +57,6 @@ def with_inputs(agent: AgentTemplate, inputs: Mapping[str, str]) -> AgentTemplat
             continue
         try:
             env.append(var.model_copy(update={"value": render_inputs(var.value, inputs)}))
-        except ValueError as e:
-            raise type(e)(f"env {var.name}: {e}") from None
+        except TemplateError as e:
+            raise TemplateError(f"env {var.name}: {e}") from None
     return agent.model_copy(update={"env": env})

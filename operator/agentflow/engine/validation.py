@@ -103,10 +103,11 @@ def validate_workflow(spec: WorkflowSpec) -> list[str]:
             problems.append(f"spec.steps[{i}].prompt: {e}")
             continue
         reported: set[str] = set()
+        unknown_inputs: set[str] = set()
         for ref in refs:
-            if ref.input is not None and ref.input not in inputs and ref.input not in reported:
+            if ref.input is not None and ref.input not in inputs | unknown_inputs:
                 problems.append(f"spec.steps[{i}].prompt: {_unknown_input(ref.input, inputs)}")
-                reported.add(ref.input)
+                unknown_inputs.add(ref.input)
             other = ref.step
             if other is None or other in reported:
                 continue
