@@ -307,3 +307,62 @@ def test_what_the_library_refuses_the_checker_refuses_first(an_int: str, a_doubl
     assert problems(expression, inputs=("t",)), expression
     with pytest.raises(Exception, match="No such overload"):
         cel.compile(expression).execute(_context())
+
+
+_PIECES = [
+    "steps", "result", "inputs", "workflow", ".", "a", "metrics", "extra", "score", "[", "]",
+    "(", ")", "'x'", "1", "2.5", "3u", "true", "null", "==", "<", "+", "-", "*", "&&", "||",
+    "!", "?", ":", ",", "in", "size", "has", "exists", "map", "filter", "all", "x", "{", "}",
+    "artifacts", "summary", "int", "double", "contains", "b\"y\"",
+]  # fmt: skip
+
+
+@given(st.lists(st.sampled_from(_PIECES), max_size=24), st.sampled_from(list(ExpressionKind)))
+def test_the_checker_never_raises_on_any_expression(
+    pieces: list[str], kind: ExpressionKind
+) -> None:
+    expression = " ".join(pieces) or "true"
+    found, steps = check_expression(expression, kind, inputs=("x",))
+    assert isinstance(found, list) and isinstance(steps, set)
+
+
+def _expressions() -> st.SearchStrategy[str]:
+    """Well-formed CEL, mostly ill-typed: the checker's every branch, against any input."""
+    names = st.sampled_from(["steps", "result", "inputs", "workflow", "x", "v"])
+    fields = st.sampled_from(["a", "metrics", "extra", "score", "summary", "artifacts", "x"])
+    literals = st.sampled_from(["1", "2.5", "3u", "'s'", 'b"y"', "true", "null", "[]", "{}"])
+    paths = st.tuples(names, st.lists(fields, max_size=4)).map(lambda t: ".".join([t[0], *t[1]]))
+    atoms = st.one_of(paths, literals)
+
+    def extend(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+        ops = st.sampled_from(["==", "!=", "<", ">=", "+", "-", "*", "/", "%", "&&", "||", "in"])
+        return st.one_of(
+            st.tuples(inner, ops, inner).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
+            inner.map(lambda e: f"!({e})"),
+            inner.map(lambda e: f"-({e})"),
+            inner.map(lambda e: f"size({e})"),
+            st.tuples(paths).map(lambda t: f"has({t[0]})"),
+            st.tuples(inner, inner).map(lambda t: f"{t[0]}[{t[1]}]"),
+            st.tuples(inner, inner).map(lambda t: f"[{t[0]}, {t[1]}]"),
+            st.tuples(inner, inner).map(lambda t: f"{{'k': {t[0]}, 'j': {t[1]}}}"),
+            st.tuples(inner, inner, inner).map(lambda t: f"({t[0]} ? {t[1]} : {t[2]})"),
+            st.tuples(inner, st.sampled_from(["all", "exists", "map", "filter"]), inner).map(
+                lambda t: f"{t[0]}.{t[1]}(v, {t[2]})"
+            ),
+            st.tuples(inner, st.sampled_from(["contains", "startsWith", "matches"]), inner).map(
+                lambda t: f"{t[0]}.{t[1]}({t[2]})"
+            ),
+            st.tuples(st.sampled_from(["int", "double", "string", "dyn"]), inner).map(
+                lambda t: f"{t[0]}({t[1]})"
+            ),
+        )
+
+    return st.recursive(atoms, extend, max_leaves=10)
+
+
+@given(_expressions(), st.sampled_from(list(ExpressionKind)))
+def test_the_type_checker_never_raises_on_well_formed_expressions(
+    expression: str, kind: ExpressionKind
+) -> None:
+    found, _ = check_expression(expression, kind, inputs=("x",))
+    assert all(isinstance(p, str) and p for p in found)
