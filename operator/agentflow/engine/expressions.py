@@ -767,18 +767,18 @@ class _TypeChecker:
         return self.operator(node)
 
     def field(self, node: Node, of: CelType, name: str) -> CelType:
-        operand = _path(node.args[0])
         if of.kind == "object":
             found = of.field(name)
             if found is not None:
                 return found.type
+            operand = _path(node.args[0])
             if of.name == "Inputs":
                 declared = describe_fields(of)
                 return self.problem(
                     f"unknown input {name!r} (declared in spec.arguments: {declared})"
                 )
             hint = ""
-            if of is METRICS or of == METRICS:
+            if of == METRICS:
                 hint = f"; a metric of the report's extra metrics is {operand}.extra.{name}"
             return self.problem(
                 f"{operand} has no field {name!r} ({of.name} fields: {describe_fields(of)}){hint}"
@@ -787,6 +787,7 @@ class _TypeChecker:
             return of.element or DYN
         if of.kind == "dyn":
             return DYN
+        operand = _path(node.args[0])
         return self.problem(f"{operand} is {_article(of)}, which has no field {name!r}")
 
     def index(self, node: Node) -> CelType:
@@ -865,10 +866,13 @@ class _TypeChecker:
                 self.problem(f"cannot negate {_article(operands[0])}")
             return operands[0]
         left, right = operands[0], operands[1]
-        what = f"{_path(node.args[0])} ({left}) with {_path(node.args[1])} ({right})"
+
+        def what() -> str:
+            return f"{_path(node.args[0])} ({left}) with {_path(node.args[1])} ({right})"
+
         if name in ("_==_", "_!=_"):
             if not _comparable(left, right):
-                self.problem(f"compares {what}: values of different types are never equal")
+                self.problem(f"compares {what()}: values of different types are never equal")
             return BOOL
         if name in _ORDERED:
             both = {left.kind, right.kind}
@@ -877,7 +881,7 @@ class _TypeChecker:
                 or both <= _NUMERIC
                 or (len(both) == 1 and both <= {"string", "bytes", "bool"})
             ):
-                self.problem(f"cannot order {what}")
+                self.problem(f"cannot order {what()}")
             return BOOL
         if name == "_in_":
             if right.kind == "list":
@@ -901,10 +905,10 @@ class _TypeChecker:
             return left
         if left.kind in _NUMERIC and right.kind in _NUMERIC:
             return self.problem(
-                f"arithmetic on {what}: CEL does not convert between number types, "
+                f"arithmetic on {what()}: CEL does not convert between number types, "
                 "convert one, e.g. double(x)"
             )
-        return self.problem(f"cannot apply {name.strip('_')} to {what}")
+        return self.problem(f"cannot apply {name.strip('_')} to {what()}")
 
 
 def type_check(tree: Node, env: dict[str, CelType]) -> list[str]:
