@@ -456,6 +456,29 @@ def test_submit_checks_parameters_before_contacting_the_cluster(
     assert result.exit_code == 3  # valid with the parameter: it went on to the cluster
 
 
+def test_validate_type_checks_conditions_naming_the_field(tmp_path: Path) -> None:
+    doc = workflow_doc(
+        steps=[
+            {"name": "a", "agent": "worker"},
+            {"name": "b", "agent": "worker", "when": "steps.a.metrics.extra.score >= 80"},
+            {"name": "c", "agent": "worker", "when": "steps.a.metrics.score >= 80"},
+            {"name": "d", "agent": "worker", "repeat": {"until": "result.summary > 3"}},
+        ]
+    )
+    result = run("validate", write(tmp_path, "typed.yaml", doc))
+    assert result.exit_code == 1
+    lines = [line for line in result.stdout.splitlines() if "Workflow/wf:" in line]
+    assert len(lines) == 2, result.stdout
+    assert lines[0].endswith(
+        "Workflow/wf: spec.steps[2].when: steps.a.metrics has no field 'score' (Metrics fields:"
+        " toolCalls, filesRead, linesGenerated, errors, inputTokens, outputTokens, extra); a"
+        " metric of the report's extra metrics is steps.a.metrics.extra.score"
+    )
+    assert lines[1].endswith(
+        "Workflow/wf: spec.steps[3].repeat.until: cannot order result.summary (string) with 3 (int)"
+    )
+
+
 def test_validate_accepts_generate_name(tmp_path: Path) -> None:
     doc = workflow_doc()
     doc["metadata"] = {"generateName": "run-"}
