@@ -175,3 +175,27 @@ def test_a_mistyped_when_fails_the_workflow_naming_the_field_before_any_job(
     stalled = condition(wf, "Stalled")
     assert stalled is not None and stalled["reason"] == "InvalidSpec"
     assert step_jobs(kubectl, namespace, "mistyped") == []
+
+
+def test_a_different_input_value_misses_the_cache(
+    operator: OperatorProcess, kubeconfig: Path, kubectl: Kubectl, namespace: str, tmp_path: Path
+) -> None:
+    # The prompt does not read the input: only the inputs in the cache key tell the runs apart.
+    doc = workflow(
+        "cached",
+        [{"name": "only", "agent": "x", "prompt": "the same prompt every time"}],
+        [script_agent("x")],
+        arguments=[{"name": "flavour", "default": "plain"}],
+    )
+    doc["metadata"] = {"generateName": "cached-"}
+    path = tmp_path / "cached.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    phases = []
+    for flavour in ("plain", "plain", "spicy"):
+        result = cli(kubeconfig, "submit", str(path), "-n", namespace, "-p", f"flavour={flavour}")
+        assert result.exit_code == 0, result.output
+        name = result.stdout.split()[0].split("/", 1)[1]
+        wf = wait_finished(kubectl, namespace, name)
+        assert wf["status"]["phase"] == "Succeeded", wf["status"]
+        phases.append(step(wf, "only")["phase"])
+    assert phases == ["Succeeded", "Cached", "Succeeded"]
