@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from agentflow.api.models import StepMetrics, StepResult, StepStatus
+from pydantic import BaseModel
+
+from agentflow.api.models import Repeat, Step, StepMetrics, StepResult, StepStatus
 
 
 class ExpressionKind(StrEnum):
@@ -205,7 +207,7 @@ VARIABLE_DOCS = {
     "workflow": Variable("workflow", "the Workflow itself", 'workflow.namespace != "dev"'),
     "result": Variable(
         "result",
-        "the report of this iteration (`repeat.until`) or attempt (`accept`)",
+        "the report being judged (in `repeat.until`: this iteration's)",
         "has(result.metrics.extra.score) && result.metrics.extra.score >= 80.0",
     ),
 }
@@ -260,8 +262,19 @@ def activation(kind: ExpressionKind, **values: Any) -> dict[str, Any]:
 _KIND_WORDS = {
     ExpressionKind.WHEN: "`spec.steps[].when`: the step runs when it is true, else it is skipped",
     ExpressionKind.UNTIL: "`spec.steps[].repeat.until`: true ends the repetition",
-    ExpressionKind.ACCEPT: "`accept` of a step: an attempt whose result makes it false failed",
+    ExpressionKind.ACCEPT: "`spec.steps[].accept`: an attempt whose result makes it false failed",
 }
+# The model field each kind is written in: a kind is documented once its field exists.
+_KIND_FIELDS: dict[ExpressionKind, tuple[type[BaseModel], str]] = {
+    ExpressionKind.WHEN: (Step, "when"),
+    ExpressionKind.UNTIL: (Repeat, "until"),
+    ExpressionKind.ACCEPT: (Step, "accept"),
+}
+
+
+def documented_kinds() -> list[ExpressionKind]:
+    """The kinds whose field is part of the API (``docs/api.md`` describes only these)."""
+    return [k for k in ExpressionKind if _KIND_FIELDS[k][1] in _KIND_FIELDS[k][0].model_fields]
 
 
 def _objects() -> list[CelType]:
@@ -276,19 +289,23 @@ def environment_markdown() -> str:
         "## CEL expressions",
         "",
         "Conditions are [CEL](https://cel.dev) expressions that must evaluate to a bool. Each kind",
-        "of expression sees its own variables. Every expression is type-checked against them",
-        "before anything runs (by `agentflow validate` and by the operator, which fails the",
-        "Workflow with a message naming the field): an unknown variable, field or step, or an",
-        "operation on values of the wrong type (`steps.a.summary > 3`) is an error. Numbers",
-        "of different types compare (`score >= 80`), but arithmetic needs one type",
-        "(`double(steps.a.metrics.errors) + 0.5`). A field marked *optional* is there only",
-        "when the agent reported it: test with `has(...)` first, as a missing key fails the",
-        "step at runtime. Keys of the `map` types likewise (`'score' in m.extra`).",
+        "of expression sees its own variables, declared below. Every expression is type-checked",
+        "against them before anything runs, by `agentflow validate` and by the operator, which",
+        "fails the Workflow with a message naming the field before it creates a Job: an unknown",
+        "variable, field, input or step (`steps` holds only the step's upstream steps), or an",
+        "operation on values of the wrong type (`steps.a.summary > 3`), is an error, e.g.",
+        "`spec.steps[1].when: steps.a.metrics has no field 'score' (...); a metric of the report's",
+        "extra metrics is steps.a.metrics.extra.score`. Numbers of different types compare",
+        "(`steps.a.metrics.extra.score >= 80`), but arithmetic needs one type",
+        "(`double(steps.a.metrics.errors) + 0.5`). A field marked *optional* is there only when",
+        "the agent reported it, and a `map` has only the keys it has: test with",
+        "`has(steps.a.metrics.errors)` or `'score' in steps.a.metrics.extra` first, since reading",
+        "a missing key fails the step when the expression runs.",
         "",
         "| Expression | Variables |",
         "|---|---|",
     ]
-    for kind in ExpressionKind:
+    for kind in documented_kinds():
         names = ", ".join(f"`{name}`" for name in VARIABLES[kind])
         lines.append(f"| {_KIND_WORDS[kind]} | {names} |")
     lines += ["", "| Variable | Type | Description | Example |", "|---|---|---|---|"]

@@ -366,3 +366,14 @@ def test_the_type_checker_never_raises_on_well_formed_expressions(
 ) -> None:
     found, _ = check_expression(expression, kind, inputs=("x",))
     assert all(isinstance(p, str) and p for p in found)
+
+
+def test_a_kind_is_documented_once_its_field_exists() -> None:
+    from agentflow.api.celenv import documented_kinds
+    from agentflow.api.models import Step
+
+    kinds = documented_kinds()
+    assert kinds[:2] == [WHEN, UNTIL]
+    assert (ACCEPT in kinds) == ("accept" in Step.model_fields)
+    text = environment_markdown()
+    assert ("`spec.steps[].accept`" in text) == (ACCEPT in kinds)
