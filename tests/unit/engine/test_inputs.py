@@ -256,3 +256,24 @@ def test_the_example_in_writing_agents_is_what_it_says() -> None:
     [create] = creates(w.plan())
     assert create.prompt == "Review checkout before it ships to production."
     assert [(e.name, e.value) for e in create.agent.env] == [("TARGET", "checkout-production")]
+
+
+def test_past_an_older_schema_the_operator_names_the_missing_input() -> None:
+    # What the controller's model check reports (as the Failed condition's message) when a
+    # Workflow reaches it without the CRD's rule, e.g. from before the rule existed.
+    from agentflow.api.models import Workflow
+
+    body = {
+        "metadata": {"name": "wf"},
+        "spec": {
+            "agents": [{"name": "a"}],
+            "steps": [{"name": "s", "agent": "a"}],
+            "arguments": [{"name": "ok", "value": "1"}, {"name": "target"}],
+        },
+    }
+    with pytest.raises(ValidationError) as e:
+        Workflow.model_validate(body)
+    assert model_error_messages(e.value) == [
+        "spec.arguments[1]: input target is required: set its value"
+        " (agentflow submit -p target=...) or a default"
+    ]
