@@ -281,8 +281,10 @@ def graph(
     name: Annotated[str | None, typer.Option(help="The Workflow, if the file has several.")] = (
         None
     ),
+    parameter: ParameterOption = None,
+    param_file: ParamFileOption = None,
 ) -> None:
-    """Print a Workflow's step graph (Mermaid or Graphviz DOT)."""
+    """Print a Workflow's step graph (Mermaid or Graphviz DOT); -p sets required inputs."""
     from agentflow.console import graph as graphs
     from agentflow.console.checks import validate_documents
     from agentflow.console.documents import DocumentError, load_file
@@ -291,6 +293,7 @@ def graph(
         documents = load_file(file)
     except DocumentError as e:
         raise ConsoleError(str(e)) from None
+    documents = _with_parameters(documents, parameter, param_file)
     candidates = [d for d in documents if d.kind == "Workflow" and (name is None or d.name == name)]
     if not candidates:
         which = f"named {name!r} " if name else ""

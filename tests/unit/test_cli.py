@@ -479,6 +479,14 @@ def test_validate_type_checks_conditions_naming_the_field(tmp_path: Path) -> Non
     )
 
 
+def test_graph_of_a_workflow_with_a_required_input_takes_it_with_p(tmp_path: Path) -> None:
+    path = _with_inputs(tmp_path)
+    assert run("graph", path).exit_code == 1
+    result = run("graph", path, "-p", "target=prod")
+    assert result.exit_code == 0, result.output
+    assert "only" in result.stdout
+
+
 def test_validate_accepts_generate_name(tmp_path: Path) -> None:
     doc = workflow_doc()
     doc["metadata"] = {"generateName": "run-"}

@@ -147,7 +147,11 @@ RESULT_FIELDS: tuple[tuple[CelField, _ResultGetter], ...] = (
         lambda r, _: [a.path for a in r.artifacts] if r else [],
     ),
     (
-        CelField("iteration", INT, "the iteration of a repeated step (1 otherwise)"),
+        CelField(
+            "iteration",
+            INT,
+            "the iteration of a repeated step: 1 for one that is not, 0 for one that never ran",
+        ),
         lambda _, iteration: iteration,
     ),
 )
