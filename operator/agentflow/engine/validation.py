@@ -46,8 +46,8 @@ def model_error_messages(error: ValidationError) -> list[str]:
 def validate_workflow(spec: WorkflowSpec) -> list[str]:
     """Every problem with ``spec``, one message each, naming the field.
 
-    Unknown or duplicate ``dependsOn`` entries, dependency cycles, undeclared agents, CEL that
-    does not compile or reads unknown variables or non-upstream steps, and prompt references
+    Unknown or duplicate ``dependsOn`` entries, dependency cycles, undeclared agents, CEL
+    (``when``, ``accept``, ``repeat.until``) that does not compile or reads unknown variables or non-upstream steps, and prompt references
     that are malformed, unknown or not upstream.  A step may refer to itself only inside a
     ``repeat`` (its previous iteration).
     """
@@ -82,6 +82,11 @@ def validate_workflow(spec: WorkflowSpec) -> list[str]:
             found, referenced = check_expression(step.when, WHEN_VARIABLES)
             problems.extend(f"spec.steps[{i}].when: {p}" for p in found)
             problems.extend(_not_upstream(i, "when", referenced, known, ancestors, name))
+        if step.accept is not None:
+            # The gate reads what repeat.until reads: the attempt's result, steps, workflow.
+            found, referenced = check_expression(step.accept, UNTIL_VARIABLES)
+            problems.extend(f"spec.steps[{i}].accept: {p}" for p in found)
+            problems.extend(_not_upstream(i, "accept", referenced, known, ancestors, name))
         if step.repeat is not None:
             found, referenced = check_expression(step.repeat.until, UNTIL_VARIABLES)
             problems.extend(f"spec.steps[{i}].repeat.until: {p}" for p in found)
