@@ -26,7 +26,15 @@ rule of the step's own agent allows ``skipIfUnavailable`` and it is not critical
 skipped (the Workflow is then degraded); (4) otherwise the step and the Workflow fail and every
 Job still running is deleted.  Steps that were running are marked Failed ("cancelled"); steps
 that never started stay Pending.  A step's ``override`` applies to its own agent, not to
-fallbacks.
+fallbacks.  The failure class of the attempt (its ``reason``) can change the tiers: the rule's
+``onFailure`` entry for it, else the built-in one (``engine/failures.py``), retries the same
+agent after the reported Retry-After (bounded by ``maxWaitSeconds``; uncounted retries by
+``maxRetries``), goes to (2) at once, or fails the step.
+
+Quality gates.  A succeeded attempt whose result makes the step's ``accept`` false (or cannot be
+judged) is a failed attempt of class QualityGateFailed and takes the tiers above; its result is
+neither kept nor cached, and ``repeat.until`` judges only accepted results.  A cache entry that
+fails the current gate is not reused.
 
 Cache.  Caching is on unless a step says ``cache.enabled: false`` (TTL 24 h by default).  Each
 iteration's first attempt looks up the key of the step's own agent; a result produced by a

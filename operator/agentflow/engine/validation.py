@@ -47,9 +47,9 @@ def validate_workflow(spec: WorkflowSpec) -> list[str]:
     """Every problem with ``spec``, one message each, naming the field.
 
     Unknown or duplicate ``dependsOn`` entries, dependency cycles, undeclared agents, CEL
-    (``when``, ``accept``, ``repeat.until``) that does not compile or reads unknown variables or non-upstream steps, and prompt references
-    that are malformed, unknown or not upstream.  A step may refer to itself only inside a
-    ``repeat`` (its previous iteration).
+    (``when``, ``accept``, ``repeat.until``) that does not compile or reads unknown variables or
+    non-upstream steps, and prompt references that are malformed, unknown or not upstream.  A
+    step may refer to itself only inside a ``repeat`` (its previous iteration).
     """
     problems: list[str] = []
     names = [s.name for s in spec.steps]
