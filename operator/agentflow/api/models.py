@@ -687,8 +687,10 @@ class FailureRule(Model):
 
 
 _ONE_ENTRY_PER_CLASS: JsonDict = {
-    "rule": "self.all(e, e.classes.all(c, self.exists_one(f, c in f.classes)))",
+    "rule": "!has(self.onFailure) || self.onFailure.all(e, e.classes.all(c,"
+    " self.onFailure.exists_one(f, c in f.classes)))",
     "message": "a failure class may appear in one onFailure entry only",
+    "fieldPath": ".onFailure",
 }
 
 
@@ -722,6 +724,7 @@ class FallbackRule(Model):
                     "fieldPath": ".fallback",
                 },
                 _CRITICAL_IS_NOT_SKIPPED,
+                _ONE_ENTRY_PER_CLASS,
             ]
         }
     )
@@ -736,11 +739,7 @@ class FallbackRule(Model):
     """Skip the step (and mark the Workflow degraded) rather than fail it."""
     max_attempts: int = Field(default=1, ge=1, le=10)
     """Attempts with this agent before the fallback runs."""
-    on_failure: list[FailureRule] = Field(
-        default_factory=list,
-        max_length=MAX_FAILURE_RULES,
-        json_schema_extra={"x-kubernetes-validations": [_ONE_ENTRY_PER_CLASS]},
-    )
+    on_failure: list[FailureRule] = Field(default_factory=list, max_length=MAX_FAILURE_RULES)
     """Per failure class: retry the same agent, fall back at once, or fail.  Classes not listed
     get the built-in defaults: RateLimited and Overloaded wait and retry the same agent (not
     counted, at most 5 times, waits up to 300 s); AuthFailed, QuotaExceeded and ContextTooLong
@@ -759,6 +758,7 @@ class DefaultFallbackRule(Model):
         json_schema_extra={
             "x-kubernetes-validations": [
                 _CRITICAL_IS_NOT_SKIPPED,
+                _ONE_ENTRY_PER_CLASS,
             ]
         }
     )
@@ -771,11 +771,7 @@ class DefaultFallbackRule(Model):
     """Skip the step (and mark the Workflow degraded) rather than fail it."""
     max_attempts: int = Field(default=1, ge=1, le=10)
     """Attempts with the agent before the fallback runs."""
-    on_failure: list[FailureRule] = Field(
-        default_factory=list,
-        max_length=MAX_FAILURE_RULES,
-        json_schema_extra={"x-kubernetes-validations": [_ONE_ENTRY_PER_CLASS]},
-    )
+    on_failure: list[FailureRule] = Field(default_factory=list, max_length=MAX_FAILURE_RULES)
     """Per failure class: retry the same agent, fall back at once, or fail.  Classes not listed
     get the built-in defaults: RateLimited and Overloaded wait and retry the same agent (not
     counted, at most 5 times, waits up to 300 s); AuthFailed, QuotaExceeded and ContextTooLong
