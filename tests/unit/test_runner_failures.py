@@ -8,6 +8,7 @@ are read back from its termination message the way the operator reads them.
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.message import Message
@@ -246,3 +247,41 @@ def test_retry_after_in_seconds_milliseconds_or_as_a_date_and_bounded() -> None:
     assert retry_after(headers(Retry_After="nan")) is None
     assert retry_after(headers()) is None
     assert MAX_INLINE_RETRY_SECONDS < 30
+
+
+def test_an_anthropic_refusal_is_content_filtered(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], provider: FakeProvider
+) -> None:
+    refused = fp.success("anthropic", "I can't help with that.")
+    refused.body["stop_reason"] = "refusal"
+    provider.script("anthropic", refused)
+    code, message, _ = run(tmp_path, capfd, "anthropic", provider)
+    assert code == 1
+    assert reported_failure(message).failure_class is FailureClass.CONTENT_FILTERED
+
+
+def test_a_provider_that_never_answers_is_a_timeout(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A listening socket that never accepts: the connection is made, the answer never comes."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        port = silent.getsockname()[1]
+
+        class Silent:
+            url = f"http://127.0.0.1:{port}"
+
+            def calls(self, api: Api) -> list[fp.Request]:
+                return []
+
+        code, message, _ = run(
+            tmp_path,
+            capfd,
+            "openai",
+            Silent(),  # type: ignore[arg-type]
+            AGENTFLOW_HTTP_TIMEOUT_SECONDS="0.5",
+        )
+    assert code == 1
+    assert reported_failure(message).failure_class is FailureClass.TIMEOUT
+    assert "did not answer within 0.5s" in decode_termination_message(message).summary

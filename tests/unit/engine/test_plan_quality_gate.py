@@ -10,8 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agentflow.api.models import AgentTemplate, StepPhase, StepResult, WorkflowSpec
-from agentflow.engine import validate_workflow
+from agentflow.engine import plan, validate_workflow
+from agentflow.engine.expressions import PassBudget
 from agentflow.engine.gates import gate_values
+from agentflow.engine.planner import WAITING_CEL_TIME
 from agentflow.engine.types import CacheEntry, WriteCache
 from tests.support.world import World, creates, events, fallback_policy, kinds, step, workflow
 
@@ -255,3 +257,20 @@ def test_a_step_succeeds_exactly_when_some_attempt_passes_its_gate(scores: list[
     else:
         assert status.phase is StepPhase.FAILED and written == []
         assert all(a.reason == "QualityGateFailed" for a in status.attempts)
+
+
+def test_a_pass_whose_cel_time_is_spent_judges_the_gate_in_a_later_pass() -> None:
+    """As for repeat.until: with the namespace's CEL time spent, the attempt stays Running and
+    the step waits; the next pass with time judges it."""
+    w = gated()
+    w.plan()
+    w.succeed("s", metrics={"score": 90}, artifacts=["a"])
+    spent = plan(w.wf, w.policy, w.observed(), w.cache.get, w.now, w.limits, PassBudget(seconds=0))
+    assert spent.status.step("s") is not None
+    waiting = spent.status.step("s")
+    assert waiting is not None and waiting.attempts[-1].outcome == "Running"
+    assert spent.status.message is not None and WAITING_CEL_TIME in spent.status.message
+    assert spent.requeue_after is not None
+    w.apply(spent)
+    w.plan()
+    assert w.step_status("s").phase is StepPhase.SUCCEEDED
