@@ -634,7 +634,8 @@ class FailureAction(StrEnum):
 
 
 class FailureRule(Model):
-    """How a fallback rule handles failures of some classes."""
+    """How a fallback rule handles failures of some classes (each class, where it comes from
+    and its default: docs/writing-agents.md, "Failure classes")."""
 
     model_config = ConfigDict(
         json_schema_extra={
