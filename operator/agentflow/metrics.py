@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import choose_encoder
 
 from agentflow import __version__
-from agentflow.api.models import StepPhase
+from agentflow.api.models import FailureClass, StepPhase
 from agentflow.engine.types import (
     AttemptFinished,
     CacheOutcome,
@@ -44,6 +44,7 @@ ALLOWED_LABELS = frozenset(
         "agent",
         "fallback_agent",
         "outcome",
+        "class",
         "phase",
         "degraded",
         "verb",
@@ -60,6 +61,8 @@ STEP_OUTCOMES = ("succeeded", "failed", "fallback", "skipped", "cached")
 CACHE_RESULTS = ("hit", "miss", "expired")
 TOKEN_DIRECTIONS = ("input", "output")
 RECONCILE_OUTCOMES = ("success", "requeue", "error")
+# The values of the ``class`` label: the failure classes.
+FAILURE_CLASSES = tuple(c.value for c in FailureClass)
 
 # The label value of every agent past a namespace's limit of agent names.
 OTHER_AGENT = "other"
@@ -121,6 +124,11 @@ def metric_updates(namespace: str, facts: Iterable[Fact]) -> list[MetricUpdate]:
             updates.append(
                 _update("step_attempts", namespace=ns, agent=agent, outcome=fact.outcome)
             )
+            if fact.outcome == "failed":
+                known = fact.failure_class in FAILURE_CLASSES
+                failure = fact.failure_class if known else FailureClass.AGENT_ERROR.value
+                labels = (("namespace", ns), ("agent", agent), ("class", str(failure)))
+                updates.append(MetricUpdate("step_attempt_failures", labels))
             if fact.started_at and fact.finished_at:
                 duration = max(0.0, (fact.finished_at - fact.started_at).total_seconds())
                 updates.append(_update("step_duration", duration, namespace=ns, agent=agent))
@@ -204,6 +212,12 @@ class OperatorMetrics:
             "agentflow_step_attempts",
             "Finished step attempts by outcome (succeeded, failed, fallback, skipped, cached).",
             ["namespace", "agent", "outcome"],
+            registry=r,
+        )
+        self.step_attempt_failures = Counter(
+            "agentflow_step_attempt_failures",
+            "Failed step attempts by failure class (RateLimited, Timeout, QualityGateFailed...).",
+            ["namespace", "agent", "class"],
             registry=r,
         )
         self.fallbacks = Counter(

@@ -13,6 +13,7 @@ from typing import Any
 
 from agentflow.api.models import StepResult
 from agentflow.engine.caching import bounded_result
+from agentflow.engine.failures import classify
 from agentflow.engine.types import (
     LABEL_AGENT,
     LABEL_ATTEMPT,
@@ -23,7 +24,7 @@ from agentflow.engine.types import (
     JobState,
     ObservedJob,
 )
-from agentflow.report import decode_termination_message, parse_report
+from agentflow.report import decode_termination_message, parse_report, reported_failure
 
 # Waiting reasons after which a pod will not start by itself within a step's lifetime.
 STUCK_WAITING_REASONS = frozenset(
@@ -236,6 +237,10 @@ def observe(
     Job's own verdict is used alone.  A pod that Succeeded finishes its Job at once.  A pod
     stuck on an image or config error is reported as a failed attempt marked ``stuck``: the
     plan deletes its Job.  :func:`recheck_at` says when these graces end.
+
+    A failed attempt gets its failure class: the one its report or termination message states
+    (``failureClass``), else the one its pod's reason (``OOMKilled``) or its Job's
+    (``DeadlineExceeded``, an image pull error) implies, else ``AgentError``.
     """
     pods_by_job = _pods_by_job(pods)
     observed: list[ObservedJob] = []
@@ -270,6 +275,14 @@ def observe(
         if state is JobState.FAILED and pod is not None and pod.terminated and reason is None:
             reason = pod.reason
         result, failure = reported(state, termination)
+        failure_class: str | None = None
+        retry_after: float | None = None
+        if state is JobState.FAILED:
+            said = reported_failure(termination)
+            pod_reason = pod.reason if pod is not None and pod.terminated else None
+            stated = said.failure_class.value if said.failure_class is not None else None
+            failure_class = classify(stated, pod_reason, reason).value
+            retry_after = said.retry_after_seconds
         observed.append(
             ObservedJob(
                 name=job.name,
@@ -286,6 +299,8 @@ def observe(
                 message=failure,
                 result=result,
                 stuck=stuck,
+                failure_class=failure_class,
+                retry_after_seconds=retry_after,
             )
         )
     return observed

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from agentflow.api.models import Artifact, StepMetrics, StepResult
+from agentflow.api.models import Artifact, FailureClass, StepMetrics, StepResult
 
 # Bounds on the work done per report and on what a result carries.
 MAX_PARSE_BYTES = 1 << 20  # only the first MiB is parsed; the digest covers everything
@@ -47,6 +47,8 @@ SUMMARY_FLOOR_CHARS = 256
 ELLIPSIS = "…"
 
 MESSAGE_VERSION = 1
+# A reported Retry-After is kept within this many seconds.
+MAX_RETRY_AFTER_SECONDS = 3_600.0
 
 ArtifactAction = Literal["created", "modified", "deleted"]
 
@@ -157,8 +159,60 @@ def parse_report(text: str | bytes) -> StepResult:
         return StepResult(summary="(the report could not be parsed)", truncated=True)
 
 
+@dataclass(frozen=True)
+class ReportedFailure:
+    """How an agent said its attempt failed: ``failureClass`` (a :class:`FailureClass` value)
+    and ``retryAfterSeconds`` (the provider's Retry-After) of a JSON report or of the runner's
+    termination message."""
+
+    failure_class: FailureClass | None = None
+    retry_after_seconds: float | None = None
+
+
+def bounded_retry_after(value: object) -> float | None:
+    """A Retry-After in seconds: a finite number, clamped to 0..:data:`MAX_RETRY_AFTER_SECONDS`."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    seconds = float(value)
+    if not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+
+
+def reported_failure(text: str | bytes | None) -> ReportedFailure:
+    """The failure class and Retry-After a JSON report or termination message states.
+
+    Keys ``failureClass`` (or ``failure_class``) and ``retryAfterSeconds`` of the top-level
+    JSON object; a class that is not one of :class:`FailureClass` (exact spelling) is ignored.
+    Markdown reports state none.  Total: no input raises.
+    """
+    try:
+        if text is None:
+            return ReportedFailure()
+        if isinstance(text, bytes):
+            text = text[:MAX_PARSE_BYTES].decode("utf-8", "replace")
+        document = _json_document(_clean_text(text[:MAX_PARSE_BYTES]))
+        if document is None:
+            return ReportedFailure()
+        fields = {_camel_key(str(key)): value for key, value in document.items()}
+        name = fields.get("failureClass")
+        known: FailureClass | None = None
+        if isinstance(name, str):
+            try:
+                known = FailureClass(name.strip())
+            except ValueError:
+                known = None
+        return ReportedFailure(known, bounded_retry_after(fields.get("retryAfterSeconds")))
+    except Exception:  # a report must never break the caller
+        return ReportedFailure()
+
+
 def encode_termination_message(
-    result: StepResult, *, full_size: int, limit: int = TERMINATION_MESSAGE_LIMIT
+    result: StepResult,
+    *,
+    full_size: int,
+    limit: int = TERMINATION_MESSAGE_LIMIT,
+    failure: ReportedFailure | None = None,
 ) -> str:
     """Compact JSON ``{"v":1,...}`` of ``result`` that fits in ``limit`` UTF-8 bytes.
 
@@ -167,10 +221,11 @@ def encode_termination_message(
     then reads the full report from the pod log.  Things are dropped in this order: the summary
     down to :data:`SUMMARY_FLOOR_CHARS`, artifacts from the end, extra metrics, the rest of the
     summary, the other metrics, the digest, and the status.  If not even the bare
-    ``{"v":1,"truncated":true,"size":N}`` fits, the message is empty.
+    ``{"v":1,"truncated":true,"size":N}`` fits, the message is empty.  A ``failure`` adds
+    ``failureClass`` and ``retryAfterSeconds``, which are never dropped.
     """
     try:
-        return _encode(result, full_size=full_size, limit=limit)
+        return _encode(result, full_size=full_size, limit=limit, failure=failure)
     except Exception:  # an empty message makes the operator read the log
         return ""
 
@@ -743,7 +798,9 @@ def _safe(text: str) -> str:
     return text.encode("utf-8", "replace").decode("utf-8")
 
 
-def _encode(result: StepResult, *, full_size: int, limit: int) -> str:
+def _encode(
+    result: StepResult, *, full_size: int, limit: int, failure: ReportedFailure | None = None
+) -> str:
     size = max(0, int(full_size))
     status = _safe(result.status)[:MAX_STATUS_CHARS] if result.status else None
     summary = _safe(result.summary)
@@ -771,6 +828,10 @@ def _encode(result: StepResult, *, full_size: int, limit: int) -> str:
         payload: dict[str, Any] = {"v": MESSAGE_VERSION}
         if with_status and status:
             payload["status"] = status
+        if failure is not None and failure.failure_class is not None:
+            payload["failureClass"] = failure.failure_class.value
+        if failure is not None and failure.retry_after_seconds is not None:
+            payload["retryAfterSeconds"] = failure.retry_after_seconds
         payload["truncated"] = truncated
         payload["size"] = size
         if with_digest and digest:

@@ -338,7 +338,8 @@ def test_pod_deleted_by_hand_fails_the_attempt_and_the_retry_succeeds(
 ) -> None:
     """With backoffLimit 0 the Job controller counts the deleted pod as the attempt's failure.
 
-    It makes no new pod (the Job fails with BackoffLimitExceeded); the operator retries.
+    It makes no new pod (the Job fails with BackoffLimitExceeded, so the attempt's class is
+    AgentError); the operator retries.
     """
     kubectl, namespace = fault_kubectl, fault_namespace
     apply(kubectl, namespace, [single_step("pod-deleted", sleep=8, **RETRY_ONCE)])
@@ -352,7 +353,7 @@ def test_pod_deleted_by_hand_fails_the_attempt_and_the_retry_succeeds(
     assert wf["status"]["phase"] == "Succeeded", wf["status"]
     first, second = step(wf, "work")["attempts"]
     assert (first["jobName"], first["outcome"]) == (job, "Failed")
-    assert first["reason"] == "BackoffLimitExceeded", first
+    assert first["reason"] == "AgentError", first
     assert second["outcome"] == "Succeeded" and second["attempt"] == 2
     assert step(wf, "work")["result"]["summary"] == "work attempt 2"
     failed_job = get(kubectl, namespace, "job", job)
@@ -402,7 +403,10 @@ def test_unknown_image_fails_the_attempt_and_the_fallback_runs(
     work = step(wf, "work")
     first, second = work["attempts"]
     assert (first["jobName"], first["agent"], first["outcome"]) == (job, "unpullable", "Failed")
-    assert first["reason"] in ("ErrImagePull", "ImagePullBackOff"), first
+    assert first["reason"] == "ImagePullFailed", first
+    assert first["message"].startswith(
+        ("ImagePullFailed (ErrImagePull)", "ImagePullFailed (ImagePullBackOff)")
+    ), first
     assert "registry.invalid/nope:1" in first["message"], first
     assert (second["agent"], second["fallback"], second["outcome"]) == ("backup", True, "Succeeded")
     assert work["result"]["summary"] == "backup did the work"

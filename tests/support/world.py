@@ -208,7 +208,11 @@ class World:
         reason: str = "BackoffLimitExceeded",
         exit_code: int | None = 1,
         summary: str = "",
+        failure_class: str | None = None,
+        retry_after: float | None = None,
     ) -> ObservedJob:
+        """Fail the step's Job; ``failure_class`` and ``retry_after`` as observe reports what the
+        agent said (without them the plan classifies ``reason``)."""
         job = self.job_of(step_name)
         _, failure = reported(
             JobState.FAILED, report_message(summary, status="failure") if summary else None
@@ -220,6 +224,8 @@ class World:
             exit_code=exit_code,
             reason=reason,
             message=failure,
+            failure_class=failure_class,
+            retry_after_seconds=retry_after,
         )
         self.jobs[job.name] = done
         return done

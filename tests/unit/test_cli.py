@@ -582,8 +582,9 @@ def finished_workflow() -> dict[str, Any]:
                 job_name="wf-validate-1",
                 outcome="Failed",
                 exit_code=2,
-                reason="Error",
-                message="boom",
+                reason="QualityGateFailed",
+                message="QualityGateFailed: accept: result.metrics.extra.score >= 80 was false "
+                "(score = 42)",
                 started_at=started,
                 finished_at=started + timedelta(seconds=5),
             ),
@@ -650,7 +651,11 @@ def finished_workflow() -> dict[str, Any]:
         },
         "spec": {
             "steps": [
-                {"name": "validate", "agent": "checker"},
+                {
+                    "name": "validate",
+                    "agent": "checker",
+                    "accept": "result.metrics.extra.score >= 80",
+                },
                 {"name": "publish", "agent": "writer"},
             ]
         },
@@ -716,8 +721,9 @@ def test_describe_shows_results_attempts_conditions_and_events() -> None:
     assert "full report: ConfigMap wf-validate-2-output (truncated in status)" in text
     assert (
         "attempt 1 (iteration 1): agent checker, job wf-validate-1, Failed, exit code 2, "
-        "Error: boom"
+        "class QualityGateFailed: accept: result.metrics.extra.score >= 80 was false (score = 42)"
     ) in text
+    assert "  accept: result.metrics.extra.score >= 80\n" in text
     assert "attempt 2 (iteration 1): agent checker-backup (fallback), job wf-validate-2" in text
     assert any(
         line.split()[:3] == ["Degraded", "True", "FallbackUsed"] for line in text.splitlines()

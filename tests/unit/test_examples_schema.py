@@ -316,6 +316,71 @@ CASES = [
         False,
     ),
     Case(
+        "accept-does-not-compile",
+        workflow(steps=[{"name": "plan", "agent": "coder", "accept": "result.("}]),
+        None,
+        False,
+    ),
+    Case(
+        "accept-and-on-failure",
+        workflow(
+            steps=[{"name": "plan", "agent": "coder", "accept": "result.metrics.extra.score > 1"}]
+        ),
+        None,
+        True,
+    ),
+    Case(
+        "on-failure-every-setting",
+        policy(
+            rules=[
+                {
+                    "agent": "a",
+                    "fallback": "b",
+                    "onFailure": [
+                        {
+                            "classes": ["RateLimited", "Overloaded"],
+                            "action": "RetrySameAgent",
+                            "maxWaitSeconds": 120,
+                            "countsAgainstAttempts": False,
+                            "maxRetries": 3,
+                        },
+                        {"classes": ["AuthFailed", "QualityGateFailed"], "action": "Fallback"},
+                        {"classes": ["InvalidRequest"], "action": "Fail"},
+                    ],
+                }
+            ]
+        ),
+        None,
+        True,
+    ),
+    Case(
+        "on-failure-class-twice",
+        policy(
+            default={
+                "onFailure": [
+                    {"classes": ["RateLimited"], "action": "Fallback"},
+                    {"classes": ["Timeout", "RateLimited"], "action": "Fail"},
+                ]
+            }
+        ),
+        "a failure class may appear in one onFailure entry only",
+        False,
+    ),
+    Case(
+        "on-failure-retry-settings-without-retry",
+        policy(
+            default={"onFailure": [{"classes": ["Timeout"], "action": "Fail", "maxRetries": 2}]}
+        ),
+        "apply only to action RetrySameAgent",
+        False,
+    ),
+    Case(
+        "on-failure-unknown-class",
+        policy(default={"onFailure": [{"classes": ["Slow"], "action": "Fail"}]}),
+        "'Slow' is not one of",
+        False,
+    ),
+    Case(
         "fallback-loop",
         policy(rules=[{"agent": "a", "fallback": "b"}, {"agent": "b", "fallback": "a"}]),
         None,

@@ -88,6 +88,9 @@ def exercise_all(m: OperatorMetrics) -> None:
     m.workflows.labels(namespace="team-a", phase="Running").set(3)
     m.workflows_finished.labels(namespace="team-a", phase="Succeeded", degraded="true").inc()
     m.step_attempts.labels(namespace="team-a", agent="coder", outcome="fallback").inc()
+    m.step_attempt_failures.labels(
+        namespace="team-a", agent="coder", **{"class": "RateLimited"}
+    ).inc()
     m.fallbacks.labels(namespace="team-a", agent="coder", fallback_agent="coder-small").inc()
     m.step_duration.labels(namespace="team-a", agent="coder").observe(42.0)
     m.step_queue_latency.labels(namespace="team-a", agent="coder").observe(0.2)
@@ -559,7 +562,7 @@ def test_each_transition_fact_maps_to_its_metric_updates() -> None:
         StepStarted(step="s", agent="a", ready_at=at(0), started_at=at(2)),
         StepStarted(step="t", agent="a", ready_at=None, started_at=at(2)),
         # A Job that finished 0.25 s before the pass that settled it.
-        AttemptFinished("s", "a", "failed", at(2), at(10), at(9.75), at(10)),
+        AttemptFinished("s", "a", "failed", at(2), at(10), at(9.75), at(10), "RateLimited"),
         # An attempt without a Job that finished (lost, timed out): no overhead.
         AttemptFinished("s", "b", "fallback", at(10), at(70), None, at(70)),
         FallbackTaken(step="s", agent="a", fallback_agent="b"),
@@ -572,6 +575,7 @@ def test_each_transition_fact_maps_to_its_metric_updates() -> None:
     assert metric_updates("team", facts) == [
         update("step_queue_latency", 2.0, **ns, agent="a"),
         update("step_attempts", **ns, agent="a", outcome="failed"),
+        update("step_attempt_failures", **ns, agent="a", **{"class": "RateLimited"}),
         update("step_duration", 8.0, **ns, agent="a"),
         update("step_overhead", 0.25),
         update("step_attempts", **ns, agent="b", outcome="fallback"),

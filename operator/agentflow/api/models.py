@@ -55,6 +55,10 @@ CEL_RESERVED_WORDS = (
     "function", "if", "import", "let", "loop", "package", "namespace", "return", "var",
     "void", "while",
 )  # fmt: skip
+MAX_FAILURE_RULES = 16
+# Bounds of a RetrySameAgent entry of a fallback rule's onFailure.
+MAX_FAILURE_WAIT_SECONDS = 3_600
+MAX_FAILURE_RETRIES = 20
 
 StepName = Annotated[str, Field(min_length=1, max_length=40, pattern=DNS_LABEL)]
 AgentName = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
@@ -211,7 +215,8 @@ class Repeat(Model):
 
     until: Expression
     """CEL condition over ``result`` (this iteration's report), ``steps``, ``inputs`` and
-    ``workflow`` (see "CEL expressions" in docs/api.md); true ends the repetition."""
+    ``workflow`` (see "CEL expressions" in docs/api.md); true ends the repetition.  Only a result
+    that passed the step's ``accept`` gate is judged by ``until``."""
     max_iterations: int = Field(default=5, ge=1, le=100)
     """Upper bound on runs of the step, the first one included."""
 
@@ -268,6 +273,12 @@ class Step(Model):
     when: Expression | None = None
     """CEL condition over ``steps``, ``inputs`` and ``workflow`` (see "CEL expressions" in
     docs/api.md); when false the step is skipped."""
+    accept: Expression | None = None
+    """Quality gate: CEL over ``result`` (the attempt's report), ``steps``, ``inputs`` and
+    ``workflow``, e.g. ``result.metrics.extra.score >= 80 && size(result.artifacts) > 0``.  An
+    attempt whose result makes it false (or whose result lacks what it reads) failed with reason
+    ``QualityGateFailed`` and goes through retries and the fallback policy like any failure; its
+    result is not cached."""
     repeat: Repeat | None = None
     """Run the step again until a condition holds."""
     retries: RetryPolicy | None = None
@@ -563,9 +574,11 @@ class Attempt(StatusModel):
     exit_code: int | None = None
     """Exit code of the agent container."""
     reason: str | None = None
-    """Why it failed, e.g. DeadlineExceeded, BackoffLimitExceeded, ErrImagePull."""
+    """Why it failed: its failure class (see ``FailureClass``), e.g. ``RateLimited``, ``Timeout``,
+    ``QualityGateFailed``; ``Cancelled`` when the Workflow failed while it ran."""
     message: str | None = None
-    """Details of the failure."""
+    """Details of the failure: the class, the Kubernetes reason where it adds one, the exit
+    code and what the agent said (a quality gate's expression and the values it read)."""
 
 
 class StepStatus(StatusModel):
@@ -651,6 +664,146 @@ class Criticality(StrEnum):
     LOW = "low"
 
 
+class FailureClass(StrEnum):
+    """How a step attempt failed: a bounded set, the ``reason`` of a failed attempt and the
+    classes an ``onFailure`` entry of a fallback rule matches.
+
+    Reported by the agent runner (from the provider's answer), by any agent in its JSON report
+    or termination message (``failureClass``), or derived from the pod: ``OOMKilled``, image
+    pull errors (``ImagePullFailed``), container config errors (``ConfigError``), the Job's
+    ``DeadlineExceeded`` (``Timeout``), any other non-zero exit (``AgentError``).  The last
+    group is the operator's own.
+    """
+
+    RATE_LIMITED = "RateLimited"
+    """The provider said too many requests (HTTP 429); its Retry-After is honoured."""
+    OVERLOADED = "Overloaded"
+    """The provider is overloaded or failing (HTTP 529, 503 and other 5xx)."""
+    TIMEOUT = "Timeout"
+    """The provider did not answer in time, or the attempt ran past ``timeoutSeconds``."""
+    AUTH_FAILED = "AuthFailed"
+    """The provider refused the credentials (HTTP 401, 403)."""
+    QUOTA_EXCEEDED = "QuotaExceeded"
+    """Billing or quota exhausted (HTTP 402, the providers' quota and credit errors)."""
+    CONTEXT_TOO_LONG = "ContextTooLong"
+    """The prompt is longer than the model's context (HTTP 400 or 413 of that kind)."""
+    INVALID_REQUEST = "InvalidRequest"
+    """The provider rejected the request itself (other HTTP 4xx, e.g. an unknown model)."""
+    CONTENT_FILTERED = "ContentFiltered"
+    """The provider's content filter refused the prompt or the answer."""
+    NETWORK_ERROR = "NetworkError"
+    """The provider could not be reached (DNS, connection refused or reset)."""
+    BAD_OUTPUT = "BadOutput"
+    """The agent or the model ended, but its answer is unusable as a report."""
+    AGENT_ERROR = "AgentError"
+    """Any other failure of the agent: a non-zero exit code without a class."""
+    CONFIG_ERROR = "ConfigError"
+    """The agent is configured wrongly (a missing API key, a missing Secret or ConfigMap)."""
+    OOM_KILLED = "OOMKilled"
+    """The agent container ran out of memory."""
+    IMAGE_PULL_FAILED = "ImagePullFailed"
+    """The agent's image cannot be pulled (ErrImagePull, ImagePullBackOff, InvalidImageName)."""
+    QUALITY_GATE_FAILED = "QualityGateFailed"
+    """The attempt's result made the step's ``accept`` expression false."""
+    JOB_LOST = "JobLost"
+    """The attempt's Job disappeared before it finished."""
+    JOB_DELETED = "JobDeleted"
+    """The attempt's Job was deleted before it finished."""
+    JOB_CONFLICT = "JobConflict"
+    """Another object holds the attempt's Job name."""
+    JOB_REFUSED = "JobRefused"
+    """The API server refused to create the attempt's Job."""
+    OUTPUT_REFUSED = "OutputRefused"
+    """The API server refused the attempt's output ConfigMap."""
+    CANCELLED = "Cancelled"
+    """The Workflow failed while the attempt ran (never handed to the fallback policy)."""
+
+
+class FailureAction(StrEnum):
+    """What a fallback rule does with a failure of the classes an ``onFailure`` entry lists."""
+
+    RETRY_SAME_AGENT = "RetrySameAgent"
+    """Wait (the provider's Retry-After, or the step's backoff, at most ``maxWaitSeconds``) and
+    run the same agent again."""
+    FALLBACK = "Fallback"
+    """No more attempts with this agent: its fallback runs at once (then skip or fail as
+    usual when there is none)."""
+    FAIL = "Fail"
+    """The step fails at once: no retry, no fallback, no skip."""
+
+
+class FailureRule(Model):
+    """How a fallback rule handles failures of some classes (each class, where it comes from
+    and its default: docs/writing-agents.md, "Failure classes")."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.action == 'RetrySameAgent' || (!has(self.maxWaitSeconds)"
+                    " && !has(self.countsAgainstAttempts) && !has(self.maxRetries))",
+                    "message": "maxWaitSeconds, countsAgainstAttempts and maxRetries apply only"
+                    " to action RetrySameAgent",
+                },
+            ]
+        }
+    )
+
+    classes: list[FailureClass] = Field(
+        min_length=1,
+        max_length=len(FailureClass),
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    """The failure classes this entry handles (a class may appear in one entry of a rule)."""
+    action: FailureAction
+    """RetrySameAgent, Fallback or Fail."""
+    max_wait_seconds: int | None = Field(default=None, ge=0, le=MAX_FAILURE_WAIT_SECONDS)
+    """RetrySameAgent: the longest wait before the retry, whatever Retry-After asks (default
+    300)."""
+    counts_against_attempts: bool | None = None
+    """RetrySameAgent: whether these retries use up ``maxAttempts`` (default false)."""
+    max_retries: int | None = Field(default=None, ge=1, le=MAX_FAILURE_RETRIES)
+    """RetrySameAgent without counting against attempts: at most this many such retries per
+    agent and iteration (default 5); after them a failure counts as usual."""
+
+    @model_validator(mode="after")
+    def _retry_settings_only_for_retry(self) -> FailureRule:
+        if self.action is not FailureAction.RETRY_SAME_AGENT:
+            given = [
+                name
+                for name, value in (
+                    ("maxWaitSeconds", self.max_wait_seconds),
+                    ("countsAgainstAttempts", self.counts_against_attempts),
+                    ("maxRetries", self.max_retries),
+                )
+                if value is not None
+            ]
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)} apply only to action RetrySameAgent, "
+                    f"not {self.action.value}"
+                )
+        return self
+
+
+_ONE_ENTRY_PER_CLASS: JsonDict = {
+    "rule": "!has(self.onFailure) || self.onFailure.all(e, e.classes.all(c,"
+    " self.onFailure.exists_one(f, c in f.classes)))",
+    "message": "a failure class may appear in one onFailure entry only",
+    "fieldPath": ".onFailure",
+}
+
+
+def _unique_failure_classes(entries: list[FailureRule]) -> list[FailureRule]:
+    seen: set[FailureClass] = set()
+    for entry in entries:
+        for failure_class in entry.classes:
+            if failure_class in seen:
+                raise ValueError(f"failure class {failure_class.value} is listed twice")
+            seen.add(failure_class)
+    return entries
+
+
 # criticality and skipIfUnavailable have defaults, so the API server has set both when it runs.
 _CRITICAL_IS_NOT_SKIPPED: JsonDict = {
     "rule": "!(self.criticality == 'critical' && self.skipIfUnavailable)",
@@ -671,6 +824,7 @@ class FallbackRule(Model):
                     "fieldPath": ".fallback",
                 },
                 _CRITICAL_IS_NOT_SKIPPED,
+                _ONE_ENTRY_PER_CLASS,
             ]
         }
     )
@@ -685,6 +839,16 @@ class FallbackRule(Model):
     """Skip the step (and mark the Workflow degraded) rather than fail it."""
     max_attempts: int = Field(default=1, ge=1, le=10)
     """Attempts with this agent before the fallback runs."""
+    on_failure: list[FailureRule] = Field(default_factory=list, max_length=MAX_FAILURE_RULES)
+    """Per failure class: retry the same agent, fall back at once, or fail.  Classes not listed
+    get the built-in defaults: RateLimited and Overloaded wait and retry the same agent (not
+    counted, at most 5 times, waits up to 300 s); AuthFailed, QuotaExceeded and ContextTooLong
+    fall back at once; the rest retry up to ``maxAttempts``, then fall back."""
+
+    @field_validator("on_failure")
+    @classmethod
+    def _unique_classes(cls, entries: list[FailureRule]) -> list[FailureRule]:
+        return _unique_failure_classes(entries)
 
 
 class DefaultFallbackRule(Model):
@@ -694,6 +858,7 @@ class DefaultFallbackRule(Model):
         json_schema_extra={
             "x-kubernetes-validations": [
                 _CRITICAL_IS_NOT_SKIPPED,
+                _ONE_ENTRY_PER_CLASS,
             ]
         }
     )
@@ -706,6 +871,16 @@ class DefaultFallbackRule(Model):
     """Skip the step (and mark the Workflow degraded) rather than fail it."""
     max_attempts: int = Field(default=1, ge=1, le=10)
     """Attempts with the agent before the fallback runs."""
+    on_failure: list[FailureRule] = Field(default_factory=list, max_length=MAX_FAILURE_RULES)
+    """Per failure class: retry the same agent, fall back at once, or fail.  Classes not listed
+    get the built-in defaults: RateLimited and Overloaded wait and retry the same agent (not
+    counted, at most 5 times, waits up to 300 s); AuthFailed, QuotaExceeded and ContextTooLong
+    fall back at once; the rest retry up to ``maxAttempts``, then fall back."""
+
+    @field_validator("on_failure")
+    @classmethod
+    def _unique_classes(cls, entries: list[FailureRule]) -> list[FailureRule]:
+        return _unique_failure_classes(entries)
 
 
 class AgentFallbackPolicySpec(Model):

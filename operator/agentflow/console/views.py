@@ -209,7 +209,7 @@ def _clock(value: datetime | None) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
 
 
-def _step_details(step: StepStatus, agent: str) -> list[RenderableType]:
+def _step_details(step: StepStatus, agent: str, accept: str | None = None) -> list[RenderableType]:
     out: list[RenderableType] = []
     title = Text()
     title.append(step.name, style="bold")
@@ -221,6 +221,8 @@ def _step_details(step: StepStatus, agent: str) -> list[RenderableType]:
     if step.fallback_used:
         title.append("  fallback used", style="yellow")
     out.append(title)
+    if accept:
+        out.append(Text(f"  accept: {accept}"))
     if step.message:
         out.append(Text(f"  message: {step.message}"))
     result = step.result
@@ -247,10 +249,17 @@ def _step_details(step: StepStatus, agent: str) -> list[RenderableType]:
         )
         if attempt.exit_code is not None:
             line += f", exit code {attempt.exit_code}"
+        message = one_line(attempt.message or "", 200)
         if attempt.reason:
-            line += f", {attempt.reason}"
-        if attempt.message:
-            line += f": {one_line(attempt.message, 200)}"
+            # The failure class; the message starts with it, so it is not said twice.
+            label = "class " if attempt.outcome == "Failed" else ""
+            line += f", {label}{attempt.reason}"
+            rest = message.removeprefix(attempt.reason)
+            if rest != message and rest.startswith((":", " (")):
+                line += rest if rest.startswith(" (") else f": {rest[1:].strip()}"
+                message = ""
+        if message:
+            line += f": {message}"
         line += f" [{_clock(attempt.started_at)} .. {_clock(attempt.finished_at)}]"
         out.append(Text(line, style="red" if attempt.outcome == "Failed" else ""))
     if step.next_attempt_at is not None:
@@ -297,8 +306,13 @@ def describe(
     out: list[RenderableType] = [header]
     out.extend(Text(f"Degraded: {r}", style="yellow") for r in degraded_reasons(obj))
     out += [Text(""), Text("Steps:", style="bold"), steps_table(obj), Text("")]
+    gates = {
+        s.get("name"): s.get("accept")
+        for s in spec.get("steps") or []
+        if isinstance(s, Mapping) and isinstance(s.get("accept"), str)
+    }
     for agent, step in step_rows(obj):
-        out.extend(_step_details(step, agent))
+        out.extend(_step_details(step, agent, gates.get(step.name)))
     out += [Text(""), Text("Conditions:", style="bold")]
     conditions = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("TYPE", "STATUS", "REASON", "AGE"):

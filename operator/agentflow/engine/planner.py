@@ -26,7 +26,15 @@ rule of the step's own agent allows ``skipIfUnavailable`` and it is not critical
 skipped (the Workflow is then degraded); (4) otherwise the step and the Workflow fail and every
 Job still running is deleted.  Steps that were running are marked Failed ("cancelled"); steps
 that never started stay Pending.  A step's ``override`` applies to its own agent, not to
-fallbacks.
+fallbacks.  The failure class of the attempt (its ``reason``) can change the tiers: the rule's
+``onFailure`` entry for it, else the built-in one (``engine/failures.py``), retries the same
+agent after the reported Retry-After (bounded by ``maxWaitSeconds``; uncounted retries by
+``maxRetries``), goes to (2) at once, or fails the step.
+
+Quality gates.  A succeeded attempt whose result makes the step's ``accept`` false (or cannot be
+judged) is a failed attempt of class QualityGateFailed and takes the tiers above; its result is
+neither kept nor cached, and ``repeat.until`` judges only accepted results.  A cache entry that
+fails the current gate is not reused.
 
 Cache.  Caching is on unless a step says ``cache.enabled: false`` (TTL 24 h by default).  Each
 iteration's first attempt looks up the key of the step's own agent; a result produced by a
@@ -68,6 +76,8 @@ from agentflow.api.models import (
     Attempt,
     CachePolicy,
     ConditionType,
+    FailureAction,
+    FailureClass,
     RetryPolicy,
     Step,
     StepMetrics,
@@ -88,6 +98,8 @@ from agentflow.engine.expressions import (
     PassBudget,
     evaluate_bool,
 )
+from agentflow.engine.failures import GENERIC_REASONS, ClassRule, class_rule, classify
+from agentflow.engine.gates import gate_values
 from agentflow.engine.graph import Ancestors, step_dependencies, topological_order
 from agentflow.engine.names import job_name, output_configmap_name
 from agentflow.engine.policy import undeclared_fallbacks
@@ -110,6 +122,7 @@ from agentflow.engine.types import (
     Limits,
     ObservedJob,
     Plan,
+    PolicyRule,
     RecordEvent,
     StepFinished,
     StepStarted,
@@ -191,8 +204,11 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _describe(reason: str, exit_code: int | None, summary: str) -> str:
+def _describe(reason: str, exit_code: int | None, summary: str, cause: str | None = None) -> str:
+    """``Class (Kubernetes reason) (exit code N): what the agent said``."""
     text = reason
+    if cause and cause != reason and cause not in GENERIC_REASONS:
+        text += f" ({_clip(cause, 64)})"
     if exit_code:
         text += f" (exit code {exit_code})"
     summary = " ".join(summary.split())
@@ -438,8 +454,10 @@ class _Planner:
             elif job.state is JobState.SUCCEEDED:
                 self._job_succeeded(step, status, attempt, job)
             else:
-                reason = job.reason or ("Error" if job.exit_code else "Failed")
-                self._attempt_failed(step, status, attempt, job, reason, job.exit_code, job.message)
+                failure = job.failure_class or classify(None, job.reason).value
+                self._attempt_failed(
+                    step, status, attempt, job, failure, job.exit_code, job.message, job.reason
+                )
 
     def _job_succeeded(
         self, step: Step, status: StepStatus, attempt: Attempt, job: ObservedJob
@@ -451,14 +469,25 @@ class _Planner:
             if self.now < until:
                 self._wake(until)
                 return
-        if step.repeat is not None and self.cel_budget.spent:
-            # This pass has spent its time on CEL: repeat.until is judged in the next one.
+        if (step.repeat is not None or step.accept is not None) and self.cel_budget.spent:
+            # This pass has spent its time on CEL: accept and repeat.until are judged in the
+            # next one.
             self._wait_for_cel()
             return
         if job.log_report is not None and job.output_ref is None:
             self.actions.append(
                 StoreOutput(job_name=job.name, step=job.step, report=job.log_report)
             )
+        rejected = self._gate(step, status, result)
+        if rejected is not None:
+            attempt.outcome = "Failed"
+            attempt.finished_at = job.finished_at or self.now
+            attempt.exit_code = job.exit_code if job.exit_code is not None else 0
+            attempt.reason = FailureClass.QUALITY_GATE_FAILED.value
+            attempt.message = _clip(f"{attempt.reason}: {rejected}", _MAX_DETAIL * 2)
+            self._settled(status, attempt, job)
+            self._after_failure(step, status, attempt)
+            return
         attempt.outcome = "Succeeded"
         attempt.finished_at = job.finished_at or self.now
         attempt.exit_code = job.exit_code if job.exit_code is not None else 0
@@ -485,14 +514,17 @@ class _Planner:
         reason: str,
         exit_code: int | None,
         summary: str,
+        cause: str | None = None,
     ) -> None:
+        """``reason`` is the failure class; ``cause`` the Kubernetes reason behind it."""
         attempt.outcome = "Failed"
         attempt.finished_at = self.now
         attempt.exit_code = exit_code
         attempt.reason = reason
-        attempt.message = _describe(reason, exit_code, summary)
+        attempt.message = _describe(reason, exit_code, summary, cause)
         self._settled(status, attempt, job)
-        self._after_failure(step, status, attempt)
+        retry_after = job.retry_after_seconds if job is not None else None
+        self._after_failure(step, status, attempt, retry_after)
 
     def _settled(self, status: StepStatus, attempt: Attempt, job: ObservedJob | None) -> None:
         """The fact of an attempt that just got its outcome; ``job`` is its observed Job."""
@@ -511,6 +543,7 @@ class _Planner:
                 finished_at=attempt.finished_at,
                 job_finished_at=job_finished_at,
                 at=self.now,
+                failure_class=attempt.reason if outcome == "failed" else None,
             )
         )
 
@@ -533,23 +566,74 @@ class _Planner:
             return max(retries.limit + 1, rule.max_attempts)
         return rule.max_attempts
 
-    def _after_failure(self, step: Step, status: StepStatus, attempt: Attempt) -> None:
-        """The fallback tiers: retry, fallback agent, skip, fail."""
+    def _uncounted(self, rule: PolicyRule, attempts: list[Attempt]) -> dict[int, int]:
+        """The failed ``attempts`` (one agent's, in one iteration) that its rule retried without
+        counting them against its attempts: attempt number -> how many such retries its
+        onFailure entry had made by then (each entry is bounded by its ``maxRetries``)."""
+        used: dict[ClassRule, int] = {}
+        uncounted: dict[int, int] = {}
+        for earlier in attempts:
+            if earlier.outcome != "Failed":
+                continue
+            entry = class_rule(rule.on_failure, earlier.reason)
+            if entry is None or not entry.uncounted_retry:
+                continue
+            if used.get(entry, 0) < entry.max_retries:
+                used[entry] = used.get(entry, 0) + 1
+                uncounted[earlier.attempt] = used[entry]
+        return uncounted
+
+    def _after_failure(
+        self, step: Step, status: StepStatus, attempt: Attempt, retry_after: float | None = None
+    ) -> None:
+        """The fallback tiers: retry, fallback agent, skip, fail; the rule's ``onFailure``
+        entry (or the built-in one) for the failure class may retry without counting the
+        attempt, go to the fallback at once, or fail the step."""
         name, agent = step.name, attempt.agent
         failure = attempt.message or attempt.reason or "failed"
+        failure_class = attempt.reason or FailureClass.AGENT_ERROR.value
         this_iteration = [a for a in status.attempts if a.iteration == status.iteration]
-        tried = sum(1 for a in this_iteration if a.agent == agent)
-        if tried < self._attempts_allowed(step, agent):
-            retries = step.retries or RetryPolicy()
-            delay = min(
-                retries.backoff_seconds * retries.backoff_factor ** (tried - 1),
-                float(retries.max_backoff_seconds),
+        rule = self.policy.rule_for(agent)
+        entry = class_rule(rule.on_failure, failure_class)
+        mine = [a for a in this_iteration if a.agent == agent]
+        uncounted = self._uncounted(rule, mine)
+        tried = len(mine) - len(uncounted)
+        if entry is not None and entry.action is FailureAction.FAIL:
+            self._step_failed(
+                status, f"{failure} (the fallback policy fails the step on {failure_class})"
             )
-            status.agent = agent
-            status.next_attempt_at = self.now + timedelta(seconds=delay)
-            status.message = f"attempt {attempt.attempt} failed: {failure}; retrying in {delay:g}s"
-            self._event("Warning", "StepRetrying", f"step {name}: {status.message}")
             return
+        if entry is None or entry.action is FailureAction.RETRY_SAME_AGENT:
+            number = uncounted.get(attempt.attempt)
+            if number is not None or tried < self._attempts_allowed(step, agent):
+                retries = step.retries or RetryPolicy()
+                nth = number if number is not None else tried
+                delay = min(
+                    retries.backoff_seconds * retries.backoff_factor ** (nth - 1),
+                    float(retries.max_backoff_seconds),
+                )
+                why = ""
+                if entry is not None:
+                    if retry_after is not None:
+                        delay, why = retry_after, f"Retry-After {retry_after:g}s"
+                    else:
+                        why = "backoff"
+                    if delay > entry.max_wait_seconds:
+                        delay = float(entry.max_wait_seconds)
+                        why += f", at most {entry.max_wait_seconds}s"
+                    if number is not None:
+                        why += (
+                            f"; not counted against maxAttempts, retry {number} of "
+                            f"{entry.max_retries}"
+                        )
+                    why = f" ({failure_class}: {why})"
+                status.agent = agent
+                status.next_attempt_at = self.now + timedelta(seconds=delay)
+                status.message = (
+                    f"attempt {attempt.attempt} failed: {failure}; retrying in {delay:g}s{why}"
+                )
+                self._event("Warning", "StepRetrying", f"step {name}: {status.message}")
+                return
         visited = {a.agent for a in this_iteration} | {step.agent}
         fallback = self.policy.rule_for(agent).fallback
         if fallback is not None and fallback not in visited and fallback in self.agent_names:
@@ -570,6 +654,28 @@ class _Planner:
             self._skip(status, f"agent {agent} unavailable: {failure}", warning=True)
             return
         self._step_failed(status, failure)
+
+    def _gate(self, step: Step, status: StepStatus, result: StepResult) -> str | None:
+        """None when ``result`` passes the step's ``accept`` (or it has none), else why not:
+        the expression and the values of the result it reads."""
+        if step.accept is None:
+            return None
+        view = result_view(result, status.iteration)
+        context = activation(
+            ExpressionKind.ACCEPT,
+            result=view,
+            steps=self._steps_view(step),
+            inputs=self.inputs,
+            workflow=self._workflow_view(),
+        )
+        values = gate_values(step.accept, view)
+        shown = f" ({values})" if values else ""
+        try:
+            if evaluate_bool(step.accept, context, pass_budget=self.cel_budget, may_defer=False):
+                return None
+        except ExpressionError as e:
+            return f"accept: {step.accept} could not be judged: {e}{shown}"
+        return f"accept: {step.accept} was false{shown}"
 
     # -- finishing steps --------------------------------------------------------------------
 
@@ -768,22 +874,26 @@ class _Planner:
                 if number == 1:
                     entry = self.cache(key)
                     if entry is not None and entry.expires_at > self.now:
-                        if step.repeat is not None and self.cel_budget.spent:
+                        judged = step.repeat is not None or step.accept is not None
+                        if judged and self.cel_budget.spent:
                             # As in _job_succeeded: until is judged in the next pass.
                             self._wait_for_cel()
                             return
-                        status.cache_key = key
-                        self.facts.append(CacheOutcome(step=step.name, key=key, result="hit"))
-                        self._event(
-                            "Normal",
-                            "CacheHit",
-                            f"step {step.name}: result of iteration {status.iteration} "
-                            f"reused from cache ({key[:19]}…)",
-                        )
-                        self._iteration_done(
-                            step, status, entry.result, cached=True, agent=agent_name
-                        )
-                        continue
+                        if self._gate(step, status, entry.result) is None:
+                            status.cache_key = key
+                            self.facts.append(CacheOutcome(step=step.name, key=key, result="hit"))
+                            self._event(
+                                "Normal",
+                                "CacheHit",
+                                f"step {step.name}: result of iteration {status.iteration} "
+                                f"reused from cache ({key[:19]}…)",
+                            )
+                            self._iteration_done(
+                                step, status, entry.result, cached=True, agent=agent_name
+                            )
+                            continue
+                        # Stored before the step's accept said what it says now: not reused.
+                        entry = None
                     outcome = "expired" if entry is not None else "miss"
             if self.slots == 0:
                 self._hold(WAITING_NAMESPACE_LIMIT)

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 
-from agentflow.api.models import AgentFallbackPolicySpec, Criticality
+from agentflow.api.models import AgentFallbackPolicySpec, Criticality, FailureRule
+from agentflow.engine.failures import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_MAX_WAIT_SECONDS,
+    ClassRule,
+)
 from agentflow.engine.types import FallbackPolicy, PolicyRule
 
 
@@ -57,14 +62,31 @@ def _chain_loops(spec: AgentFallbackPolicySpec) -> list[str]:
     return loops
 
 
+def _class_rule(entry: FailureRule) -> ClassRule:
+    return ClassRule(
+        classes=tuple(entry.classes),
+        action=entry.action,
+        max_wait_seconds=(
+            DEFAULT_MAX_WAIT_SECONDS if entry.max_wait_seconds is None else entry.max_wait_seconds
+        ),
+        counts_against_attempts=bool(entry.counts_against_attempts),
+        max_retries=DEFAULT_MAX_RETRIES if entry.max_retries is None else entry.max_retries,
+    )
+
+
 def _rule(
-    fallback: str | None, criticality: Criticality, skip: bool, max_attempts: int
+    fallback: str | None,
+    criticality: Criticality,
+    skip: bool,
+    max_attempts: int,
+    on_failure: list[FailureRule],
 ) -> PolicyRule:
     return PolicyRule(
         fallback=fallback,
         criticality=str(criticality),
         skip_if_unavailable=skip,
         max_attempts=max_attempts,
+        on_failure=tuple(_class_rule(entry) for entry in on_failure),
     )
 
 
@@ -85,7 +107,9 @@ def resolve_policy(spec: AgentFallbackPolicySpec | None, name: str | None) -> Fa
         label = f"fallback policy {name!r}" if name else "fallback policy"
         return FallbackPolicy(name=name, error=f"{label} is invalid: {problems[0]}{more}")
     rules = {
-        r.agent: _rule(r.fallback, r.criticality, r.skip_if_unavailable, r.max_attempts)
+        r.agent: _rule(
+            r.fallback, r.criticality, r.skip_if_unavailable, r.max_attempts, r.on_failure
+        )
         for r in spec.rules
     }
     default = (
@@ -94,6 +118,7 @@ def resolve_policy(spec: AgentFallbackPolicySpec | None, name: str | None) -> Fa
             spec.default.criticality,
             spec.default.skip_if_unavailable,
             spec.default.max_attempts,
+            spec.default.on_failure,
         )
         if spec.default is not None
         else PolicyRule()

@@ -21,6 +21,7 @@ from agentflow.api.models import (
     WorkflowPhase,
     WorkflowStatus,
 )
+from agentflow.engine.failures import ClassRule
 
 # Labels and annotations the operator owns.
 LABEL_WORKFLOW = "agentflow.dev/workflow"
@@ -72,6 +73,11 @@ class ObservedJob:
     # Its pod will never start (an image or config error, see agentflow.observe): the Job is
     # reported failed but is still there, and the plan deletes it.
     stuck: bool = False
+    # How a failed attempt failed (agentflow.engine.failures.classify), when observe knows it;
+    # the plan classifies ``reason`` otherwise.
+    failure_class: str | None = None
+    # The provider's Retry-After the agent reported with its failure, in seconds (bounded).
+    retry_after_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,8 @@ class PolicyRule:
     criticality: str = "medium"
     skip_if_unavailable: bool = False
     max_attempts: int = 1
+    # Its onFailure entries; classes they do not list get failures.BUILTIN_CLASS_RULES.
+    on_failure: tuple[ClassRule, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -240,6 +248,8 @@ class AttemptFinished:
     # When its Job finished, as observed (None: no finished Job was seen).
     job_finished_at: datetime | None
     at: datetime
+    # The failure class of a failed attempt (a FailureClass value), else None.
+    failure_class: str | None = None
 
 
 @dataclass(frozen=True)

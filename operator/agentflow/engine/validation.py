@@ -47,12 +47,12 @@ def model_error_messages(error: ValidationError) -> list[str]:
 def validate_workflow(spec: WorkflowSpec) -> list[str]:
     """Every problem with ``spec``, one message each, naming the field.
 
-    Unknown or duplicate ``dependsOn`` entries, dependency cycles, undeclared agents, CEL that
-    does not compile, reads unknown variables, fields, inputs or non-upstream steps, or does
-    not type-check against its kind's environment (``agentflow.api.celenv``), prompt
-    references that are malformed, unknown or not upstream, and ``{{ inputs.<name> }}`` of
-    inputs that are not declared (in prompts and agents' env values).  A step may refer to
-    itself only inside a ``repeat`` (its previous iteration).
+    Unknown or duplicate ``dependsOn`` entries, dependency cycles, undeclared agents, CEL
+    (``when``, ``accept``, ``repeat.until``) that does not compile, reads unknown variables,
+    fields, inputs or non-upstream steps, or does not type-check against its kind's environment
+    (``agentflow.api.celenv``), prompt references that are malformed, unknown or not upstream,
+    and ``{{ inputs.<name> }}`` of inputs that are not declared (in prompts and agents' env
+    values).  A step may refer to itself only inside a ``repeat`` (its previous iteration).
     """
     problems: list[str] = []
     inputs = {p.name for p in spec.arguments}
@@ -91,6 +91,10 @@ def validate_workflow(spec: WorkflowSpec) -> list[str]:
             found, referenced = check_expression(step.when, ExpressionKind.WHEN, inputs=inputs)
             problems.extend(f"spec.steps[{i}].when: {p}" for p in found)
             problems.extend(_not_upstream(i, "when", referenced, known, ancestors, name))
+        if step.accept is not None:
+            found, referenced = check_expression(step.accept, ExpressionKind.ACCEPT, inputs=inputs)
+            problems.extend(f"spec.steps[{i}].accept: {p}" for p in found)
+            problems.extend(_not_upstream(i, "accept", referenced, known, ancestors, name))
         if step.repeat is not None:
             found, referenced = check_expression(
                 step.repeat.until, ExpressionKind.UNTIL, inputs=inputs

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import sys
 import time
 import urllib.error
@@ -19,11 +20,13 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.message import Message
+from email.utils import parsedate_to_datetime
 from typing import Any
 
-from agentflow.api.models import Provider
-from agentflow.report import with_metrics
+from agentflow.api.models import FailureClass, Provider
+from agentflow.report import MAX_RETRY_AFTER_SECONDS, with_metrics
 from agentflow.runner.config import (
     ConfigError,
     RunnerConfig,
@@ -42,7 +45,9 @@ DEFAULT_TIMEOUT_SECONDS = 300.0
 DEFAULT_MAX_TOKENS = 4_096
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 MAX_ERROR_BODY_BYTES = 64 * 1024
-MAX_RETRY_AFTER_SECONDS = 60.0
+# A 429 or 5xx is retried once in the pod when the wait it asks for is this short; a longer
+# one fails the attempt at once with its Retry-After, and the operator waits instead.
+MAX_INLINE_RETRY_SECONDS = 10.0
 DEFAULT_RETRY_DELAY_SECONDS = 2.0
 MAX_ERROR_MESSAGE_CHARS = 500
 
@@ -168,7 +173,15 @@ def _anthropic_request(
 
 def _anthropic_response(data: Any) -> Completion:
     if not isinstance(data, dict):
-        raise ProviderError("the Anthropic API answered with something other than an object")
+        raise ProviderError(
+            "the Anthropic API answered with something other than an object",
+            failure_class=FailureClass.BAD_OUTPUT,
+        )
+    if data.get("stop_reason") == "refusal":
+        raise ProviderError(
+            "the Anthropic API refused to answer (stop_reason refusal)",
+            failure_class=FailureClass.CONTENT_FILTERED,
+        )
     blocks = data.get("content")
     texts = [
         block["text"]
@@ -178,7 +191,10 @@ def _anthropic_response(data: Any) -> Completion:
         and isinstance(block.get("text"), str)
     ]
     if not texts:
-        raise ProviderError("the Anthropic API answered without any text content")
+        raise ProviderError(
+            "the Anthropic API answered without any text content",
+            failure_class=FailureClass.BAD_OUTPUT,
+        )
     usage = _object(data.get("usage"))
     return Completion(
         text="".join(texts),
@@ -206,13 +222,24 @@ def _openai_request(
 
 def _openai_response(data: Any) -> Completion:
     if not isinstance(data, dict):
-        raise ProviderError("the OpenAI API answered with something other than an object")
+        raise ProviderError(
+            "the OpenAI API answered with something other than an object",
+            failure_class=FailureClass.BAD_OUTPUT,
+        )
     choices = data.get("choices")
     first = choices[0] if isinstance(choices, list) and choices else None
+    if isinstance(first, dict) and first.get("finish_reason") == "content_filter":
+        raise ProviderError(
+            "the OpenAI API withheld the answer (finish_reason content_filter)",
+            failure_class=FailureClass.CONTENT_FILTERED,
+        )
     message = first.get("message") if isinstance(first, dict) else None
     content = message.get("content") if isinstance(message, dict) else None
     if not isinstance(content, str) or not content:
-        raise ProviderError("the OpenAI API answered without any message content")
+        raise ProviderError(
+            "the OpenAI API answered without any message content",
+            failure_class=FailureClass.BAD_OUTPUT,
+        )
     usage = _object(data.get("usage"))
     return Completion(
         text=content,
@@ -276,6 +303,91 @@ def check_key(variable: str, key: str) -> None:
         )
 
 
+# Words in an error's type, code or message that say which kind of 4xx it is.
+_QUOTA_MARKERS = ("insufficient_quota", "quota", "credit balance", "billing", "payment")
+_CONTEXT_MARKERS = (
+    "context_length_exceeded",
+    "context length",
+    "context window",
+    "context limit",
+    "prompt is too long",
+    "maximum context",
+    "too many tokens",
+    "request_too_large",
+)
+_FILTER_MARKERS = ("content_filter", "content_policy", "content management policy", "safety system")
+
+
+def _error_fields(body: bytes) -> str:
+    """The error's type, code and message (both APIs use ``{"error": {...}}``), lower case."""
+    try:
+        data = json.loads(body.decode("utf-8", "replace"))
+    except ValueError:
+        return body.decode("utf-8", "replace").lower()
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict):
+        parts = [error.get(key) for key in ("type", "code", "message")]
+        return " ".join(p for p in parts if isinstance(p, str)).lower()
+    return str(error if error is not None else data).lower()
+
+
+def classify_http(status: int, body: bytes) -> FailureClass:
+    """The failure class of an HTTP error of the Anthropic or OpenAI API.
+
+    401/403: AuthFailed; 402, and any error that speaks of quota, credit or billing (OpenAI's
+    429 ``insufficient_quota``, Anthropic's 400 "credit balance is too low"): QuotaExceeded;
+    429: RateLimited; 503, 529, ``overloaded_error`` and other 5xx: Overloaded (504: Timeout);
+    408: Timeout; 413 and context-length errors: ContextTooLong; content-policy errors:
+    ContentFiltered; any other status: InvalidRequest.
+    """
+    text = _error_fields(body[:MAX_ERROR_BODY_BYTES])
+    if status in (401, 403) and not any(m in text for m in _QUOTA_MARKERS):
+        return FailureClass.AUTH_FAILED
+    if status == 402 or any(m in text for m in _QUOTA_MARKERS):
+        return FailureClass.QUOTA_EXCEEDED
+    if status == 429:
+        return FailureClass.RATE_LIMITED
+    if status in (408, 504):
+        return FailureClass.TIMEOUT
+    if status >= 500 or "overloaded" in text:
+        return FailureClass.OVERLOADED
+    if status == 413 or any(m in text for m in _CONTEXT_MARKERS):
+        return FailureClass.CONTEXT_TOO_LONG
+    if any(m in text for m in _FILTER_MARKERS):
+        return FailureClass.CONTENT_FILTERED
+    return FailureClass.INVALID_REQUEST
+
+
+def retry_after(headers: Message | None, now: datetime | None = None) -> float | None:
+    """The wait an answer asks for: ``retry-after-ms``, else ``Retry-After`` in seconds or as
+    an HTTP date; clamped to 0..:data:`MAX_RETRY_AFTER_SECONDS`; None when it asks for none."""
+    if headers is None:
+        return None
+    seconds: float | None = None
+    milliseconds = headers.get("retry-after-ms")
+    value = headers.get("Retry-After")
+    try:
+        if milliseconds is not None:
+            seconds = float(milliseconds) / 1000.0
+    except ValueError:
+        seconds = None
+    if seconds is None and value is not None:
+        try:
+            seconds = float(value)
+        except ValueError:
+            try:
+                when = parsedate_to_datetime(value)
+            except (TypeError, ValueError, IndexError):
+                when = None
+            if when is not None:
+                if when.tzinfo is None:
+                    when = when.replace(tzinfo=UTC)
+                seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if seconds is None or not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+
+
 def _api_error_message(body: bytes, redact: Redactor) -> str:
     """The error message in an API error body (both APIs use ``{"error": {"message"}}``).
 
@@ -299,15 +411,6 @@ def _error_text(body: bytes) -> str:
     if isinstance(error, str):
         return error
     return " ".join(text.split())
-
-
-def _retry_delay(headers: Message | None) -> float:
-    value = headers.get("Retry-After") if headers is not None else None
-    try:
-        seconds = float(value) if value is not None else DEFAULT_RETRY_DELAY_SECONDS
-    except ValueError:
-        seconds = DEFAULT_RETRY_DELAY_SECONDS  # an HTTP date: not worth parsing for one retry
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
 def _post(
@@ -338,33 +441,52 @@ def _post(
             except (OSError, http.client.HTTPException):
                 error_body = b""
             message = _api_error_message(error_body, redact)
-            if attempt == 1 and (status == 429 or status >= 500):
-                delay = _retry_delay(error.headers)
+            failure = classify_http(status, error_body)
+            wait = retry_after(error.headers)
+            transient = failure in (FailureClass.RATE_LIMITED, FailureClass.OVERLOADED)
+            delay = DEFAULT_RETRY_DELAY_SECONDS if wait is None else wait
+            if attempt == 1 and transient and delay <= MAX_INLINE_RETRY_SECONDS:
                 print(
                     f"agentflow-runner: {name} API returned HTTP {status}; retrying in {delay:g}s",
                     file=sys.stderr,
                 )
                 time.sleep(delay)
                 continue
+            after = f" (Retry-After {wait:g}s)" if wait is not None else ""
             raise ProviderError(
-                f"{name} API returned HTTP {status} from {shown_url}: {message}"
+                f"{name} API returned HTTP {status} from {shown_url}: {message}{after}",
+                failure_class=failure,
+                retry_after_seconds=wait,
             ) from None
         except TimeoutError:
-            raise ProviderError(f"{name} API did not answer within {timeout:g}s") from None
+            raise ProviderError(
+                f"{name} API did not answer within {timeout:g}s",
+                failure_class=FailureClass.TIMEOUT,
+            ) from None
         except urllib.error.URLError as error:
             reason = redact(str(error.reason))
+            timed_out = isinstance(error.reason, TimeoutError)
             raise ProviderError(
-                f"could not reach the {name} API at {shown_url}: {reason}"
+                f"could not reach the {name} API at {shown_url}: {reason}",
+                failure_class=FailureClass.TIMEOUT if timed_out else FailureClass.NETWORK_ERROR,
             ) from None
         except (OSError, http.client.HTTPException) as error:
             reason = redact(str(error) or type(error).__name__)
-            raise ProviderError(f"{name} API request to {shown_url} failed: {reason}") from None
+            raise ProviderError(
+                f"{name} API request to {shown_url} failed: {reason}",
+                failure_class=FailureClass.NETWORK_ERROR,
+            ) from None
         if len(raw) > MAX_RESPONSE_BYTES:
-            raise ProviderError(f"{name} API response is larger than {MAX_RESPONSE_BYTES} bytes")
+            raise ProviderError(
+                f"{name} API response is larger than {MAX_RESPONSE_BYTES} bytes",
+                failure_class=FailureClass.BAD_OUTPUT,
+            )
         try:
             return json.loads(raw)
         except (ValueError, RecursionError):
-            raise ProviderError(f"{name} API answered with invalid JSON") from None
+            raise ProviderError(
+                f"{name} API answered with invalid JSON", failure_class=FailureClass.BAD_OUTPUT
+            ) from None
     raise AssertionError("unreachable: the second attempt returns or raises")
 
 

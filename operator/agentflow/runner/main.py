@@ -16,8 +16,13 @@ from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
-from agentflow.api.models import Provider, StepResult
-from agentflow.report import encode_termination_message, parse_report
+from agentflow.api.models import FailureClass, Provider, StepResult
+from agentflow.report import (
+    ReportedFailure,
+    encode_termination_message,
+    parse_report,
+    reported_failure,
+)
 from agentflow.runner.command import run_command
 from agentflow.runner.config import (
     DEFAULT_TERMINATION_MESSAGE_PATH,
@@ -52,9 +57,13 @@ def run(config: RunnerConfig, redact: Redactor) -> Outcome:
     try:
         return PROVIDERS[config.provider](config)
     except ConfigError as error:
-        return failure_outcome(f"configuration error: {error}", EXIT_CONFIG)
+        return failure_outcome(
+            f"configuration error: {error}", EXIT_CONFIG, FailureClass.CONFIG_ERROR
+        )
     except ProviderError as error:
-        return failure_outcome(str(error), error.exit_code)
+        return failure_outcome(
+            str(error), error.exit_code, error.failure_class, error.retry_after_seconds
+        )
     except Terminated:
         return failure_outcome("terminated (SIGTERM) before the agent finished", EXIT_TERMINATED)
     except Exception as error:
@@ -78,6 +87,20 @@ def step_result(outcome: Outcome) -> StepResult:
     if outcome.output_truncated:
         update["truncated"] = True
     return result.model_copy(update=update)
+
+
+def failure_of(outcome: Outcome) -> ReportedFailure | None:
+    """How a failed ``outcome`` failed: what the provider found, else what the agent's own
+    report states (a ``command`` agent's JSON ``failureClass``); None for a success."""
+    if outcome.exit_code == 0:
+        return None
+    stated = reported_failure(outcome.report)
+    return ReportedFailure(
+        outcome.failure_class or stated.failure_class,
+        outcome.retry_after_seconds
+        if outcome.retry_after_seconds is not None
+        else stated.retry_after_seconds,
+    )
 
 
 def write_termination_message(path: Path, message: str) -> None:
@@ -113,9 +136,10 @@ def finish(outcome: Outcome, path: Path, redact: Redactor) -> int:
     if outcome.exit_code != 0 and outcome.reason:
         print(f"agentflow-runner: {outcome.reason}", file=sys.stderr)
     result = step_result(outcome)
-    write_termination_message(
-        path, encode_termination_message(result, full_size=len(outcome.report))
+    message = encode_termination_message(
+        result, full_size=len(outcome.report), failure=failure_of(outcome)
     )
+    write_termination_message(path, message)
     return outcome.exit_code
 
 
@@ -130,7 +154,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         try:
             config = load_config(arguments, environment)
         except ConfigError as error:
-            outcome = failure_outcome(f"configuration error: {error}", EXIT_CONFIG)
+            outcome = failure_outcome(
+                f"configuration error: {error}", EXIT_CONFIG, FailureClass.CONFIG_ERROR
+            )
             return finish(outcome, path, redact)
         path = config.termination_message_path
         return finish(run(config, redact), path, redact)

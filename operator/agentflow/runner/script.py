@@ -12,6 +12,9 @@ Knobs (environment variables):
 * ``AGENTFLOW_SCRIPT_SLEEP_SECONDS``: how long to "work" before answering.
 * ``AGENTFLOW_SCRIPT_OUTPUT_BYTES``: that many bytes of filler under a ``## Details`` section.
 * ``AGENTFLOW_SCRIPT_TOKENS``: token usage to report, ``IN,OUT`` (or just ``OUT``).
+* ``AGENTFLOW_SCRIPT_FAILURE_CLASS``: the failure class a scripted failure reports (a
+  ``FailureClass`` value, e.g. ``RateLimited``); ``AGENTFLOW_SCRIPT_RETRY_AFTER_SECONDS`` the
+  Retry-After it reports with it.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import re
 import time
 from dataclasses import dataclass
 
-from agentflow.report import with_metrics
+from agentflow.api.models import FailureClass
+from agentflow.report import MAX_RETRY_AFTER_SECONDS, with_metrics
 from agentflow.runner.config import (
     EXIT_FAILURE,
     ConfigError,
@@ -65,6 +69,8 @@ class ScriptKnobs:
     sleep_seconds: float
     output_bytes: int
     tokens: dict[str, int]
+    failure_class: FailureClass | None = None
+    retry_after_seconds: float | None = None
 
 
 def knobs(config: RunnerConfig) -> ScriptKnobs:
@@ -91,7 +97,31 @@ def knobs(config: RunnerConfig) -> ScriptKnobs:
             maximum=MAX_OUTPUT_BYTES,
         ),
         tokens=token_usage(env.get("AGENTFLOW_SCRIPT_TOKENS")),
+        failure_class=scripted_class(env.get("AGENTFLOW_SCRIPT_FAILURE_CLASS")),
+        retry_after_seconds=(
+            bounded_float(
+                "AGENTFLOW_SCRIPT_RETRY_AFTER_SECONDS",
+                env.get("AGENTFLOW_SCRIPT_RETRY_AFTER_SECONDS"),
+                default=0.0,
+                maximum=MAX_RETRY_AFTER_SECONDS,
+            )
+            if (env.get("AGENTFLOW_SCRIPT_RETRY_AFTER_SECONDS") or "").strip()
+            else None
+        ),
     )
+
+
+def scripted_class(setting: str | None) -> FailureClass | None:
+    """The failure class AGENTFLOW_SCRIPT_FAILURE_CLASS names (None: unset)."""
+    if setting is None or not setting.strip():
+        return None
+    try:
+        return FailureClass(setting.strip())
+    except ValueError:
+        choices = ", ".join(c.value for c in FailureClass)
+        raise ConfigError(
+            f"AGENTFLOW_SCRIPT_FAILURE_CLASS={setting.strip()!r} is not one of: {choices}"
+        ) from None
 
 
 def fail_exit_code(setting: str, attempt: int) -> int:
@@ -172,6 +202,8 @@ def run_script(config: RunnerConfig) -> Outcome:
             f"scripted failure on attempt {config.attempt} "
             f"(AGENTFLOW_SCRIPT_FAIL={settings.fail_setting})",
             settings.fail_exit_code,
+            settings.failure_class,
+            settings.retry_after_seconds,
         )
     if settings.report_template is not None:
         report = substitute(settings.report_template, placeholder_values(config))

@@ -36,10 +36,10 @@ def test_retry_waits_with_exponential_backoff_then_succeeds() -> None:
     failed = status.attempts[0]
     assert (failed.outcome, failed.reason, failed.exit_code) == (
         "Failed",
-        "BackoffLimitExceeded",
+        "AgentError",
         2,
     )
-    assert failed.message == "BackoffLimitExceeded (exit code 2): network down"
+    assert failed.message == "AgentError (exit code 2): network down"
 
     w.tick(9)
     assert creates(w.plan()) == []  # not yet
@@ -202,7 +202,7 @@ def test_critical_failure_fails_the_workflow_and_stops_running_jobs() -> None:
     assert [(d.job_name, d.reason) for d in deletes(p)] == [(slow_job, "workflow failed")]
     status = w.wf.status
     assert status is not None
-    assert status.message == "step validate failed: Error (exit code 3): schema mismatch"
+    assert status.message == "step validate failed: AgentError (exit code 3): schema mismatch"
     stalled = status.condition(ConditionType.STALLED)
     assert stalled is not None
     assert (stalled.status, stalled.reason) == ("True", "StepFailed")
@@ -277,4 +277,4 @@ def test_failure_reason_comes_from_the_job_and_its_report() -> None:
     w.fail("s", reason="DeadlineExceeded", exit_code=None)
     w.plan()
     assert w.wf.status is not None
-    assert w.wf.status.message == "step s failed: DeadlineExceeded"
+    assert w.wf.status.message == "step s failed: Timeout (DeadlineExceeded)"

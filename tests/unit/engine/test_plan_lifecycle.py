@@ -447,7 +447,10 @@ def test_a_stuck_job_fails_its_attempt_and_is_deleted_on_every_pass_it_is_seen()
         (job.name, "its pod cannot start (ErrImagePull)")
     ]
     [attempt] = w.step_status("s").attempts
-    assert (attempt.outcome, attempt.reason) == ("Failed", "ErrImagePull")
+    assert (attempt.outcome, attempt.reason) == ("Failed", "ImagePullFailed")
+    assert attempt.message is not None and attempt.message.startswith(
+        "ImagePullFailed (ErrImagePull)"
+    )
     # The delete did not get through: the Job is seen again, after the attempt is settled.
     w.jobs[job.name] = stuck
     assert [d.job_name for d in deletes(w.plan())] == [job.name]
