@@ -287,6 +287,13 @@ KINDS: tuple[KindInfo, ...] = (
             {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
             {"name": "Degraded", "type": "boolean", "jsonPath": ".status.degraded"},
             AGE_COLUMN,
+            {
+                "name": "Tokens",
+                "type": "integer",
+                "jsonPath": ".status.usage.totalTokens",
+                "priority": 1,
+            },
+            {"name": "Cost", "type": "string", "jsonPath": ".status.usage.cost", "priority": 1},
             {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
         ),
     ),
