@@ -132,6 +132,7 @@ def daemon_indexes(shell: Shell, key: Key) -> dict[str, LiveIndex]:
         "step_jobs": LiveIndex(jobs),
         "step_pods": LiveIndex(pods),
         "namespace_step_jobs": LiveIndex(active),
+        "limit_step_jobs": LiveIndex(dict),
         "fallback_policies": LiveIndex(dict),
         "cache_entries": LiveIndex(dict),
     }

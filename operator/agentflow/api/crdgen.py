@@ -287,6 +287,7 @@ KINDS: tuple[KindInfo, ...] = (
             {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
             {"name": "Degraded", "type": "boolean", "jsonPath": ".status.degraded"},
             AGE_COLUMN,
+            {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
             {
                 "name": "Tokens",
                 "type": "integer",
@@ -294,7 +295,6 @@ KINDS: tuple[KindInfo, ...] = (
                 "priority": 1,
             },
             {"name": "Cost", "type": "string", "jsonPath": ".status.usage.cost", "priority": 1},
-            {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
         ),
     ),
     KindInfo(
