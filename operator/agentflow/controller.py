@@ -574,14 +574,19 @@ async def act(
                 rt.note_launched(namespace, create.job_name)
         for create in creates:
             if create.concurrency_limit is not None:
-                rt.note_launched(limit_scope(create.concurrency_limit), create.job_name)
+                # Under the name the limit's index gives it (limit_step_jobs).
+                rt.note_launched(
+                    limit_scope(create.concurrency_limit), f"{namespace}/{create.job_name}"
+                )
         conflicts = await execute(rt, body, wf, actions, now, uids)
         if not conflicts:
             break
         for create, reason, message in conflicts:
             rt.forget_launched(namespace, create.job_name)
             if create.concurrency_limit is not None:
-                rt.forget_launched(limit_scope(create.concurrency_limit), create.job_name)
+                rt.forget_launched(
+                    limit_scope(create.concurrency_limit), f"{namespace}/{create.job_name}"
+                )
             observed.append(conflicting_job(create, reason, message, now))
         if slots is not None:
             slots = max(0, slots - len(creates) + len(conflicts))
