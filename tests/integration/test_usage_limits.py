@@ -23,6 +23,7 @@ from tests.integration.conftest import (
 )
 from tests.integration.test_metrics_scrape import samples
 from tests.integration.workflows import (
+    REPO,
     Kubectl,
     apply,
     condition,
@@ -267,3 +268,20 @@ def test_ten_workflows_against_a_limit_of_two_never_run_more_than_two_jobs(
         assert attempt["concurrencyLimit"] == "scarce"
     metrics = operator.metrics()
     assert samples(metrics, "agentflow_concurrency_limit_waiting", limit="scarce") == 0
+
+
+def test_the_token_budget_example_stops_after_two_steps(
+    usage_operator: tuple[Path, Kubectl, OperatorProcess],
+) -> None:
+    _, kubectl, _ = usage_operator
+    ns = fresh_namespace(kubectl, "example")
+    apply(kubectl, ns, REPO / "workflows" / "token-budget.yaml")
+    wf = wait_finished(kubectl, ns, "token-budget", timeout=180)
+    assert wf["status"]["phase"] == "Failed"
+    stalled = condition(wf, "Stalled")
+    assert stalled is not None and stalled["reason"] == "BudgetExceeded"
+    phases = [step(wf, n)["phase"] for n in ("collect", "analyse", "summarise")]
+    assert phases == ["Succeeded", "Succeeded", "Pending"]
+    usage = wf["status"]["usage"]
+    # research-model has no price in this operator's table: tokens without a cost.
+    assert (usage["totalTokens"], usage["unpricedTokens"], usage.get("cost")) == (6000, 6000, None)
