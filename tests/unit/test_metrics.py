@@ -539,10 +539,9 @@ def test_workflows_with_ever_new_agent_names_keep_the_series_bounded() -> None:
 def test_each_transition_fact_maps_to_its_metric_updates() -> None:
     """The pure mapping from a pass's facts to metric updates: names, labels and values."""
     from datetime import UTC, datetime, timedelta
-
-    from agentflow.api.models import StepMetrics, StepPhase, WorkflowPhase
     from decimal import Decimal
 
+    from agentflow.api.models import StepMetrics, StepPhase, WorkflowPhase
     from agentflow.engine.types import (
         AttemptFinished,
         BudgetExceeded,
