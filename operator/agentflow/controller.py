@@ -202,6 +202,8 @@ class Runtime:
     # The step attempts waiting for each concurrency limit: limit -> Workflow -> their places.
     # Rebuilt by every pass of each Workflow from its plan (the places come from the status).
     limit_waiters: dict[str, dict[Key, list[QueueKey]]] = field(default_factory=dict)
+    # Each limit's waiters, sorted (see limit_queue).
+    limit_queues: dict[str, list[QueueKey]] = field(default_factory=dict)
     # The time a pass plans at (tests set a fake clock).
     clock: Callable[[], datetime] = now_utc
 
@@ -248,30 +250,47 @@ class Runtime:
 
     def concurrency_grant(self, key: Key, running: Mapping[str, int]) -> ConcurrencyGrant:
         """What ``key``'s pass may start under the concurrency limits: each limit's free slots
-        (its maximum less its ``running`` Jobs, cluster-wide) and the other Workflows'
-        waiters."""
+        (its maximum less its ``running`` Jobs, cluster-wide) and the queue of its waiters."""
         rules = self.config.concurrency_rules
         if not rules:
             return ConcurrencyGrant()
         return ConcurrencyGrant(
             rules=rules,
             free={r.name: max(0, r.max - running.get(r.name, 0)) for r in rules},
-            ahead={
-                limit: [p for other, places in waiters.items() if other != key for p in places]
+            queue={limit: self.limit_queue(limit) for limit in self.limit_waiters},
+            own={
+                limit: waiters[key]
                 for limit, waiters in self.limit_waiters.items()
+                if key in waiters
             },
         )
 
+    def limit_queue(self, limit: str) -> list[QueueKey]:
+        """Every waiter of ``limit``, sorted; kept until a pass changes the waiters."""
+        queue = self.limit_queues.get(limit)
+        if queue is None:
+            waiters = self.limit_waiters.get(limit, {})
+            queue = self.limit_queues[limit] = sorted(p for ps in waiters.values() for p in ps)
+        return queue
+
     def set_waiters(self, key: Key, waiters: Sequence[Waiter]) -> None:
         """``key``'s waiters after its pass, in place of those of its previous pass."""
-        for limit in list(self.limit_waiters):
-            self.limit_waiters[limit].pop(key, None)
-            if not self.limit_waiters[limit]:
-                del self.limit_waiters[limit]
         namespace, name = key
+        places: dict[str, list[QueueKey]] = {}
         for waiter in waiters:
-            places = self.limit_waiters.setdefault(waiter.limit, {}).setdefault(key, [])
-            places.append((waiter.since, namespace, name, waiter.step))
+            places.setdefault(waiter.limit, []).append((waiter.since, namespace, name, waiter.step))
+        for limit in set(self.limit_waiters) | set(places):
+            by_workflow = self.limit_waiters.setdefault(limit, {})
+            new = places.get(limit)
+            if by_workflow.get(key) == new:
+                continue
+            if new is None:
+                del by_workflow[key]
+            else:
+                by_workflow[key] = new
+            self.limit_queues.pop(limit, None)
+            if not by_workflow:
+                del self.limit_waiters[limit]
         for rule in self.config.concurrency_rules:
             count = sum(len(p) for p in self.limit_waiters.get(rule.name, {}).values())
             self.metrics.concurrency_waiting.labels(limit=rule.name).set(count)

@@ -399,6 +399,7 @@ class _Planner:
         status.message = None
         status.observed_generation = self.workflow.metadata.generation
         status.spec_digest = run_spec_digest(self.spec)
+        status.usage = None  # the run's own, from the attempts it keeps (see _summarise)
         status.rerun_token = annotations.get(ANNOTATION_RERUN)
         status.retry_token = annotations.get(ANNOTATION_RETRY)
         self.started_run = True

@@ -17,6 +17,7 @@ by waiters ahead of it, so the waiters are served first come, first served.
 
 from __future__ import annotations
 
+import bisect
 import fnmatch
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -271,16 +272,20 @@ class ConcurrencyGrant:
     """What the plan may start under the operator's concurrency limits.
 
     ``free`` is each limit's slots not taken by running Jobs (cluster-wide, from the observed
-    Jobs); ``ahead`` is every other Workflow's waiters of each limit.  A limit missing from
-    ``free`` has all its slots free.
+    Jobs).  ``queue`` is every waiter of each limit, sorted, this Workflow's own included (as its
+    previous pass left them); ``own`` is this Workflow's part of it, which does not count as
+    ahead of it.  A limit missing from ``free`` has all its slots free.
     """
 
     rules: tuple[ConcurrencyRule, ...] = ()
     free: Mapping[str, int] = field(default_factory=dict)
-    ahead: Mapping[str, Sequence[QueueKey]] = field(default_factory=dict)
+    queue: Mapping[str, Sequence[QueueKey]] = field(default_factory=dict)
+    own: Mapping[str, Sequence[QueueKey]] = field(default_factory=dict)
 
     def waiters_before(self, limit: str, key: QueueKey) -> int:
-        return sum(1 for other in self.ahead.get(limit, ()) if other < key)
+        """The other Workflows' waiters of ``limit`` whose place is before ``key``."""
+        before = bisect.bisect_left(self.queue.get(limit, ()), key)
+        return before - sum(1 for place in self.own.get(limit, ()) if place < key)
 
     def free_slots(self, limit: str) -> int:
         rule = next((r for r in self.rules if r.name == limit), None)

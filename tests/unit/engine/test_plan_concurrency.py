@@ -35,7 +35,9 @@ def _world(steps: list[object], name: str = "wf", **spec: object) -> World:
 
 def _grant(free: int, ahead: list[QueueKey] | None = None) -> Limits:
     return Limits(
-        concurrency=ConcurrencyGrant(rules=(RULE,), free={"llm": free}, ahead={"llm": ahead or []})
+        concurrency=ConcurrencyGrant(
+            rules=(RULE,), free={"llm": free}, queue={"llm": sorted(ahead or [])}
+        )
     )
 
 
@@ -168,11 +170,14 @@ class Operator:
 
     def reconcile(self, w: World) -> None:
         name = w.wf.metadata.name
-        ahead = [p for other, places in self.waiters.items() if other != name for p in places]
+        queue = sorted(p for places in self.waiters.values() for p in places)
         free = max(0, self.rule.max - self.running())
         w.limits = Limits(
             concurrency=ConcurrencyGrant(
-                rules=(self.rule,), free={self.rule.name: free}, ahead={self.rule.name: ahead}
+                rules=(self.rule,),
+                free={self.rule.name: free},
+                queue={self.rule.name: queue},
+                own={self.rule.name: self.waiters.get(name, [])},
             )
         )
         p = w.plan()

@@ -300,3 +300,21 @@ def test_the_budget_fact_is_kept_in_status_across_passes() -> None:
     p = w.plan()
     assert p.actions == [] and w.phase == WorkflowPhase.FAILED.value
     assert w.step_status("y").phase is StepPhase.PENDING
+
+
+def test_a_new_run_starts_with_its_own_usage_and_budget() -> None:
+    w = _world([step("x", "b", cache={"enabled": False}), step("y", "b")], budget={"maxTokens": 5})
+    w.plan()
+    w.succeed("x", metrics=_tokens(5, 0))
+    w.plan()
+    assert w.phase == "Failed"
+    meta = w.wf.metadata.model_copy(update={"annotations": {"agentflow.dev/rerun": "again"}})
+    w.wf = w.wf.model_copy(update={"metadata": meta})
+    p = w.plan()
+    assert w.phase == "Running" and w.wf.status is not None
+    assert w.wf.status.usage is None  # run 2 has used nothing yet
+    assert [c.max_tokens for c in creates(p)] == [5]
+    w.succeed("x", metrics=_tokens(0, 9))
+    p = w.plan()
+    assert w.phase == "Failed"
+    assert [f for f in p.facts if isinstance(f, BudgetExceeded)] == [BudgetExceeded("maxTokens")]
