@@ -22,6 +22,7 @@ from tests.integration.conftest import (
     wait_for,
 )
 from tests.integration.test_metrics_scrape import samples
+from tests.integration.test_replicas import successful_writes
 from tests.integration.workflows import (
     REPO,
     Kubectl,
@@ -216,15 +217,36 @@ class JobWatch:
         self.api.close()
 
 
-@pytest.mark.parametrize("restart", [False, True], ids=["steady", "operator-restarted"])
+@pytest.mark.parametrize("disruption", ["none", "restart", "failover"])
 def test_ten_workflows_against_a_limit_of_two_never_run_more_than_two_jobs(
-    usage_operator: tuple[Path, Kubectl, OperatorProcess], restart: bool
+    usage_operator: tuple[Path, Kubectl, OperatorProcess], disruption: str, tmp_path: Path
 ) -> None:
     """The key test of the limits: never more than two of the limit's Jobs unfinished at once,
     as a watch on the API server sees them, and every Workflow finishes.  With ``restart`` the
-    operator is killed while steps wait and started again: the new process knows nothing but
-    what it observes (the Jobs' limit label, the Workflows' status)."""
+    operator is killed while steps wait and started again; with ``failover`` a second replica
+    runs beside it and takes over when it is killed.  Either way the process that carries on
+    knows nothing but what it observes (the Jobs' limit label, the Workflows' status)."""
     kubeconfig, kubectl, operator = usage_operator
+    replica: OperatorProcess | None = None
+    if disruption == "failover":
+        replica = OperatorProcess(
+            kubeconfig=kubeconfig, log_dir=tmp_path, extra_args=operator.extra_args
+        )
+        replica.start()
+    try:
+        run_ten_workflows(kubeconfig, kubectl, operator, disruption)
+        if replica is not None:
+            assert successful_writes(replica) > 0  # it took over and finished the runs
+    finally:
+        if replica is not None:
+            replica.stop()  # releases the Lease
+            if operator.proc is None:
+                operator.start()
+
+
+def run_ten_workflows(
+    kubeconfig: Path, kubectl: Kubectl, operator: OperatorProcess, disruption: str
+) -> None:
     ns = fresh_namespace(kubectl, "limits")
     count = 10
     docs = [
@@ -249,9 +271,11 @@ def test_ten_workflows_against_a_limit_of_two_never_run_more_than_two_jobs(
 
         waiting = wait_for(someone_waits, 60, interval=0.3, what="a step waiting for the limit")
         assert waiting == "waiting: concurrency limit scarce reached (2 at once)"
-        if restart:
+        if disruption == "restart":
             operator.kill()
             operator.start()
+        elif disruption == "failover":
+            operator.kill()  # the replica takes the Lease once it expires (6 s here)
         finished = [
             wait_finished(kubectl, ns, f"limited-{i:02d}", timeout=300) for i in range(count)
         ]
@@ -266,8 +290,9 @@ def test_ten_workflows_against_a_limit_of_two_never_run_more_than_two_jobs(
     for wf in finished:
         [attempt] = step(wf, "call")["attempts"]
         assert attempt["concurrencyLimit"] == "scarce"
-    metrics = operator.metrics()
-    assert samples(metrics, "agentflow_concurrency_limit_waiting", limit="scarce") == 0
+    if disruption != "failover":
+        metrics = operator.metrics()
+        assert samples(metrics, "agentflow_concurrency_limit_waiting", limit="scarce") == 0
 
 
 def test_the_token_budget_example_stops_after_two_steps(

@@ -528,8 +528,8 @@ class _Planner:
         usage = workflow_usage(self.status.steps, self.limits.prices.currency)
         self.run_usage = usage
         bound = budget_reached(self.spec.budget, usage)
-        if bound is None:
-            return
+        if bound is None or all(s.phase in TERMINAL_STEP_PHASES for s in self.status.steps):
+            return  # within the budget, or nothing is left that it could stop
         self.budget_bound = bound
         before = self.status.usage
         if before is None or before.budget_exceeded is None:

@@ -174,10 +174,14 @@ def test_cost_budget_and_the_remaining_budget_reaches_the_agent() -> None:
     # Left: 3000 tokens; 0.012 at 15 per million: 800 tokens.
     assert [c.max_tokens for c in creates(p)] == [800]
     w.succeed("y", metrics=_tokens(0, 800))  # + 0.012 = 0.03: reached, but nothing is left
-    w.plan()
+    p = w.plan()
     assert w.phase == "Succeeded"
     assert w.wf.status is not None and w.wf.status.usage is not None
     assert w.wf.status.usage.cost == "0.03"
+    # Nothing was stopped: no BudgetExceeded.
+    assert w.wf.status.usage.budget_exceeded is None
+    assert not events(p, "BudgetExceeded")
+    assert not [f for f in p.facts if isinstance(f, BudgetExceeded)]
 
 
 def test_cost_budget_reached_fails_the_workflow() -> None:
