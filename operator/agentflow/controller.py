@@ -767,6 +767,7 @@ async def _reconcile_once(
         error = "; ".join(engine.model_error_messages(e)[:5])
         new = invalid_object_status(old, meta.get("generation"), error, now)
         plan = Plan(status=new, facts=failed_by_the_controller(old, new, []))
+        rt.set_waiters(key, [])  # it waits for nothing any more
         recheck: datetime | None = None
     else:
         workflow = workflow.model_copy(update={"status": old})
