@@ -296,16 +296,18 @@ class Runtime:
             self.metrics.concurrency_waiting.labels(limit=rule.name).set(count)
 
     def wake_waiters(self, limit: str, first: int | None = None, but: Key | None = None) -> None:
-        """Wake the Workflows waiting for ``limit`` (only those of its ``first`` waiters, and
-        never ``but``)."""
-        waiters = {k: v for k, v in self.limit_waiters.get(limit, {}).items() if k != but}
-        if first is None:
-            keys = list(waiters)
-        else:
-            places = sorted((place, key) for key, ps in waiters.items() for place in ps)
-            keys = [key for _, key in places[:first]]
-        for key in keys:
-            self.wake(key)
+        """Wake the Workflows of the first ``first`` waiters of ``limit`` (all: None), never
+        ``but``: a freed slot can only go to the first waiters, so the rest sleep on."""
+        woken: set[Key] = set()
+        for _, namespace, name, _step in self.limit_queue(limit):
+            key = (namespace, name)
+            if key == but:
+                continue
+            if first is not None and len(woken) >= first:
+                break
+            if key not in woken:
+                woken.add(key)
+                self.wake(key)
 
     def forget(self, key: Key) -> None:
         self.set_waiters(key, [])

@@ -381,9 +381,10 @@ def job_changed(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_
     rt.metrics.watch_events.labels(resource="jobs").inc()
     rt.wake((namespace or "", labels[LABEL_WORKFLOW]))
     limit = labels.get(LABEL_LIMIT)
-    if limit:
-        # A slot of the limit may have come free: its waiters look again.
-        rt.wake_waiters(limit)
+    rule = next((r for r in rt.config.concurrency_rules if r.name == limit), None)
+    if rule is not None:
+        # A slot of the limit may have come free: only its first waiters can take it.
+        rt.wake_waiters(rule.name, first=rule.max)
 
 
 @kopf.on.event("", "v1", "pods", labels={LABEL_WORKFLOW: kopf.PRESENT})

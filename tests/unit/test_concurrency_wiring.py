@@ -88,3 +88,30 @@ def test_a_grant_does_not_count_a_workflows_own_waiters_as_ahead_of_it() -> None
     grant_c = rt.concurrency_grant(("team", "c"), {"llm": 1})
     assert grant_c.free == {"llm": 0}
     assert grant_c.waiters_before("llm", later) == 2
+
+
+def test_a_limit_jobs_event_wakes_only_as_many_waiters_as_the_limit_has_slots() -> None:
+    from types import SimpleNamespace
+
+    from agentflow import handlers
+
+    shell = _shell()  # limit llm: one at a time
+    rt = shell.rt
+    keys = [("team", f"wf-{i}") for i in range(3)]
+    events = [rt.wakeup(k) for k in keys]
+    for i, key in reversed(list(enumerate(keys))):
+        rt.set_waiters(key, [Waiter("llm", "call", T0 + timedelta(seconds=i))])
+    handlers.job_changed(
+        namespace="team",
+        labels={"agentflow.dev/workflow": "wf-9", "agentflow.dev/limit": "llm"},
+        memo=SimpleNamespace(runtime=rt),
+    )
+    assert [e.is_set() for e in events] == [True, False, False]
+    # A Job of no limit the operator knows (a label copied by hand) wakes no waiter.
+    events[0].clear()
+    handlers.job_changed(
+        namespace="team",
+        labels={"agentflow.dev/workflow": "wf-9", "agentflow.dev/limit": "nope"},
+        memo=SimpleNamespace(runtime=rt),
+    )
+    assert not any(e.is_set() for e in events)
