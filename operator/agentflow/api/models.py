@@ -365,7 +365,10 @@ class WorkflowSpec(Model):
     suspend: bool = False
     """While true no new step Jobs start; running ones finish."""
     budget: Budget | None = None
-    """Upper bounds on the tokens and the cost of one run."""
+    """Upper bounds on the tokens and the cost of one run.  Once the run's usage
+    (``status.usage``) reaches one, no new attempt starts, running attempts finish, and the
+    Workflow fails with reason ``BudgetExceeded``; each attempt's agent gets what is left as its
+    max-tokens bound."""
 
     @field_validator("steps")
     @classmethod
@@ -525,7 +528,8 @@ class WorkflowUsage(Usage):
     )
     """The usage by agent (at most one entry per agent of ``spec.agents``)."""
     budget_exceeded: str | None = None
-    """Set once the run reached its budget: which bound (``maxTokens`` or ``maxCost``)."""
+    """Set when the run reached its budget with steps left to run, which it then stopped: the
+    bound reached (``maxTokens`` or ``maxCost``)."""
 
 
 class Attempt(StatusModel):
