@@ -80,11 +80,11 @@ from agentflow.api.models import (
     StepPhase,
     StepResult,
     StepStatus,
-    Usage,
     Workflow,
     WorkflowPhase,
     WorkflowSpec,
     WorkflowStatus,
+    WorkflowUsage,
 )
 from agentflow.engine.agents import resolve_agent
 from agentflow.engine.caching import cache_key, result_digest
@@ -281,7 +281,10 @@ class _Planner:
         self.waiters: list[Waiter] = []
         # The bound of spec.budget the run has reached, once it has.
         self.budget_bound: str | None = None
-        self.run_usage: Usage | None = None
+        self.run_usage: WorkflowUsage | None = None
+        self.tallied = False
+        # An attempt reported tokens in this pass: the run's usage must be added up again.
+        self.usage_changed = False
 
     # -- the pass ---------------------------------------------------------------------------
 
@@ -513,6 +516,7 @@ class _Planner:
         attempt.usage = usage
         status.usage = step_usage(status)
         if usage is not None:
+            self.usage_changed = True
             self.facts.append(
                 UsageRecorded(
                     step=status.name,
@@ -523,10 +527,21 @@ class _Planner:
                 )
             )
 
+    def _tally(self) -> WorkflowUsage | None:
+        """The run's usage: the status's when no attempt settled since it was written (a new
+        run clears it), else added up from the attempts again."""
+        currency = self.limits.prices.currency
+        known = self.status.usage
+        if not self.usage_changed and known is not None and known.currency == currency:
+            self.run_usage = known
+        else:
+            self.run_usage = workflow_usage(self.status.steps, currency)
+        self.tallied = True
+        return self.run_usage
+
     def _check_budget(self) -> None:
         """Whether the run has reached its budget; the fact once, when it first does."""
-        usage = workflow_usage(self.status.steps, self.limits.prices.currency)
-        self.run_usage = usage
+        usage = self._tally()
         bound = budget_reached(self.spec.budget, usage)
         if bound is None or all(s.phase in TERMINAL_STEP_PHASES for s in self.status.steps):
             return  # within the budget, or nothing is left that it could stop
@@ -1140,9 +1155,12 @@ class _Planner:
         steps = status.steps
         generation = status.observed_generation
         now = self.now
-        for step in steps:
-            step.usage = step_usage(step)
-        status.usage = workflow_usage(steps, self.limits.prices.currency, self.budget_bound)
+        # Steps' usage changes only when an attempt settles (_record_usage); the run's is the
+        # tally _check_budget made after the attempts settled, when it made one.
+        usage = self.run_usage if self.tallied else self._tally()
+        if usage is not None and self.budget_bound is not None:
+            usage = usage.model_copy(update={"budget_exceeded": self.budget_bound})
+        status.usage = usage
         status.progress = progress(steps)
         fallback, skipped = self._degraded_steps()
         status.degraded = bool(fallback or skipped)
