@@ -28,6 +28,7 @@ from agentflow.engine.types import (
     LABEL_ATTEMPT,
     LABEL_CACHE,
     LABEL_ITERATION,
+    LABEL_LIMIT,
     LABEL_OUTPUT,
     LABEL_RUN,
     LABEL_STEP,
@@ -46,6 +47,7 @@ __all__ = [
     "LABEL_ATTEMPT",
     "LABEL_CACHE",
     "LABEL_ITERATION",
+    "LABEL_LIMIT",
     "LABEL_OUTPUT",
     "LABEL_RUN",
     "LABEL_STEP",
@@ -60,6 +62,8 @@ SCRATCH_PATH = "/tmp"
 # Env names the operator sets; agent env entries may not override them.
 RESERVED_ENV_PREFIX = "AGENTFLOW_"
 RUNNER_REPOSITORY = DEFAULT_AGENT_IMAGE.rsplit(":", 1)[0]
+# What is left of the Workflow's budget, in tokens: the runner's max-tokens bound.
+BUDGET_MAX_TOKENS_ENV = "AGENTFLOW_BUDGET_MAX_TOKENS"
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,8 @@ def step_env(workflow: WorkflowRef, action: CreateJob) -> list[dict[str, Any]]:
         env.append({"name": "AGENTFLOW_PROVIDER", "value": Provider(agent.provider).value})
     if agent.model is not None:
         env.append({"name": "AGENTFLOW_MODEL", "value": literal(agent.model)})
+    if action.max_tokens is not None:
+        env.append({"name": BUDGET_MAX_TOKENS_ENV, "value": str(action.max_tokens)})
     reserved = {e["name"] for e in env}
     # The agent's own env comes after, minus anything that would shadow the operator's values.
     env.extend(_env_entry(v) for v in agent.env if v.name not in reserved)
@@ -144,6 +150,9 @@ def build_step_job(
         LABEL_ATTEMPT: str(action.attempt),
         LABEL_AGENT: agent.name,
     }
+    if action.concurrency_limit is not None:
+        # The operator counts the running Jobs of each concurrency limit by this label.
+        labels[LABEL_LIMIT] = action.concurrency_limit
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": agent.image or DEFAULT_AGENT_IMAGE,

@@ -151,6 +151,20 @@ def operator(
     step_service_account: Annotated[
         str | None, typer.Option(help="ServiceAccount for step pods.")
     ] = None,
+    prices: Annotated[
+        str | None,
+        typer.Option(
+            help='The price table, JSON: {"currency": "USD", "models": [{"provider": '
+            '"anthropic", "model": "...", "inputPerMillion": "3", "outputPerMillion": "15"}]}.'
+        ),
+    ] = None,
+    concurrency_limits: Annotated[
+        str | None,
+        typer.Option(
+            help='Concurrency limits, JSON: [{"name": "anthropic", "provider": "anthropic", '
+            '"max": 2}] (also "model" and "secret" patterns).'
+        ),
+    ] = None,
     kubeconfig: Annotated[
         str | None, typer.Option(help="Kubeconfig (default: in-cluster).")
     ] = None,
@@ -177,6 +191,8 @@ def operator(
         "allowed_secrets": None if allowed_secrets is None else _split(allowed_secrets),
         "max_jobs_per_namespace": max_jobs_per_namespace,
         "step_service_account": step_service_account,
+        "prices": prices,
+        "concurrency_limits": concurrency_limits,
         "kubeconfig": kubeconfig,
     }
     try:
@@ -215,6 +231,8 @@ OPERATOR_FLAGS = {
     "allowed_secrets": "--allowed-secrets",
     "max_jobs_per_namespace": "--max-jobs-per-namespace",
     "step_service_account": "--step-service-account",
+    "prices": "--prices",
+    "concurrency_limits": "--concurrency-limits",
     "kubeconfig": "--kubeconfig",
 }
 

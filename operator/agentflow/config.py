@@ -9,18 +9,62 @@ the setting and the value (``AGENTFLOW_API_QPS='abc': not a number``).
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
+from agentflow.api.models import DNS_LABEL, Provider
 from agentflow.children import JobSettings
+from agentflow.engine.usage import ConcurrencyRule, Price, PriceTable
 from agentflow.metrics import AGENTS_PER_NAMESPACE
 
 Name = Annotated[str, Field(min_length=1, max_length=253)]
+PerMillion = Annotated[Decimal, Field(ge=0, max_digits=24, decimal_places=12)]
+# Most concurrency limits and priced models: each limit is a metric label value.
+MAX_CONCURRENCY_LIMITS = 32
+MAX_PRICES = 1000
+
+
+class ModelPrice(BaseModel):
+    """The price of one model's tokens, per million (a row of the price table)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    # The agent's provider (anthropic, openai, ...); "" for agents with an image of their own.
+    provider: Annotated[str, Field(max_length=32)] = ""
+    # The model name as agents write it; "*" for every model of the provider.
+    model: Annotated[str, Field(min_length=1, max_length=128)]
+    input_per_million: PerMillion = Field(alias="inputPerMillion")
+    output_per_million: PerMillion = Field(alias="outputPerMillion")
+
+
+class Prices(BaseModel):
+    """The price table (AGENTFLOW_PRICES, JSON): per provider and model, per million tokens."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    currency: Annotated[str, Field(min_length=1, max_length=8)] | None = None
+    models: tuple[ModelPrice, ...] = Field(default=(), max_length=MAX_PRICES)
+
+
+class ConcurrencyLimit(BaseModel):
+    """At most ``max`` step attempts at once, across all Workflows, whose agent matches every
+    field that is set: ``provider``, ``model`` (a pattern) and ``secret`` (a pattern of the
+    name of a Secret the agent's env references: the credential)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
+    max: int = Field(ge=1, le=100_000)
+    provider: Provider | None = None
+    model: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    secret: Annotated[str, Field(min_length=1, max_length=253)] | None = None
 
 
 class ConfigError(ValueError):
@@ -46,6 +90,11 @@ class OperatorConfig(BaseModel):
     # None: any Secret of the Workflow's namespace.  Set but empty: none at all.
     allowed_secrets: tuple[Name, ...] | None = None
     max_jobs_per_namespace: int | None = Field(None, ge=1)  # AGENTFLOW_MAX_JOBS_PER_NAMESPACE
+    # The price table (AGENTFLOW_PRICES, JSON); None: tokens are counted without a cost.
+    prices: Prices | None = None
+    # Limits on step attempts at once per provider, model or Secret, cluster-wide
+    # (AGENTFLOW_CONCURRENCY_LIMITS, a JSON list); an attempt counts against the first it matches.
+    concurrency_limits: tuple[ConcurrencyLimit, ...] = Field((), max_length=MAX_CONCURRENCY_LIMITS)
     job_ttl_seconds: int = Field(3600, ge=0)  # AGENTFLOW_JOB_TTL_SECONDS
     step_service_account: Name | None = None  # AGENTFLOW_STEP_SERVICE_ACCOUNT
     qps: float = Field(50.0, gt=0)  # AGENTFLOW_API_QPS
@@ -73,6 +122,40 @@ class OperatorConfig(BaseModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _unique_limit_names(self) -> OperatorConfig:
+        names = [limit.name for limit in self.concurrency_limits]
+        if len(names) != len(set(names)):
+            raise ValueError(
+                f"{VARIABLES['concurrency_limits']}: each concurrency limit needs a name of its own"
+            )
+        return self
+
+    @property
+    def price_table(self) -> PriceTable:
+        if self.prices is None:
+            return PriceTable()
+        return PriceTable(
+            prices={
+                (p.provider, p.model): Price(p.input_per_million, p.output_per_million)
+                for p in self.prices.models
+            },
+            currency=self.prices.currency,
+        )
+
+    @property
+    def concurrency_rules(self) -> tuple[ConcurrencyRule, ...]:
+        return tuple(
+            ConcurrencyRule(
+                name=limit.name,
+                max=limit.max,
+                provider=limit.provider.value if limit.provider else None,
+                model=limit.model,
+                secret=limit.secret,
+            )
+            for limit in self.concurrency_limits
+        )
+
     @property
     def job(self) -> JobSettings:
         return JobSettings(
@@ -93,6 +176,8 @@ VARIABLES: dict[str, str] = {
     "allowed_images": "AGENTFLOW_ALLOWED_IMAGES",
     "allowed_secrets": "AGENTFLOW_ALLOWED_SECRETS",
     "max_jobs_per_namespace": "AGENTFLOW_MAX_JOBS_PER_NAMESPACE",
+    "prices": "AGENTFLOW_PRICES",
+    "concurrency_limits": "AGENTFLOW_CONCURRENCY_LIMITS",
     "job_ttl_seconds": "AGENTFLOW_JOB_TTL_SECONDS",
     "step_service_account": "AGENTFLOW_STEP_SERVICE_ACCOUNT",
     "qps": "AGENTFLOW_API_QPS",
@@ -107,6 +192,8 @@ VARIABLES: dict[str, str] = {
 LISTS = frozenset({"namespaces", "allowed_images", "allowed_secrets"})
 # Settings where a variable that is set but empty means something (an empty allow-list).
 EMPTY_IS_A_VALUE = frozenset({"allowed_secrets"})
+# Settings whose value is JSON (the chart renders them with toJson).
+JSON_SETTINGS = frozenset({"prices", "concurrency_limits"})
 
 
 def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -118,9 +205,18 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         if name in LISTS:
             items = [v.strip() for v in value.split(",") if v.strip()]
             raw[name] = items if items or name in EMPTY_IS_A_VALUE else None
+        elif name in JSON_SETTINGS:
+            raw[name] = _json(variable, value)
         else:
             raw[name] = value.strip()
     return raw
+
+
+def _json(source: str, value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError as e:
+        raise ConfigError(f"invalid operator configuration: {source}: not JSON ({e})") from None
 
 
 def _reason(error: ErrorDetails) -> str:
@@ -150,6 +246,10 @@ def _describe(error: ValidationError, raw: Mapping[str, Any], flags: Mapping[str
             continue
         name = str(loc[0])
         source = flags.get(name) or VARIABLES.get(name, name)
+        if name in JSON_SETTINGS:  # the value is long: name the place within it instead
+            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[1:])
+            problems.append(f"{source}{where}: {_reason(detail)}")
+            continue
         value = raw.get(name)
         shown = ",".join(value) if isinstance(value, list) else value
         problems.append(f"{source}={shown!r}: {_reason(detail)}")
@@ -169,6 +269,9 @@ def load_config(
     """
     raw = _from_environment(environ)
     given = {k: v for k, v in (flags or {}).items() if v is not None}
+    for name in JSON_SETTINGS & set(given):
+        if isinstance(given[name], str):
+            given[name] = _json((flag_names or {}).get(name, name), given[name])
     raw.update(given)
     named = {k: v for k, v in (flag_names or {}).items() if k in given}
     try:

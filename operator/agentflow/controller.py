@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -58,6 +59,7 @@ from agentflow.engine.types import (
     WorkflowFinished,
     WriteCache,
 )
+from agentflow.engine.usage import ConcurrencyGrant, QueueKey, Waiter
 from agentflow.kube import CreateOutcome, Kube, is_refusal, is_too_large
 from agentflow.metrics import OperatorMetrics, metric_updates
 from agentflow.observe import JobSummary, PodSummary, observe, recheck_at, with_log_report
@@ -197,6 +199,11 @@ class Runtime:
     is_leader: bool = True
     # Each namespace's CEL time, from which every pass draws its budget.
     cel_time: CelTime = field(default_factory=CelTime)
+    # The step attempts waiting for each concurrency limit: limit -> Workflow -> their places.
+    # Rebuilt by every pass of each Workflow from its plan (the places come from the status).
+    limit_waiters: dict[str, dict[Key, list[QueueKey]]] = field(default_factory=dict)
+    # Each limit's waiters, sorted (see limit_queue).
+    limit_queues: dict[str, list[QueueKey]] = field(default_factory=dict)
     # The time a pass plans at (tests set a fake clock).
     clock: Callable[[], datetime] = now_utc
 
@@ -241,7 +248,69 @@ class Runtime:
             del pending[name]
         return active + len(pending)
 
+    def concurrency_grant(self, key: Key, running: Mapping[str, int]) -> ConcurrencyGrant:
+        """What ``key``'s pass may start under the concurrency limits: each limit's free slots
+        (its maximum less its ``running`` Jobs, cluster-wide) and the queue of its waiters."""
+        rules = self.config.concurrency_rules
+        if not rules:
+            return ConcurrencyGrant()
+        return ConcurrencyGrant(
+            rules=rules,
+            free={r.name: max(0, r.max - running.get(r.name, 0)) for r in rules},
+            queue={limit: self.limit_queue(limit) for limit in self.limit_waiters},
+            own={
+                limit: waiters[key]
+                for limit, waiters in self.limit_waiters.items()
+                if key in waiters
+            },
+        )
+
+    def limit_queue(self, limit: str) -> list[QueueKey]:
+        """Every waiter of ``limit``, sorted; kept until a pass changes the waiters."""
+        queue = self.limit_queues.get(limit)
+        if queue is None:
+            waiters = self.limit_waiters.get(limit, {})
+            queue = self.limit_queues[limit] = sorted(p for ps in waiters.values() for p in ps)
+        return queue
+
+    def set_waiters(self, key: Key, waiters: Sequence[Waiter]) -> None:
+        """``key``'s waiters after its pass, in place of those of its previous pass."""
+        namespace, name = key
+        places: dict[str, list[QueueKey]] = {}
+        for waiter in waiters:
+            places.setdefault(waiter.limit, []).append((waiter.since, namespace, name, waiter.step))
+        for limit in set(self.limit_waiters) | set(places):
+            by_workflow = self.limit_waiters.setdefault(limit, {})
+            new = places.get(limit)
+            if by_workflow.get(key) == new:
+                continue
+            if new is None:
+                del by_workflow[key]
+            else:
+                by_workflow[key] = new
+            self.limit_queues.pop(limit, None)
+            if not by_workflow:
+                del self.limit_waiters[limit]
+        for rule in self.config.concurrency_rules:
+            count = sum(len(p) for p in self.limit_waiters.get(rule.name, {}).values())
+            self.metrics.concurrency_waiting.labels(limit=rule.name).set(count)
+
+    def wake_waiters(self, limit: str, first: int | None = None, but: Key | None = None) -> None:
+        """Wake the Workflows of the first ``first`` waiters of ``limit`` (all: None), never
+        ``but``: a freed slot can only go to the first waiters, so the rest sleep on."""
+        woken: set[Key] = set()
+        for _, namespace, name, _step in self.limit_queue(limit):
+            key = (namespace, name)
+            if key == but:
+                continue
+            if first is not None and len(woken) >= first:
+                break
+            if key not in woken:
+                woken.add(key)
+                self.wake(key)
+
     def forget(self, key: Key) -> None:
+        self.set_waiters(key, [])
         self.wakeups.pop(key, None)
         self.written.pop(key, None)
         self.outputs_stored.pop(key, None)
@@ -269,6 +338,9 @@ class Observations:
     policies: Mapping[str, Mapping[str, Any]]  # policy name -> spec (this namespace)
     cache: Callable[[str], CacheEntry | None]
     active_jobs_in_namespace: int
+    # Running step Jobs of each concurrency limit, cluster-wide (observed, and created by this
+    # process but not yet observed).
+    running_by_limit: Mapping[str, int] = field(default_factory=dict)
 
 
 def resolve_fallback_policy(
@@ -441,6 +513,12 @@ async def execute(
     return conflicts
 
 
+def limit_scope(limit: str) -> str:
+    """The key under which Jobs of concurrency limit ``limit`` are noted as launched (no
+    namespace has a ``/`` in its name, so it never meets a namespace's)."""
+    return f"limit/{limit}"
+
+
 def conflicting_job(action: CreateJob, reason: str, message: str, now: datetime) -> ObservedJob:
     """What an attempt whose Job name is held by a Job that is not ours (``JobConflict``), or
     whose Job the API server refused (``JobRefused``), amounts to: a Job that failed at once,
@@ -509,26 +587,44 @@ async def act(
                 planning.cel_budget,
             )
     actions: Sequence[Action] = [a for a in plan.actions if not isinstance(a, StoreOutput)]
+    grant = planning.limits.concurrency
     for _ in range(MAX_JOB_CONFLICT_REPLANS + 1):
         creates = [a for a in actions if isinstance(a, CreateJob)]
         if slots is not None:
             for create in creates:
                 rt.note_launched(namespace, create.job_name)
+        for create in creates:
+            if create.concurrency_limit is not None:
+                # Under the name the limit's index gives it (limit_step_jobs).
+                rt.note_launched(
+                    limit_scope(create.concurrency_limit), f"{namespace}/{create.job_name}"
+                )
         conflicts = await execute(rt, body, wf, actions, now, uids)
         if not conflicts:
             break
         for create, reason, message in conflicts:
             rt.forget_launched(namespace, create.job_name)
+            if create.concurrency_limit is not None:
+                rt.forget_launched(
+                    limit_scope(create.concurrency_limit), f"{namespace}/{create.job_name}"
+                )
             observed.append(conflicting_job(create, reason, message, now))
         if slots is not None:
             slots = max(0, slots - len(creates) + len(conflicts))
+        # The slots the Jobs just created took are no longer free for the plan made again.
+        taken = Counter(c.concurrency_limit for c in creates if c.concurrency_limit)
+        taken.subtract(c.concurrency_limit for c, _, _ in conflicts if c.concurrency_limit)
+        grant = replace(
+            grant,
+            free={n: max(0, f - taken.get(n, 0)) for n, f in grant.free.items()},
+        )
         again = engine.plan(
             planning.workflow.model_copy(update={"status": plan.status}),
             planning.policy,
             observed,
             planning.observations.cache,
             now,
-            replace(planning.limits, namespace_job_slots=slots),
+            replace(planning.limits, namespace_job_slots=slots, concurrency=grant),
             planning.cel_budget,
         )
         plan = Plan(
@@ -536,6 +632,7 @@ async def act(
             actions=[*plan.actions, *again.actions],
             requeue_after=again.requeue_after,
             facts=[*plan.facts, *again.facts],
+            waiters=again.waiters,
         )
         actions = again.actions
     return plan
@@ -672,6 +769,7 @@ async def _reconcile_once(
         error = "; ".join(engine.model_error_messages(e)[:5])
         new = invalid_object_status(old, meta.get("generation"), error, now)
         plan = Plan(status=new, facts=failed_by_the_controller(old, new, []))
+        rt.set_waiters(key, [])  # it waits for nothing any more
         recheck: datetime | None = None
     else:
         workflow = workflow.model_copy(update={"status": old})
@@ -689,6 +787,8 @@ async def _reconcile_once(
             namespace_job_slots=slots,
             allowed_images=rt.config.allowed_images,
             allowed_secrets=rt.config.allowed_secrets,
+            prices=rt.config.price_table,
+            concurrency=rt.concurrency_grant(key, obs.running_by_limit),
         )
         cel_budget = rt.cel_time.pass_budget(namespace)
         plan = engine.plan(workflow, policy, observed, obs.cache, now, limits, cel_budget)
@@ -700,6 +800,15 @@ async def _reconcile_once(
         # would cost a retry (JobLost) for an attempt that never ran.
         plan = await act(rt, body, wf_ref, plan, planning)
         new = plan.status
+        rt.set_waiters(key, plan.waiters)
+        # Slots left over (this Workflow's waiters were not first): the waiters they are owed
+        # to plan now rather than at their next timed look.
+        for limit in {w.limit for w in plan.waiters}:
+            free = limits.concurrency.free_slots(limit) - sum(
+                1 for a in plan.actions if isinstance(a, CreateJob) and a.concurrency_limit == limit
+            )
+            if free > 0:
+                rt.wake_waiters(limit, first=free, but=key)
 
     new_raw = new.wire()
     if new_raw != old_raw:

@@ -28,7 +28,7 @@ from agentflow.api.models import (
 )
 from agentflow.config import ConfigError, OperatorConfig, load_config
 from agentflow.controller import Key, Observations, Runtime
-from agentflow.engine.types import LABEL_CACHE, LABEL_WORKFLOW, CacheEntry, JobState
+from agentflow.engine.types import LABEL_CACHE, LABEL_LIMIT, LABEL_WORKFLOW, CacheEntry, JobState
 from agentflow.kube import Kube, load_api_client
 from agentflow.leader import LeaderElector
 from agentflow.metrics import MetricsServer, OperatorMetrics
@@ -326,6 +326,20 @@ def namespace_step_jobs(
     return {namespace or "": (summary.name, summary.state is JobState.ACTIVE)}
 
 
+@kopf.index("batch", "v1", "jobs", labels={LABEL_WORKFLOW: kopf.PRESENT})
+def limit_step_jobs(
+    body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
+) -> dict[str, tuple[str, bool]]:
+    """Every step Job of a concurrency limit by the limit's name (its label), cluster-wide:
+    ``namespace/name`` and whether it is active.  As in namespace_step_jobs, finished Jobs stay,
+    marked inactive, and a Job that is not a Workflow's counts for nothing."""
+    limit = labels.get(LABEL_LIMIT)
+    summary = summarize_job(body)
+    if not limit or summary is None or summary.owner_uid is None:
+        return {}
+    return {limit: (f"{namespace or ''}/{summary.name}", summary.state is JobState.ACTIVE)}
+
+
 @kopf.index(*POLICIES)
 def fallback_policies(
     spec: kopf.Spec, namespace: str | None, name: str, **_: Any
@@ -366,6 +380,11 @@ def job_changed(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_
     rt = _runtime(memo)
     rt.metrics.watch_events.labels(resource="jobs").inc()
     rt.wake((namespace or "", labels[LABEL_WORKFLOW]))
+    limit = labels.get(LABEL_LIMIT)
+    rule = next((r for r in rt.config.concurrency_rules if r.name == limit), None)
+    if rule is not None:
+        # A slot of the limit may have come free: only its first waiters can take it.
+        rt.wake_waiters(rule.name, first=rule.max)
 
 
 @kopf.on.event("", "v1", "pods", labels={LABEL_WORKFLOW: kopf.PRESENT})
@@ -448,6 +467,7 @@ async def workflow_daemon(
     step_jobs: kopf.Index[Key, JobSummary] = indexes["step_jobs"]
     step_pods: kopf.Index[Key, PodSummary] = indexes["step_pods"]
     namespace_step_jobs: kopf.Index[str, tuple[str, bool]] = indexes["namespace_step_jobs"]
+    limit_step_jobs: kopf.Index[str, tuple[str, bool]] = indexes["limit_step_jobs"]
     fallback_policies: kopf.Index[Key, dict[str, Any]] = indexes["fallback_policies"]
     cache_entries: kopf.Index[Key, CacheEntry] = indexes["cache_entries"]
     rt = _runtime(memo)
@@ -475,12 +495,20 @@ async def workflow_daemon(
             namespace or "", namespace_step_jobs.get(namespace or "", [])
         )
         rt.metrics.jobs_active.labels(namespace=namespace or "").set(active_in_namespace)
+        running_by_limit: dict[str, int] = {}
+        for rule in rt.config.concurrency_rules:
+            running = rt.active_jobs(
+                controller.limit_scope(rule.name), limit_step_jobs.get(rule.name, [])
+            )
+            running_by_limit[rule.name] = running
+            rt.metrics.concurrency_running.labels(limit=rule.name).set(running)
         return Observations(
             jobs=list(step_jobs.get(owner, [])),
             pods=list(step_pods.get(key, [])),
             policies=policies,
             cache=lookup,
             active_jobs_in_namespace=active_in_namespace,
+            running_by_limit=running_by_limit,
         )
 
     # kopf adds its finalizer to a new Workflow while this daemon starts; a status write that

@@ -27,11 +27,13 @@ from agentflow import __version__
 from agentflow.api.models import FailureClass, StepPhase
 from agentflow.engine.types import (
     AttemptFinished,
+    BudgetExceeded,
     CacheOutcome,
     Fact,
     FallbackTaken,
     StepFinished,
     StepStarted,
+    UsageRecorded,
     WorkflowFinished,
 )
 
@@ -53,6 +55,8 @@ ALLOWED_LABELS = frozenset(
         "direction",
         "resource",
         "version",
+        "limit",
+        "bound",
     }
 )
 
@@ -63,6 +67,7 @@ TOKEN_DIRECTIONS = ("input", "output")
 RECONCILE_OUTCOMES = ("success", "requeue", "error")
 # The values of the ``class`` label: the failure classes.
 FAILURE_CLASSES = tuple(c.value for c in FailureClass)
+BUDGET_BOUNDS = ("maxTokens", "maxCost")
 
 # The label value of every agent past a namespace's limit of agent names.
 OTHER_AGENT = "other"
@@ -141,25 +146,27 @@ def metric_updates(namespace: str, facts: Iterable[Fact]) -> list[MetricUpdate]:
                 outcome = fact.phase.value.lower()
                 updates.append(_update("step_attempts", namespace=ns, agent=agent, outcome=outcome))
             reported = fact.metrics if fact.phase is StepPhase.SUCCEEDED else None
-            if reported is not None:
-                if reported.tool_calls:
+            if reported is not None and reported.tool_calls:
+                updates.append(
+                    _update("agent_tool_calls", reported.tool_calls, namespace=ns, agent=agent)
+                )
+        elif isinstance(fact, UsageRecorded):
+            # Every attempt's tokens (each iteration of a repeated step), not only a step's last.
+            agent = fact.agent
+            for direction, tokens in (
+                ("input", fact.input_tokens),
+                ("output", fact.output_tokens),
+            ):
+                if tokens:
                     updates.append(
-                        _update("agent_tool_calls", reported.tool_calls, namespace=ns, agent=agent)
-                    )
-                for direction, tokens in (
-                    ("input", reported.input_tokens),
-                    ("output", reported.output_tokens),
-                ):
-                    if tokens:
-                        updates.append(
-                            _update(
-                                "agent_tokens",
-                                tokens,
-                                namespace=ns,
-                                agent=agent,
-                                direction=direction,
-                            )
+                        _update(
+                            "agent_tokens", tokens, namespace=ns, agent=agent, direction=direction
                         )
+                    )
+            if fact.cost is not None and fact.cost > 0:
+                updates.append(_update("agent_cost", float(fact.cost), namespace=ns, agent=agent))
+        elif isinstance(fact, BudgetExceeded):
+            updates.append(_update("budgets_exceeded", namespace=ns, bound=fact.bound))
         elif isinstance(fact, FallbackTaken):
             updates.append(
                 _update(
@@ -280,6 +287,32 @@ class OperatorMetrics:
             "agentflow_agent_tokens",
             "Model tokens reported by agents in their step results, by direction.",
             ["namespace", "agent", "direction"],
+            registry=r,
+        )
+        self.agent_cost = Counter(
+            "agentflow_agent_cost",
+            "Cost of the model tokens agents reported, in the currency of the operator's price "
+            "table (tokens of models without a price count nothing here).",
+            ["namespace", "agent"],
+            registry=r,
+        )
+        self.budgets_exceeded = Counter(
+            "agentflow_budgets_exceeded",
+            "Workflow runs that reached their spec.budget, by the bound reached "
+            "(maxTokens, maxCost).",
+            ["namespace", "bound"],
+            registry=r,
+        )
+        self.concurrency_running = Gauge(
+            "agentflow_concurrency_limit_running",
+            "Step Jobs running under each of the operator's concurrency limits, cluster-wide.",
+            ["limit"],
+            registry=r,
+        )
+        self.concurrency_waiting = Gauge(
+            "agentflow_concurrency_limit_waiting",
+            "Step attempts waiting for a slot of each of the operator's concurrency limits.",
+            ["limit"],
             registry=r,
         )
         self.jobs_active = Gauge(

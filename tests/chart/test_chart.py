@@ -615,3 +615,61 @@ def test_notes_in_namespaced_mode_use_a_watched_namespace(tmp_path: Path) -> Non
     )
     assert "It watches Workflows in: team-x." in notes
     assert "kubectl apply -n team-x" in notes
+
+
+def test_prices_and_concurrency_limits_reach_the_operator_as_its_configuration(
+    tmp_path: Path,
+) -> None:
+    from decimal import Decimal
+
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "prices": {
+                    "currency": "USD",
+                    "models": [
+                        {
+                            "provider": "anthropic",
+                            "model": "claude-sonnet-4-5",
+                            "inputPerMillion": "3",
+                            "outputPerMillion": 15.5,
+                        }
+                    ],
+                },
+                "concurrencyLimits": [
+                    {"name": "anthropic", "provider": "anthropic", "max": 4},
+                    {"name": "team-key", "secret": "openai-*", "max": 2},
+                ],
+            }
+        )
+    )
+    [c] = one(documents(render([values])), "Deployment")["spec"]["template"]["spec"]["containers"]
+    params = parse_operator_args(c["args"])
+    config = load_config(
+        {}, {"prices": params["prices"], "concurrency_limits": params["concurrency_limits"]}
+    )
+    price = config.price_table.price("anthropic", "claude-sonnet-4-5")
+    assert price is not None
+    assert (price.input_per_million, price.output_per_million) == (Decimal(3), Decimal("15.5"))
+    assert [(r.name, r.max, r.provider, r.secret) for r in config.concurrency_rules] == [
+        ("anthropic", 4, "anthropic", None),
+        ("team-key", 2, None, "openai-*"),
+    ]
+    # Nothing set: neither flag.
+    [plain] = deployment("default")["spec"]["template"]["spec"]["containers"]
+    assert "--prices" not in plain["args"] and "--concurrency-limits" not in plain["args"]
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        ("concurrencyLimits[0].name=Bad",),
+        ("concurrencyLimits[0].name=a", "concurrencyLimits[0].max=0"),
+        ("prices.models[0].model=m",),
+    ],
+)
+def test_the_schema_refuses_bad_limits_and_prices(sets: tuple[str, ...]) -> None:
+    result = render_result(sets=sets)
+    assert result.returncode != 0
+    assert "concurrencyLimits" in result.stderr or "prices" in result.stderr, result.stderr

@@ -66,7 +66,7 @@ class PolicyRelease:
     batch: client.BatchV1Api
 
 
-def probe_job(namespace: str = WORKLOAD_NAMESPACE) -> Manifest:
+def probe_job(namespace: str = WORKLOAD_NAMESPACE, **action_fields: Any) -> Manifest:
     """A step Job exactly as the operator builds it, with a Secret reference as agents have."""
     agent = AgentTemplate.model_validate(
         {
@@ -86,6 +86,7 @@ def probe_job(namespace: str = WORKLOAD_NAMESPACE) -> Manifest:
         prompt="p",
         cache_key=None,
         timeout_seconds=None,
+        **action_fields,
     )
     return build_step_job(replace(PROBE_WORKFLOW, namespace=namespace), action)
 
@@ -306,6 +307,19 @@ def test_a_job_of_another_shape_is_refused(
     refused = refusal(create(other))
     assert refused is not None, f"admitted: {other}"
     assert JOB_POLICY in refused and message in refused, refused
+
+
+def test_a_step_job_of_a_concurrency_limit_with_its_budget_bound_is_admitted(
+    release: PolicyRelease,
+) -> None:
+    """The limit label (agentflow.dev/limit) and the budget bound's env var are the operator's
+    own too: the policy requires the six step labels and lets the seventh through."""
+    job = probe_job(concurrency_limit="anthropic", max_tokens=1200)
+    assert job["metadata"]["labels"]["agentflow.dev/limit"] == "anthropic"
+    created = lambda: release.batch.create_namespaced_job(  # noqa: E731
+        WORKLOAD_NAMESPACE, job, dry_run="All"
+    )
+    assert refusal(created) is None
 
 
 def test_only_the_operators_own_configmaps_may_be_written_or_deleted(

@@ -33,8 +33,14 @@ pytestmark = pytest.mark.integration
             "AGENTFLOW_LEASE_RENEW_INTERVAL=5 must be shorter than AGENTFLOW_LEASE_DURATION=2",
         ),
         ({}, ["--max-jobs-per-namespace", "0"], "--max-jobs-per-namespace=0: must be at least 1"),
+        (
+            {},
+            ["--concurrency-limits", '[{"name": "llm", "max": 0}]'],
+            "--concurrency-limits[0].max: must be at least 1",
+        ),
+        ({"AGENTFLOW_PRICES": "{not json"}, [], "AGENTFLOW_PRICES: not JSON"),
     ],
-    ids=["not-a-number", "renewed-too-rarely", "bad-flag"],
+    ids=["not-a-number", "renewed-too-rarely", "bad-flag", "bad-limit", "bad-prices"],
 )
 def test_a_bad_setting_stops_the_operator_at_once_naming_it(
     kubeconfig: Path, tmp_path: Path, env: dict[str, str], args: list[str], message: str

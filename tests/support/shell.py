@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from agentflow import children, controller
+from agentflow import children, controller, handlers
 from agentflow.config import OperatorConfig
 from agentflow.controller import Key, Observations, PassResult, Runtime
 from agentflow.engine.types import CacheEntry
@@ -76,12 +76,26 @@ class Shell:
         def lookup(cache_key: str) -> CacheEntry | None:
             return entries.get(cache_key)
 
+        # Each concurrency limit's Jobs, cluster-wide, as the handlers count them.
+        by_limit: dict[str, list[tuple[str, bool]]] = {}
+        for (ns, _), job in self.kube.jobs.items():
+            labels = job["metadata"].get("labels") or {}
+            entry = handlers.limit_step_jobs(body=job, namespace=ns, labels=labels)
+            for limit, value in entry.items():
+                by_limit.setdefault(limit, []).append(value)
+        running_by_limit = {
+            rule.name: self.rt.active_jobs(
+                controller.limit_scope(rule.name), by_limit.get(rule.name, [])
+            )
+            for rule in self.config.concurrency_rules
+        }
         return Observations(
             jobs=jobs,
             pods=pods,
             policies=self.policies,
             cache=lookup,
             active_jobs_in_namespace=sum(j.state == "Active" for j in jobs),
+            running_by_limit=running_by_limit,
         )
 
     def reconcile(self, key: Key) -> PassResult:
@@ -132,6 +146,7 @@ def daemon_indexes(shell: Shell, key: Key) -> dict[str, LiveIndex]:
         "step_jobs": LiveIndex(jobs),
         "step_pods": LiveIndex(pods),
         "namespace_step_jobs": LiveIndex(active),
+        "limit_step_jobs": LiveIndex(dict),
         "fallback_policies": LiveIndex(dict),
         "cache_entries": LiveIndex(dict),
     }

@@ -946,3 +946,28 @@ def test_the_cli_raises_the_operators_api_error_and_maps_it_to_its_exit_code(
     result = run("--kubeconfig", kubeconfig, "get")
     assert result.exit_code == 4, result.output
     assert result.stderr.strip() == f"the API server refused (404): no {listing}"
+
+
+def test_describe_shows_the_usage_the_budget_and_each_attempts_tokens() -> None:
+    obj = finished_workflow()
+    obj["spec"]["budget"] = {"maxTokens": 1000, "maxCost": "0.5"}
+    attempt_usage = {"inputTokens": 300, "outputTokens": 200, "cost": "0.0039"}
+    step_status = obj["status"]["steps"][0]
+    step_status["attempts"][-1]["usage"] = attempt_usage
+    step_status["attempts"][-1]["concurrencyLimit"] = "anthropic"
+    step_status["usage"] = attempt_usage
+    obj["status"]["usage"] = {
+        "inputTokens": 300,
+        "outputTokens": 200,
+        "totalTokens": 500,
+        "cost": "0.0039",
+        "unpricedTokens": 40,
+        "currency": "USD",
+        "agents": [{"agent": "checker-backup", **attempt_usage}],
+    }
+    text = render(*views.describe(obj, [], NOW))
+    assert "Usage:            300 in, 200 out, cost 0.0039 USD (40 tokens without a price)" in text
+    assert "Budget:           500 of 1000 tokens, cost 0.0039 of 0.5 USD" in text
+    assert "checker-backup: 300 in, 200 out, cost 0.0039 USD" in text
+    assert "  usage: 300 in, 200 out, cost 0.0039 USD" in text
+    assert "300 in, 200 out, cost 0.0039 USD, limit anthropic" in text

@@ -188,3 +188,67 @@ def test_the_runbook_documents_every_setting_its_flag_and_its_default() -> None:
             value = getattr(defaults, field)
             shown = str(value).lower() if isinstance(value, bool) else str(value)
             assert literal.group(1) == shown, variable
+
+
+def test_the_price_table_and_the_concurrency_limits_come_as_json() -> None:
+    from decimal import Decimal
+
+    from agentflow.engine.usage import ConcurrencyRule, Price
+
+    config = load_config(
+        {
+            "AGENTFLOW_PRICES": '{"currency": "EUR", "models": [{"provider": "anthropic",'
+            ' "model": "m", "inputPerMillion": "3.10", "outputPerMillion": 15}]}',
+            "AGENTFLOW_CONCURRENCY_LIMITS": '[{"name": "llm", "provider": "anthropic",'
+            ' "max": 2}, {"name": "key", "secret": "team-*", "max": 1}]',
+        }
+    )
+    table = config.price_table
+    assert table.currency == "EUR"
+    assert table.price("anthropic", "m") == Price(Decimal("3.10"), Decimal("15"))
+    assert table.price("anthropic", "other") is None
+    assert config.concurrency_rules == (
+        ConcurrencyRule(name="llm", max=2, provider="anthropic"),
+        ConcurrencyRule(name="key", max=1, secret="team-*"),
+    )
+    # The flags take the same JSON, and win.
+    flagged = load_config(
+        {"AGENTFLOW_CONCURRENCY_LIMITS": '[{"name": "a", "max": 1}]'},
+        {"concurrency_limits": '[{"name": "b", "max": 3}]'},
+        OPERATOR_FLAGS,
+    )
+    assert [r.name for r in flagged.concurrency_rules] == ["b"]
+    # Nothing given: no prices (tokens without cost), no limits.
+    assert load_config({}).price_table.prices == {}
+    assert load_config({}).concurrency_rules == ()
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"AGENTFLOW_PRICES": "{"}, "AGENTFLOW_PRICES: not JSON"),
+        (
+            {
+                "AGENTFLOW_PRICES": '{"models": [{"model": "m", "inputPerMillion": "-1",'
+                ' "outputPerMillion": "1"}]}'
+            },
+            "AGENTFLOW_PRICES.models[0].inputPerMillion: must be at least 0",
+        ),
+        (
+            {"AGENTFLOW_CONCURRENCY_LIMITS": '[{"name": "a", "max": 0}]'},
+            "AGENTFLOW_CONCURRENCY_LIMITS[0].max: must be at least 1",
+        ),
+        (
+            {"AGENTFLOW_CONCURRENCY_LIMITS": '[{"name": "Bad Name", "max": 1}]'},
+            "AGENTFLOW_CONCURRENCY_LIMITS[0].name",
+        ),
+        (
+            {"AGENTFLOW_CONCURRENCY_LIMITS": '[{"name": "a", "max": 1}, {"name": "a", "max": 2}]'},
+            "each concurrency limit needs a name of its own",
+        ),
+    ],
+)
+def test_a_bad_price_table_or_limit_names_the_place(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(environ)
+    assert message in str(caught.value)

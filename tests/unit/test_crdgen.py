@@ -159,6 +159,8 @@ def test_workflow_crd_names_and_columns() -> None:
         ("Degraded", "boolean", ".status.degraded", 0),
         ("Age", "date", ".metadata.creationTimestamp", 0),
         ("Message", "string", ".status.message", 1),
+        ("Tokens", "integer", ".status.usage.totalTokens", 1),
+        ("Cost", "string", ".status.usage.cost", 1),
     ]
 
 

@@ -281,6 +281,10 @@ CASES = [
         None,
         False,
     ),
+    Case("budget", workflow(budget={"maxTokens": 5000, "maxCost": "0.25"}), None, True),
+    Case("budget-empty", workflow(budget={}), "budget: set maxTokens, maxCost or both", False),
+    Case("budget-cost-pattern", workflow(budget={"maxCost": "1e3"}), "does not match", False),
+    Case("budget-tokens-zero", workflow(budget={"maxTokens": 0}), "minimum", False),
     Case("fallback-to-itself", policy(rules=[{"agent": "a", "fallback": "a"}]), "differ", False),
     Case(
         "critical-skipped",

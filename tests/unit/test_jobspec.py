@@ -97,3 +97,31 @@ def test_settings_set_service_account_and_ttl() -> None:
     )
     assert job["spec"]["ttlSecondsAfterFinished"] == 60
     assert job["spec"]["template"]["spec"]["serviceAccountName"] == "agentflow-step"
+
+
+def test_a_limited_attempt_carries_its_limit_label_and_its_budget_bound() -> None:
+    from dataclasses import replace
+
+    budget_env = EnvVar(name="AGENTFLOW_BUDGET_MAX_TOKENS", value="999999")
+    action = replace(
+        _action(provider=Provider.ANTHROPIC, env=[budget_env]),
+        max_tokens=1200,
+        concurrency_limit="anthropic",
+    )
+    job = build_step_job(WF, action)
+    labels = job["metadata"]["labels"]
+    assert labels["agentflow.dev/limit"] == "anthropic"
+    assert job["spec"]["template"]["metadata"]["labels"] == labels
+    env = job["spec"]["template"]["spec"]["containers"][0]["env"]
+    # The operator's bound, and the agent's own entry of that name does not shadow it.
+    assert [e for e in env if e["name"] == "AGENTFLOW_BUDGET_MAX_TOKENS"] == [
+        {"name": "AGENTFLOW_BUDGET_MAX_TOKENS", "value": "1200"}
+    ]
+
+
+def test_an_unlimited_attempt_has_the_six_step_labels_and_no_budget_bound() -> None:
+    job = build_step_job(WF, _action())
+    assert "agentflow.dev/limit" not in job["metadata"]["labels"]
+    assert len(job["metadata"]["labels"]) == 6
+    env = job["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert not [e for e in env if e["name"] == "AGENTFLOW_BUDGET_MAX_TOKENS"]

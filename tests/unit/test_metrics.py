@@ -101,6 +101,10 @@ def exercise_all(m: OperatorMetrics) -> None:
     m.cache_entries.set(7)
     m.agent_tool_calls.labels(namespace="team-a", agent="coder").inc(5)
     m.agent_tokens.labels(namespace="team-a", agent="coder", direction="input").inc(100)
+    m.agent_cost.labels(namespace="team-a", agent="coder").inc(0.25)
+    m.budgets_exceeded.labels(namespace="team-a", bound="maxTokens").inc()
+    m.concurrency_running.labels(limit="anthropic").set(2)
+    m.concurrency_waiting.labels(limit="anthropic").set(8)
     m.jobs_active.labels(namespace="team-a").set(2)
     m.watch_events.labels(resource="workflows").inc()
     m.last_watch_event.set(1_700_000_000.0)
@@ -481,6 +485,7 @@ def test_workflows_with_ever_new_agent_names_keep_the_series_bounded() -> None:
         FallbackTaken,
         StepFinished,
         StepStarted,
+        UsageRecorded,
         WorkflowFinished,
     )
     from agentflow.metrics import metric_updates
@@ -500,6 +505,7 @@ def test_workflows_with_ever_new_agent_names_keep_the_series_bounded() -> None:
             FallbackTaken(step="s", agent=primary, fallback_agent=backup),
             AttemptFinished("s", backup, "fallback", failed_at, done, done, done),
             StepFinished(step="s", agent=backup, phase=StepPhase.SUCCEEDED, metrics=reported),
+            UsageRecorded(step="s", agent=backup, input_tokens=10, output_tokens=2, cost=None),
             StepFinished(step="skipped", agent=f"s-{i}", phase=StepPhase.SKIPPED),
             WorkflowFinished(phase=WorkflowPhase.SUCCEEDED, degraded=True),
         ]
@@ -536,14 +542,17 @@ def test_workflows_with_ever_new_agent_names_keep_the_series_bounded() -> None:
 def test_each_transition_fact_maps_to_its_metric_updates() -> None:
     """The pure mapping from a pass's facts to metric updates: names, labels and values."""
     from datetime import UTC, datetime, timedelta
+    from decimal import Decimal
 
     from agentflow.api.models import StepMetrics, StepPhase, WorkflowPhase
     from agentflow.engine.types import (
         AttemptFinished,
+        BudgetExceeded,
         CacheOutcome,
         FallbackTaken,
         StepFinished,
         StepStarted,
+        UsageRecorded,
         WorkflowFinished,
     )
     from agentflow.metrics import MetricUpdate, metric_updates
@@ -567,6 +576,9 @@ def test_each_transition_fact_maps_to_its_metric_updates() -> None:
         AttemptFinished("s", "b", "fallback", at(10), at(70), None, at(70)),
         FallbackTaken(step="s", agent="a", fallback_agent="b"),
         StepFinished(step="s", agent="b", phase=StepPhase.SUCCEEDED, metrics=reported),
+        UsageRecorded(step="s", agent="b", input_tokens=100, output_tokens=0, cost=Decimal("0.3")),
+        UsageRecorded(step="t", agent="a", input_tokens=0, output_tokens=7, cost=None),
+        BudgetExceeded(bound="maxTokens"),
         StepFinished(step="c", agent="a", phase=StepPhase.CACHED),
         StepFinished(step="k", agent="unknown", phase=StepPhase.SKIPPED),
         CacheOutcome(step="s", key="sha256:k", result="miss"),
@@ -583,6 +595,9 @@ def test_each_transition_fact_maps_to_its_metric_updates() -> None:
         update("fallbacks", **ns, agent="a", fallback_agent="b"),
         update("agent_tool_calls", 3, **ns, agent="b"),
         update("agent_tokens", 100, **ns, agent="b", direction="input"),
+        update("agent_cost", 0.3, **ns, agent="b"),
+        update("agent_tokens", 7, **ns, agent="a", direction="output"),
+        update("budgets_exceeded", **ns, bound="maxTokens"),
         update("step_attempts", **ns, agent="a", outcome="cached"),
         update("step_attempts", **ns, agent="unknown", outcome="skipped"),
         update("cache_requests", result="miss"),
@@ -596,6 +611,8 @@ def test_each_transition_fact_maps_to_its_metric_updates() -> None:
     assert sample("agentflow_step_duration_seconds_sum", {**ns, "agent": "a"}) == 8.0
     assert sample("agentflow_operator_step_overhead_seconds_count", {}) == 1
     assert sample("agentflow_agent_tokens_total", {**ns, "agent": "b", "direction": "input"}) == 100
+    assert sample("agentflow_agent_cost_total", {**ns, "agent": "b"}) == 0.3
+    assert sample("agentflow_budgets_exceeded_total", {**ns, "bound": "maxTokens"}) == 1
     assert sample("agentflow_cache_requests_total", {"result": "miss"}) == 1
     finished = {**ns, "phase": "Succeeded", "degraded": "true"}
     assert sample("agentflow_workflows_finished_total", finished) == 1

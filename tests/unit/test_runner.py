@@ -632,6 +632,44 @@ def test_openai(tmp_path: Path, fake_api: FakeApi) -> None:
     assert user == {"role": "user", "content": "Validate the VAT rules."}
 
 
+@pytest.mark.parametrize(
+    ("own", "budget", "sent"),
+    [
+        (None, "250", 250),  # the budget left caps the default
+        (None, "100000", 4096),  # never above the default without a limit of the agent's own
+        ("1000", "250", 250),  # the budget caps the agent's own limit
+        ("200", "250", 200),  # the agent's own limit is lower still
+    ],
+)
+def test_the_budget_left_caps_max_tokens(
+    tmp_path: Path, fake_api: FakeApi, own: str | None, budget: str, sent: int
+) -> None:
+    fake_api.replies.append(anthropic_reply(SAMPLE))
+    fake_api.replies.append(openai_reply("## Summary\nDone.\n"))
+    limits = {"AGENTFLOW_BUDGET_MAX_TOKENS": budget}
+    if own is not None:
+        limits["AGENTFLOW_MAX_TOKENS"] = own
+    assert run_anthropic(tmp_path, fake_api, **limits).returncode == 0
+    run = run_runner(
+        tmp_path,
+        AGENTFLOW_PROVIDER="openai",
+        OPENAI_API_KEY=API_KEY,
+        OPENAI_BASE_URL=fake_api.url + "/v1",
+        **limits,
+    )
+    assert run.returncode == 0, run.stderr
+    anthropic, openai = fake_api.requests
+    assert anthropic.body["max_tokens"] == sent
+    assert openai.body["max_completion_tokens"] == sent
+
+
+def test_a_bad_budget_bound_is_a_configuration_error(tmp_path: Path, fake_api: FakeApi) -> None:
+    run = run_anthropic(tmp_path, fake_api, AGENTFLOW_BUDGET_MAX_TOKENS="lots")
+    assert run.returncode != 0
+    assert "AGENTFLOW_BUDGET_MAX_TOKENS" in run.stderr
+    assert fake_api.requests == []
+
+
 def test_openai_base_url_without_a_path_gets_v1(tmp_path: Path, fake_api: FakeApi) -> None:
     fake_api.replies.append(openai_reply('{"summary": "as json", "metrics": {"toolCalls": 2}}'))
     run = run_runner(

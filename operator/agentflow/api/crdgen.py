@@ -288,6 +288,13 @@ KINDS: tuple[KindInfo, ...] = (
             {"name": "Degraded", "type": "boolean", "jsonPath": ".status.degraded"},
             AGE_COLUMN,
             {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
+            {
+                "name": "Tokens",
+                "type": "integer",
+                "jsonPath": ".status.usage.totalTokens",
+                "priority": 1,
+            },
+            {"name": "Cost", "type": "string", "jsonPath": ".status.usage.cost", "priority": 1},
         ),
     ),
     KindInfo(

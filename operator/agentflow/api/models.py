@@ -30,6 +30,9 @@ DEFAULT_AGENT_IMAGE = "agentflow/agent-runner:0.1.0"
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
+# A non-negative decimal amount of money, written as a string so that no float rounding
+# touches it (``"2.50"``); at most 12 digits before the point and 12 after.
+DECIMAL = r"^[0-9]{1,12}(\.[0-9]{1,12})?$"
 
 # Size limits, named so that docs, schema and validation messages agree.
 MAX_STEPS = 256
@@ -65,6 +68,9 @@ AgentName = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)
 ObjectName = Annotated[str, Field(min_length=1, max_length=253)]
 Expression = Annotated[str, Field(min_length=1, max_length=MAX_EXPRESSION_LENGTH)]
 Arg = Annotated[str, Field(max_length=MAX_ARG_LENGTH)]
+Amount = Annotated[str, Field(min_length=1, max_length=25, pattern=DECIMAL)]
+# Tokens of one run: 10^15 is far beyond any budget and still exact in a float64 (CEL, JSON).
+MAX_TOKENS = 10**15
 
 
 class Model(BaseModel):
@@ -352,6 +358,41 @@ class Parameter(Model):
         return value
 
 
+class Budget(Model):
+    """Upper bounds on what one run of the Workflow may consume.
+
+    The usage is the sum over the run's attempts of the tokens their agents reported
+    (``status.usage``); the cost is what the operator's price table says those tokens cost.
+    Once either bound is reached no new step attempt starts; attempts already running finish,
+    and then the Workflow fails with reason ``BudgetExceeded``.  Each attempt's agent is given
+    what is left of ``maxTokens`` (and of ``maxCost``, at its model's output price) as its
+    max-tokens bound.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.maxTokens) || has(self.maxCost)",
+                    "message": "budget: set maxTokens, maxCost or both",
+                }
+            ]
+        }
+    )
+
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+    """Most input plus output tokens the run's attempts may use together."""
+    max_cost: Amount | None = None
+    """Most the run's tokens may cost, in the currency of the operator's price table, as a
+    decimal string (``"2.50"``).  Tokens of models without a price count nothing here."""
+
+    @model_validator(mode="after")
+    def _a_bound(self) -> Budget:
+        if self.max_tokens is None and self.max_cost is None:
+            raise ValueError("budget: set maxTokens, maxCost or both")
+        return self
+
+
 class LocalObjectReference(Model):
     """A reference to an object in the same namespace."""
 
@@ -418,6 +459,12 @@ class WorkflowSpec(Model):
     )
     """The Workflow's inputs: ``{{ inputs.<name> }}`` in prompts and env values, ``inputs.<name>``
     in CEL."""
+
+    budget: Budget | None = None
+    """Upper bounds on the tokens and the cost of one run.  Once the run's usage
+    (``status.usage``) reaches one, no new attempt starts, running attempts finish, and the
+    Workflow fails with reason ``BudgetExceeded``; each attempt's agent gets what is left as its
+    max-tokens bound."""
 
     def inputs(self) -> dict[str, str]:
         """Every input's value by name (``value``, else ``default``)."""
@@ -554,6 +601,47 @@ class StepResult(StatusModel):
     """Name of the ConfigMap that holds the full report."""
 
 
+class Usage(StatusModel):
+    """Model tokens used, and what they cost when the operator's price table has their model."""
+
+    input_tokens: int = 0
+    """Input (prompt) tokens."""
+    output_tokens: int = 0
+    """Output (completion) tokens."""
+    cost: str | None = None
+    """Cost of the priced tokens in the price table's currency, a decimal string; unset when
+    no token here has a price."""
+    unpriced_tokens: int = 0
+    """Tokens of models the price table has no price for: counted, without a cost."""
+
+
+class AgentUsage(Usage):
+    """The usage of one agent's attempts."""
+
+    agent: str
+    """The agent."""
+
+
+class WorkflowUsage(Usage):
+    """The usage of the run: every attempt's, in total and by agent."""
+
+    total_tokens: int = 0
+    """Input plus output tokens."""
+    currency: str | None = None
+    """The price table's currency (e.g. USD), when it has one."""
+    agents: list[AgentUsage] = Field(
+        default_factory=list,
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["agent"],
+        },
+    )
+    """The usage by agent (at most one entry per agent of ``spec.agents``)."""
+    budget_exceeded: str | None = None
+    """Set when the run reached its budget with steps left to run, which it then stopped: the
+    bound reached (``maxTokens`` or ``maxCost``)."""
+
+
 class Attempt(StatusModel):
     """One Job run for a step."""
 
@@ -579,6 +667,10 @@ class Attempt(StatusModel):
     message: str | None = None
     """Details of the failure: the class, the Kubernetes reason where it adds one, the exit
     code and what the agent said (a quality gate's expression and the values it read)."""
+    usage: Usage | None = None
+    """The tokens the attempt reported, and their cost."""
+    concurrency_limit: str | None = None
+    """The operator's concurrency limit the attempt's Job counted against."""
 
 
 class StepStatus(StatusModel):
@@ -605,6 +697,8 @@ class StepStatus(StatusModel):
     finished_at: datetime | None = None
     next_attempt_at: datetime | None = None
     """When the next retry may start (during backoff)."""
+    usage: Usage | None = None
+    """The tokens of the step's attempts in this run, and their cost."""
 
 
 class WorkflowStatus(StatusModel):
@@ -637,6 +731,8 @@ class WorkflowStatus(StatusModel):
     """The last ``agentflow.dev/rerun`` annotation value acted on."""
     retry_token: str | None = None
     """The last ``agentflow.dev/retry`` annotation value acted on."""
+    usage: WorkflowUsage | None = None
+    """The tokens of the run's attempts and their cost, in total and by agent."""
     steps: list[StepStatus] = Field(
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},

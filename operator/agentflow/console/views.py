@@ -15,7 +15,9 @@ from agentflow.api.models import (
     ConditionType,
     StepPhase,
     StepStatus,
+    Usage,
     WorkflowStatus,
+    WorkflowUsage,
 )
 from agentflow.console.cache import CacheRow
 from agentflow.console.timefmt import age, duration, parse_time
@@ -205,11 +207,44 @@ def _metrics_line(step: StepStatus) -> str:
     )
 
 
+def usage_text(usage: Usage | None, currency: str | None = None) -> str:
+    """Tokens in and out, and their cost when priced: ``1200 in, 300 out, cost 0.0081 USD``."""
+    if usage is None:
+        return "-"
+    text = f"{usage.input_tokens} in, {usage.output_tokens} out"
+    if usage.cost is not None:
+        text += f", cost {usage.cost}" + (f" {currency}" if currency else "")
+    if usage.unpriced_tokens:
+        text += f" ({usage.unpriced_tokens} tokens without a price)"
+    return text
+
+
+def budget_text(spec: Mapping[str, Any], usage: WorkflowUsage | None) -> str:
+    """The run's budget and how much of it is used; "" without a budget."""
+    budget = spec.get("budget") or {}
+    if not budget:
+        return ""
+    tokens = usage.total_tokens if usage is not None else 0
+    parts = []
+    if budget.get("maxTokens") is not None:
+        parts.append(f"{tokens} of {budget['maxTokens']} tokens")
+    if budget.get("maxCost") is not None:
+        cost = (usage.cost if usage is not None else None) or "0"
+        currency = f" {usage.currency}" if usage is not None and usage.currency else ""
+        parts.append(f"cost {cost} of {budget['maxCost']}{currency}")
+    text = ", ".join(parts)
+    if usage is not None and usage.budget_exceeded:
+        text += f" (exceeded: {usage.budget_exceeded})"
+    return text
+
+
 def _clock(value: datetime | None) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
 
 
-def _step_details(step: StepStatus, agent: str, accept: str | None = None) -> list[RenderableType]:
+def _step_details(
+    step: StepStatus, agent: str, accept: str | None = None, currency: str | None = None
+) -> list[RenderableType]:
     out: list[RenderableType] = []
     title = Text()
     title.append(step.name, style="bold")
@@ -239,6 +274,8 @@ def _step_details(step: StepStatus, agent: str, accept: str | None = None) -> li
         if result.output_ref:
             note = " (truncated in status)" if result.truncated else ""
             out.append(Text(f"  full report: ConfigMap {result.output_ref}{note}"))
+    if step.usage is not None:
+        out.append(Text(f"  usage: {usage_text(step.usage, currency)}"))
     if step.cache_key:
         out.append(Text(f"  cache key: {step.cache_key}", style="dim"))
     for attempt in step.attempts:
@@ -260,6 +297,10 @@ def _step_details(step: StepStatus, agent: str, accept: str | None = None) -> li
                 message = ""
         if message:
             line += f": {message}"
+        if attempt.usage is not None:
+            line += f", {usage_text(attempt.usage, currency)}"
+        if attempt.concurrency_limit:
+            line += f", limit {attempt.concurrency_limit}"
         line += f" [{_clock(attempt.started_at)} .. {_clock(attempt.finished_at)}]"
         out.append(Text(line, style="red" if attempt.outcome == "Failed" else ""))
     if step.next_attempt_at is not None:
@@ -294,6 +335,8 @@ def describe(
         ("Run", str(status.run)),
         ("Progress", status.progress or "-"),
         ("Degraded", str(status.degraded).lower()),
+        ("Usage", usage_text(status.usage, status.usage.currency if status.usage else None)),
+        *([("Budget", budget)] if (budget := budget_text(spec, status.usage)) else []),
         ("Started", _clock(status.started_at)),
         ("Finished", _clock(status.finished_at)),
         ("Message", status.message or ""),
@@ -306,13 +349,19 @@ def describe(
     out: list[RenderableType] = [header]
     out.extend(Text(f"Degraded: {r}", style="yellow") for r in degraded_reasons(obj))
     out += [Text(""), Text("Steps:", style="bold"), steps_table(obj), Text("")]
+    usage = status.usage
+    if usage is not None and usage.agents:
+        out += [Text(""), Text("Usage by agent:", style="bold")]
+        for entry in usage.agents:
+            out.append(Text(f"  {entry.agent}: {usage_text(entry, usage.currency)}"))
+    currency = usage.currency if usage is not None else None
     gates = {
         s.get("name"): s.get("accept")
         for s in spec.get("steps") or []
         if isinstance(s, Mapping) and isinstance(s.get("accept"), str)
     }
     for agent, step in step_rows(obj):
-        out.extend(_step_details(step, agent, gates.get(step.name)))
+        out.extend(_step_details(step, agent, gates.get(step.name), currency))
     out += [Text(""), Text("Conditions:", style="bold")]
     conditions = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("TYPE", "STATUS", "REASON", "AGE"):

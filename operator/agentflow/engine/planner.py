@@ -50,6 +50,19 @@ was truncated waits up to :data:`TRUNCATED_REPORT_WAIT_SECONDS` for the caller t
 report from the pod log and pass it (``log_report``); the plan then stores it in an output
 ConfigMap (``StoreOutput``) and refers to it from the result.  ``activeDeadlineSeconds`` counts
 from the run's start, also while suspended.
+
+Usage and budgets.  A succeeded attempt's reported tokens become its ``usage`` (with their cost
+when the operator's price table has the agent's model); a step's and the run's usage are sums
+over the attempts in the status, so they are recomputed, never accumulated, and a pass planned
+twice counts nothing twice.  Once the run's usage reaches ``spec.budget`` no new attempt
+starts; when none is running any more the Workflow fails with reason ``BudgetExceeded``
+(running attempts finish first).  Each new attempt gets what is left of the budget as its
+agent's max-tokens bound.
+
+Concurrency limits.  An attempt whose agent matches one of the operator's concurrency limits
+starts only when the limit has a free slot that no earlier waiter (of any Workflow, ordered by
+the time it became ready to start) is owed; otherwise it waits (a step that has not started
+stays ``Pending``) with a message naming the limit, and the plan lists it in ``waiters``.
 """
 
 from __future__ import annotations
@@ -88,6 +101,7 @@ from agentflow.api.models import (
     WorkflowPhase,
     WorkflowSpec,
     WorkflowStatus,
+    WorkflowUsage,
 )
 from agentflow.engine.agents import resolve_agent, with_inputs
 from agentflow.engine.caching import cache_key, result_digest
@@ -110,6 +124,7 @@ from agentflow.engine.types import (
     ANNOTATION_RETRY,
     Action,
     AttemptFinished,
+    BudgetExceeded,
     CacheLookup,
     CacheOutcome,
     CreateJob,
@@ -127,8 +142,22 @@ from agentflow.engine.types import (
     StepFinished,
     StepStarted,
     StoreOutput,
+    UsageRecorded,
     WorkflowFinished,
     WriteCache,
+)
+from agentflow.engine.usage import (
+    ConcurrencyRule,
+    QueueKey,
+    Waiter,
+    attempt_usage,
+    budget_reached,
+    decimal,
+    last_finished,
+    matching_rule,
+    remaining_tokens,
+    step_usage,
+    workflow_usage,
 )
 from agentflow.engine.validation import secret_references_not_allowed, validate_workflow
 
@@ -140,6 +169,8 @@ NAMESPACE_SLOT_RETRY_SECONDS = 10
 
 WAITING_NAMESPACE_LIMIT = "waiting: namespace step-Job limit reached"
 WAITING_CEL_TIME = "waiting: time for CEL conditions spent"
+WAITING_LIMIT = "waiting: concurrency limit {limit} reached ({max} at once)"
+WAITING_BUDGET = "budget reached ({bound}): no new step starts; waiting for running steps"
 MAX_CONDITION_MESSAGE = 32_768
 _MAX_DETAIL = 300
 
@@ -266,6 +297,16 @@ class _Planner:
         self.failed_step: str | None = None
         self.stall: tuple[str, str] | None = None
         self.waiting: str | None = None
+        self.grant = limits.concurrency
+        # Slots of each concurrency limit this pass has taken.
+        self.limit_used: dict[str, int] = {}
+        self.waiters: list[Waiter] = []
+        # The bound of spec.budget the run has reached, once it has.
+        self.budget_bound: str | None = None
+        self.run_usage: WorkflowUsage | None = None
+        self.tallied = False
+        # An attempt reported tokens in this pass: the run's usage must be added up again.
+        self.usage_changed = False
 
     # -- the pass ---------------------------------------------------------------------------
 
@@ -290,6 +331,7 @@ class _Planner:
             self._fail_workflow(*problem, cancelled="cancelled: invalid workflow")
         else:
             self._observe()
+            self._check_budget()
             if self.failed_step is None:
                 self._check_deadline()
             if status.phase is not WorkflowPhase.FAILED and self.failed_step is None:
@@ -308,6 +350,7 @@ class _Planner:
             actions=self.actions,
             requeue_after=min(future) if future else None,
             facts=self.facts,
+            waiters=self.waiters,
         )
 
     def _event(self, type_: str, reason: str, message: str) -> None:
@@ -381,6 +424,7 @@ class _Planner:
         status.message = None
         status.observed_generation = self.workflow.metadata.generation
         status.spec_digest = run_spec_digest(self.spec)
+        status.usage = None  # the run's own, from the attempts it keeps (see _summarise)
         status.rerun_token = annotations.get(ANNOTATION_RERUN)
         status.retry_token = annotations.get(ANNOTATION_RETRY)
         self.started_run = True
@@ -491,8 +535,72 @@ class _Planner:
         attempt.outcome = "Succeeded"
         attempt.finished_at = job.finished_at or self.now
         attempt.exit_code = job.exit_code if job.exit_code is not None else 0
+        self._record_usage(step, status, attempt, result)
         self._settled(status, attempt, job)
         self._iteration_done(step, status, result, cached=False, agent=attempt.agent)
+
+    def _record_usage(
+        self, step: Step, status: StepStatus, attempt: Attempt, result: StepResult
+    ) -> None:
+        """The attempt's usage from the tokens its agent reported, priced by its model."""
+        try:
+            agent = resolve_agent(self.spec, step, attempt.agent)
+        except KeyError:  # no longer declared: its tokens count, without a price
+            agent = AgentTemplate(name=attempt.agent)
+        usage = attempt_usage(result.metrics, agent, self.limits.prices)
+        attempt.usage = usage
+        status.usage = step_usage(status)
+        if usage is not None:
+            self.usage_changed = True
+            self.facts.append(
+                UsageRecorded(
+                    step=status.name,
+                    agent=attempt.agent,
+                    input_tokens=usage.input_tokens,
+                    output_tokens=usage.output_tokens,
+                    cost=decimal(usage.cost) if usage.cost is not None else None,
+                )
+            )
+
+    def _tally(self) -> WorkflowUsage | None:
+        """The run's usage: the status's when no attempt settled since it was written (a new
+        run clears it), else added up from the attempts again."""
+        currency = self.limits.prices.currency
+        known = self.status.usage
+        if not self.usage_changed and known is not None and known.currency == currency:
+            self.run_usage = known
+        else:
+            self.run_usage = workflow_usage(self.status.steps, currency)
+        self.tallied = True
+        return self.run_usage
+
+    def _check_budget(self) -> None:
+        """Whether the run has reached its budget; the fact once, when it first does."""
+        usage = self._tally()
+        bound = budget_reached(self.spec.budget, usage)
+        if bound is None or all(s.phase in TERMINAL_STEP_PHASES for s in self.status.steps):
+            return  # within the budget, or nothing is left that it could stop
+        self.budget_bound = bound
+        before = self.status.usage
+        if before is None or before.budget_exceeded is None:
+            self.facts.append(BudgetExceeded(bound=bound))
+            self._event("Warning", "BudgetExceeded", self._budget_message())
+
+    def _budget_message(self) -> str:
+        usage = self.run_usage
+        budget = self.spec.budget
+        if usage is None or budget is None or self.budget_bound is None:
+            return "budget exceeded"
+        if self.budget_bound == "maxTokens":
+            return (
+                f"budget exceeded: {usage.input_tokens + usage.output_tokens} tokens used, "
+                f"spec.budget.maxTokens is {budget.max_tokens}"
+            )
+        currency = f" {self.limits.prices.currency}" if self.limits.prices.currency else ""
+        return (
+            f"budget exceeded: cost {usage.cost}{currency}, "
+            f"spec.budget.maxCost is {budget.max_cost}{currency}"
+        )
 
     @staticmethod
     def _job_result(job: ObservedJob) -> StepResult:
@@ -759,6 +867,9 @@ class _Planner:
     def _launch(self) -> None:
         if self.spec.suspend:
             return
+        if self.budget_bound is not None:
+            self.waiting = WAITING_BUDGET.format(bound=self.budget_bound)
+            return
         parallelism = self.spec.parallelism
         running = sum(1 for s in self.status.steps if s.phase is StepPhase.RUNNING)
         for name in topological_order(self.deps):
@@ -898,14 +1009,55 @@ class _Planner:
             if self.slots == 0:
                 self._hold(WAITING_NAMESPACE_LIMIT)
                 return
+            rule = matching_rule(self.grant.rules, agent)
+            if rule is not None and not self._take_slot(rule, step, status):
+                self._wait_for_limit(rule, step, status)
+                return
             if self.slots is not None:
                 self.slots -= 1
             if key is not None:
                 status.cache_key = key
             if outcome is not None and key is not None:
                 self.facts.append(CacheOutcome(step=step.name, key=key, result=outcome))
-            self._create(step, status, agent, agent_name, number, prompt, key)
+            self._create(
+                step, status, agent, agent_name, number, prompt, key, rule.name if rule else None
+            )
             return
+
+    def _queue_key(self, step: Step, status: StepStatus) -> QueueKey:
+        """The waiting attempt's place in a limit's queue: since when it could start (its
+        backoff's end, its previous attempt's end, or its dependencies' end), then who it is.
+        All of it is in the status, so the order survives a restart of the operator."""
+        since = (
+            status.next_attempt_at
+            or last_finished(status.attempts)
+            or self._ready_at(step)
+            or self.now
+        )
+        meta = self.workflow.metadata
+        return (since, meta.namespace or "", meta.name, step.name)
+
+    def _take_slot(self, rule: ConcurrencyRule, step: Step, status: StepStatus) -> bool:
+        key = self._queue_key(step, status)
+        taken = self.limit_used.get(rule.name, 0)
+        owed = self.grant.waiters_before(rule.name, key)
+        if owed + taken >= self.grant.free_slots(rule.name):
+            return False
+        self.limit_used[rule.name] = taken + 1
+        return True
+
+    def _wait_for_limit(self, rule: ConcurrencyRule, step: Step, status: StepStatus) -> None:
+        since = self._queue_key(step, status)[0]
+        self.waiters.append(Waiter(limit=rule.name, step=step.name, since=since))
+        message = WAITING_LIMIT.format(limit=rule.name, max=rule.max)
+        if not status.attempts:
+            # It has not started: it stays Pending until its slot comes.
+            status.phase = StepPhase.PENDING
+            status.iteration = 0
+            status.agent = None
+            status.started_at = None
+        status.message = message
+        self._hold(message)
 
     def _create(
         self,
@@ -916,6 +1068,7 @@ class _Planner:
         number: int,
         prompt: str,
         key: str | None,
+        limit: str | None = None,
     ) -> None:
         fallback = agent_name != step.agent
         meta = self.workflow.metadata
@@ -946,12 +1099,16 @@ class _Planner:
                 fallback=fallback,
                 started_at=self.now,
                 outcome="Running",
+                concurrency_limit=limit,
             )
         )
         status.agent = agent_name
         status.next_attempt_at = None
         if fallback:
             status.fallback_used = True
+        price = self.limits.prices.price(
+            agent.provider.value if agent.provider else None, agent.model
+        )
         self.actions.append(
             CreateJob(
                 job_name=name,
@@ -964,6 +1121,8 @@ class _Planner:
                 prompt=prompt,
                 cache_key=key,
                 timeout_seconds=step.timeout_seconds,
+                max_tokens=remaining_tokens(self.spec.budget, self.run_usage, price),
+                concurrency_limit=limit,
             )
         )
         detail = f"agent {agent_name}, attempt {number}"
@@ -1092,6 +1251,13 @@ class _Planner:
                 "StepFailed", message, message, cancelled="cancelled: workflow failed"
             )
             return
+        finished = all(s.phase in TERMINAL_STEP_PHASES for s in status.steps)
+        if self.budget_bound is not None and not finished and not self._attempt_running():
+            message = self._budget_message()
+            self._fail_workflow(
+                "BudgetExceeded", message, message, cancelled="cancelled: budget exceeded"
+            )
+            return
         if all(s.phase in TERMINAL_STEP_PHASES for s in status.steps):
             status.phase = WorkflowPhase.SUCCEEDED
             status.finished_at = status.finished_at or self.now
@@ -1105,6 +1271,14 @@ class _Planner:
         started = any(s.phase is not StepPhase.PENDING for s in status.steps)
         status.phase = WorkflowPhase.RUNNING if started else WorkflowPhase.PENDING
 
+    def _attempt_running(self) -> bool:
+        return any(
+            a.outcome == _RUNNING
+            for s in self.status.steps
+            if s.phase is StepPhase.RUNNING
+            for a in s.attempts[-1:]
+        )
+
     def _degraded_steps(self) -> tuple[list[str], list[str]]:
         steps = self.status.steps
         fallback = [s.name for s in steps if s.fallback_used]
@@ -1117,6 +1291,12 @@ class _Planner:
         steps = status.steps
         generation = status.observed_generation
         now = self.now
+        # Steps' usage changes only when an attempt settles (_record_usage); the run's is the
+        # tally _check_budget made after the attempts settled, when it made one.
+        usage = self.run_usage if self.tallied else self._tally()
+        if usage is not None and self.budget_bound is not None:
+            usage = usage.model_copy(update={"budget_exceeded": self.budget_bound})
+        status.usage = usage
         status.progress = progress(steps)
         fallback, skipped = self._degraded_steps()
         status.degraded = bool(fallback or skipped)

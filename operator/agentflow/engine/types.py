@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
@@ -22,6 +23,7 @@ from agentflow.api.models import (
     WorkflowStatus,
 )
 from agentflow.engine.failures import ClassRule
+from agentflow.engine.usage import NO_LIMITS, NO_PRICES, ConcurrencyGrant, PriceTable, Waiter
 
 # Labels and annotations the operator owns.
 LABEL_WORKFLOW = "agentflow.dev/workflow"
@@ -30,6 +32,8 @@ LABEL_RUN = "agentflow.dev/run"
 LABEL_ITERATION = "agentflow.dev/iteration"
 LABEL_ATTEMPT = "agentflow.dev/attempt"
 LABEL_AGENT = "agentflow.dev/agent"
+# On a step Job whose attempt counts against one of the operator's concurrency limits: its name.
+LABEL_LIMIT = "agentflow.dev/limit"
 LABEL_CACHE = "agentflow.dev/cache"
 LABEL_OUTPUT = "agentflow.dev/output"
 ANNOTATION_RERUN = "agentflow.dev/rerun"
@@ -134,6 +138,10 @@ class Limits:
     allowed_images: frozenset[str] | None = None
     # Names or patterns of the Secrets agents may reference (None: any Secret; empty: none).
     allowed_secrets: tuple[str, ...] | None = None
+    # The operator's price table (tokens -> cost).
+    prices: PriceTable = NO_PRICES
+    # What may start under the operator's concurrency limits, and who waits before us.
+    concurrency: ConcurrencyGrant = NO_LIMITS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,6 +161,10 @@ class CreateJob:
     prompt: str  # rendered; passed to the container as data, never through a shell
     cache_key: str | None
     timeout_seconds: int | None
+    # What is left of the Workflow's budget, as the agent's max-tokens bound (None: no bound).
+    max_tokens: int | None = None
+    # The operator's concurrency limit the attempt counts against (its Job carries the label).
+    concurrency_limit: str | None = None
 
     def observed(self, state: JobState, at: datetime, **outcome: Any) -> ObservedJob:
         """The Job this action creates, as observed at ``at`` in ``state`` (with ``outcome``:
@@ -272,6 +284,24 @@ class FallbackTaken:
 
 
 @dataclass(frozen=True)
+class UsageRecorded:
+    """An attempt reported tokens; ``cost`` is what they cost (None: its model has no price)."""
+
+    step: str
+    agent: str
+    input_tokens: int
+    output_tokens: int
+    cost: Decimal | None
+
+
+@dataclass(frozen=True)
+class BudgetExceeded:
+    """The run reached its budget (``bound``: maxTokens or maxCost); no new attempt starts."""
+
+    bound: str
+
+
+@dataclass(frozen=True)
 class WorkflowFinished:
     """A run reached Succeeded or Failed."""
 
@@ -280,7 +310,14 @@ class WorkflowFinished:
 
 
 Fact = (
-    CacheOutcome | StepStarted | AttemptFinished | StepFinished | FallbackTaken | WorkflowFinished
+    CacheOutcome
+    | StepStarted
+    | AttemptFinished
+    | StepFinished
+    | FallbackTaken
+    | WorkflowFinished
+    | UsageRecorded
+    | BudgetExceeded
 )
 
 
@@ -291,6 +328,8 @@ class Plan:
     # Call plan again after this many seconds even if nothing changes (backoff, deadlines, TTL).
     requeue_after: float | None = None
     facts: list[Fact] = field(default_factory=list)
+    # This Workflow's step attempts that wait for a concurrency limit's slot, after the pass.
+    waiters: list[Waiter] = field(default_factory=list)
 
     @property
     def cache_outcomes(self) -> list[CacheOutcome]:

@@ -490,6 +490,18 @@ def _post(
     raise AssertionError("unreachable: the second attempt returns or raises")
 
 
+def budget_bound(limit: int | None, budget: int | None) -> int | None:
+    """The max-tokens bound of the request: the agent's own ``AGENTFLOW_MAX_TOKENS`` (None:
+    the provider's default), capped by what is left of the Workflow's budget
+    (``AGENTFLOW_BUDGET_MAX_TOKENS``, set by the operator).  Without a limit of its own the cap
+    is at most :data:`DEFAULT_MAX_TOKENS`, which every model accepts."""
+    if budget is None:
+        return limit
+    if limit is None:
+        return min(budget, DEFAULT_MAX_TOKENS)
+    return min(limit, budget)
+
+
 def run_llm(config: RunnerConfig) -> Outcome:
     api = APIS[config.provider]
     env: Mapping[str, str] = config.env
@@ -513,7 +525,16 @@ def run_llm(config: RunnerConfig) -> Outcome:
     limit = bounded_int(
         "AGENTFLOW_MAX_TOKENS", env.get("AGENTFLOW_MAX_TOKENS"), default=0, maximum=10**7
     )
-    max_tokens = limit or None
+    max_tokens = budget_bound(
+        limit or None,
+        bounded_int(
+            "AGENTFLOW_BUDGET_MAX_TOKENS",
+            env.get("AGENTFLOW_BUDGET_MAX_TOKENS"),
+            default=0,
+            maximum=10**15,
+        )
+        or None,
+    )
     url, headers, body = api.request(config, base_url, model, max_tokens)
     completion = api.response(_post(api, url, headers, body, key, timeout, redact))
     if completion.cut_short:
