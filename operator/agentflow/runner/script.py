@@ -12,6 +12,12 @@ Knobs (environment variables):
 * ``AGENTFLOW_SCRIPT_SLEEP_SECONDS``: how long to "work" before answering.
 * ``AGENTFLOW_SCRIPT_OUTPUT_BYTES``: that many bytes of filler under a ``## Details`` section.
 * ``AGENTFLOW_SCRIPT_TOKENS``: token usage to report, ``IN,OUT`` (or just ``OUT``).
+* ``AGENTFLOW_SCRIPT_FILES``: file operations in the workspace (``AGENTFLOW_WORKSPACE``), a JSON
+  array run in order before the report: ``{"write": PATH, "content": TEXT}``, ``{"append": ...}``,
+  ``{"replace": PATH, "old": TEXT, "new": TEXT}``, ``{"expect": PATH, "contains": TEXT}`` (fail
+  the step when the file lacks it) and ``{"read": PATH}`` (its text replaces ``{read}`` in the
+  report).  Files written are listed in the report's ``## Files Created/Modified``, relative to
+  the workspace (``agentflow.runner.workspace`` has the bounds).
 """
 
 from __future__ import annotations
@@ -29,13 +35,23 @@ from agentflow.runner.config import (
     bounded_int,
 )
 from agentflow.runner.outcome import Outcome, failure_outcome
+from agentflow.runner.workspace import (
+    FILES_VARIABLE,
+    WORKSPACE_VARIABLE,
+    FileOperation,
+    apply_operations,
+    file_operations,
+    workspace_dir,
+)
 
 MAX_SLEEP_SECONDS = 86_400.0
 MAX_OUTPUT_BYTES = 256 * 1024 * 1024
 MAX_TOKENS = 10**12
 FILLER_LINE = "agentflow script filler: a long report exercises truncation and log storage.\n"
 
-_PLACEHOLDER = re.compile(r"\{(step|agent|iteration|attempt|prompt|workflow|namespace|model)\}")
+_PLACEHOLDER = re.compile(
+    r"\{(step|agent|iteration|attempt|prompt|workflow|namespace|model|read)\}"
+)
 _ATTEMPTS_AT_MOST = re.compile(r"^attempts\s*<=\s*(\d{1,6})$")
 
 DEFAULT_REPORT = """\
@@ -65,6 +81,7 @@ class ScriptKnobs:
     sleep_seconds: float
     output_bytes: int
     tokens: dict[str, int]
+    files: list[FileOperation]
 
 
 def knobs(config: RunnerConfig) -> ScriptKnobs:
@@ -91,6 +108,7 @@ def knobs(config: RunnerConfig) -> ScriptKnobs:
             maximum=MAX_OUTPUT_BYTES,
         ),
         tokens=token_usage(env.get("AGENTFLOW_SCRIPT_TOKENS")),
+        files=file_operations(env.get(FILES_VARIABLE)),
     )
 
 
@@ -141,6 +159,7 @@ def placeholder_values(config: RunnerConfig) -> dict[str, str]:
         "workflow": config.workflow,
         "namespace": config.namespace,
         "model": config.model or "",
+        "read": "",
     }
 
 
@@ -173,10 +192,24 @@ def run_script(config: RunnerConfig) -> Outcome:
             f"(AGENTFLOW_SCRIPT_FAIL={settings.fail_setting})",
             settings.fail_exit_code,
         )
+    values = placeholder_values(config)
+    artifacts: list[tuple[str, str]] = []
+    if settings.files:
+        workspace = workspace_dir(config.env)
+        if workspace is None:
+            raise ConfigError(f"{FILES_VARIABLE} needs a workspace ({WORKSPACE_VARIABLE} is unset)")
+        done = apply_operations(workspace, settings.files)
+        if done.failure is not None:
+            return failure_outcome(done.failure, EXIT_FAILURE)
+        values["read"] = done.read_text()
+        artifacts = done.artifacts
     if settings.report_template is not None:
-        report = substitute(settings.report_template, placeholder_values(config))
+        report = substitute(settings.report_template, values)
     else:
         report = default_report(config)
+    if artifacts:
+        lines = "".join(f"- {action.capitalize()}: {path}\n" for path, action in artifacts)
+        report = report.rstrip("\n") + f"\n\n## Files Created/Modified\n{lines}"
     if settings.tokens:
         report = with_metrics(report, settings.tokens)
     if settings.output_bytes:
