@@ -253,6 +253,11 @@ def _host_path(job: Manifest) -> None:
     volumes.append({"name": "host-root", "hostPath": {"path": "/"}})
 
 
+def _host_path_as_the_workspace(job: Manifest) -> None:
+    volumes = job["spec"]["template"]["spec"]["volumes"]
+    volumes.append({"name": "workspace", "hostPath": {"path": "/"}})
+
+
 def _other_service_account(job: Manifest) -> None:
     job["spec"]["template"]["spec"]["serviceAccountName"] = "agentflow"
 
@@ -300,7 +305,8 @@ def _missing_labels(job: Manifest) -> None:
         (_owned_by_a_deployment, "whose one ownerReference is a controller reference to the"),
         (_privileged, "whose containers are not privileged"),
         (_added_capability, "add no capabilities"),
-        (_host_path, "whose volumes are emptyDir (no hostPath or other sources); Job "),
+        (_host_path, "whose volumes are emptyDir (no hostPath or other sources) and, as volume"),
+        (_host_path_as_the_workspace, "admissionPolicy.workspaceClaims; Job "),
         (_other_service_account, "only Jobs that name no ServiceAccount"),
         (_token_mounted, "set automountServiceAccountToken false"),
         (_host_network, "use the host's network, PID or IPC namespace"),
