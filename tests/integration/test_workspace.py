@@ -25,6 +25,7 @@ from tests.integration.workflows import (
     Kubectl,
     apply,
     get,
+    items,
     script_agent,
     step,
     step_jobs,
@@ -153,6 +154,20 @@ def test_the_operator_makes_one_claim_per_workflow_owned_by_it(
     } in volumes
     claims = kubectl("get", CLAIM_KIND, "-n", namespace, "-o", "name").stdout.split()
     assert claims == [f"persistentvolumeclaim/{claim['metadata']['name']}"]
+
+    # The local node cannot mount a provisioned claim, and says so.
+    def waiting() -> dict[str, Any] | None:
+        pods = items(kubectl, namespace, "pods", "agentflow.dev/workflow=file-pipeline")
+        for pod in pods:
+            for status in (pod.get("status") or {}).get("containerStatuses") or []:
+                state = (status.get("state") or {}).get("waiting") or {}
+                if state.get("reason") == "CreateContainerConfigError":
+                    return state  # type: ignore[no-any-return]
+        return None
+
+    state = wait_for(waiting, 60, what="the local node to refuse the provisioned claim")
+    assert "names no volume" in state["message"], state
+    assert "needs a real node" in state["message"], state
 
     # Deleted with the Workflow: the garbage collector deletes what the Workflow owns.
     deleted = kubectl("delete", "workflows.agentflow.dev", "file-pipeline", "-n", namespace)
