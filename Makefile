@@ -92,11 +92,12 @@ kind-down: ## Delete the kind cluster of `make kind-up` and its Docker network
 # Built before pytest starts: the first build takes longer than a test may (pytest-timeout), and
 # cached it takes seconds.
 .PHONY: e2e-images
-e2e-images: ## The e2e's images: agentflow's, the kind node image, Prometheus Operator's (cached)
+e2e-images: ## The e2e's images: agentflow's, the kind node image, Prometheus Operator's, local-path-provisioner's (cached)
 	hack/containers/engine.sh
 	hack/containers/images.sh
 	hack/kind/node-image.sh
 	hack/monitoring/images.sh
+	hack/storage/images.sh
 
 .PHONY: e2e
 e2e: install binaries ## End to end on real containers: images, a kind cluster of its own, the chart, Prometheus Operator

@@ -8,6 +8,8 @@
 # `argo` (Argo Workflows' workflow-controller, the peer of `make bench`) is not part of `all`.
 # `monitoring` (prometheus, and prometheus-operator's operator and prometheus-config-reloader: the
 # e2e tests' Prometheus, hack/monitoring/) is not part of `all` either.
+# `storage` (rancher's local-path-provisioner: the e2e cluster's default StorageClass,
+# hack/storage/) is not part of `all` either.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 what=${1:-all}
@@ -20,6 +22,7 @@ PROMETHEUS_VERSION=v0.316.0  # the Go module version of Prometheus 3.16.0
 KIND_VERSION=v0.32.0
 CRICTL_VERSION=v1.34.0  # the module proxy serves no v1.35 (crictl speaks CRI v1 to any 1.3x runtime)
 COREDNS_VERSION=v1.13.1  # the CoreDNS kubeadm $K8S_VERSION deploys
+LOCAL_PATH_PROVISIONER_VERSION=$(cat "$here/storage/VERSION")  # the e2e's StorageClass (hack/storage/)
 # Prometheus' service discovery: Kubernetes only, all that prometheus-operator's ServiceMonitors,
 # PodMonitors and Probes generate (upstream's remove_all_sd/enable_*_sd build tags; the cloud SDKs
 # of the other mechanisms are most of the build).
@@ -169,6 +172,11 @@ build_monitoring() {  # prometheus-operator pinned by hack/monitoring/go.mod (ha
   ln -sf "$out/prometheus-config-reloader" "$bin/prometheus-config-reloader"
 }
 
+build_storage() {  # its module has no replace directives: `go install` at the pinned version
+  go_install local-path-provisioner "$LOCAL_PATH_PROVISIONER_VERSION" \
+    github.com/rancher/local-path-provisioner "-X main.VERSION=$LOCAL_PATH_PROVISIONER_VERSION"
+}
+
 case "$what" in
   controlplane) build_controlplane ;;
   tools) build_tools ;;
@@ -176,6 +184,7 @@ case "$what" in
   argo) build_argo ;;
   node) build_node ;;
   monitoring) build_monitoring ;;
-  *) echo "usage: $0 [controlplane|tools|all|argo|node]" >&2; exit 2 ;;
+  storage) build_storage ;;
+  *) echo "usage: $0 [controlplane|tools|all|argo|node|monitoring|storage]" >&2; exit 2 ;;
 esac
 echo "$bin"

@@ -24,6 +24,9 @@ Files, under ``<state>/pods/<namespace>_<pod>_<uid>/``: ``<container>.log`` (std
 ``$AGENTFLOW_TERMINATION_MESSAGE_PATH``), ``scratch/`` (``$HOME``; ``$TMPDIR`` is ``scratch/tmp``
 unless a volume is mounted at ``/tmp``), ``volumes/<volume>/`` (``$AGENTFLOW_VOLUME_<NAME>``:
 emptyDir, or the files of a configMap/secret volume).  The directory goes when the pod is deleted.
+A persistentVolumeClaim volume is the host directory of the hostPath PersistentVolume its claim
+names in ``spec.volumeName``; no other claim can be mounted (the pod waits with
+``CreateContainerConfigError`` saying so): there is no provisioner here.
 
 Where it differs from a real kubelet, on purpose:
 
@@ -1302,6 +1305,12 @@ class PodRunner:
         env["HOME"] = str(self.scratch)
         env["TMPDIR"] = str(self._mapped_path(spec, "/tmp") or self.scratch / "tmp")
         env["AGENTFLOW_TERMINATION_MESSAGE_PATH"] = str(self.dir / "termination" / spec["name"])
+        # The operator's workspace path (/workspace), as the directory mounted there.
+        workspace = env.get("AGENTFLOW_WORKSPACE")
+        if workspace:
+            mapped = self._mapped_path(spec, workspace)
+            if mapped is not None:
+                env["AGENTFLOW_WORKSPACE"] = str(mapped)
         for volume, path in self._volumes.items():
             env[f"AGENTFLOW_VOLUME_{_env_suffix(volume)}"] = str(path)
         return env
@@ -1337,9 +1346,19 @@ class PodRunner:
         return self.scratch
 
     async def prepare_volumes(self) -> None:
-        """A directory per volume; configMap and secret volumes get their files."""
+        """A directory per volume; configMap and secret volumes get their files; a
+        persistentVolumeClaim volume is the host directory of the hostPath (or local)
+        PersistentVolume the claim names in ``spec.volumeName`` (there is no provisioner and no
+        binding controller here), and any other claim keeps the pod from starting, saying why."""
         for volume in self.pod.get("spec", {}).get("volumes") or []:
             name = volume["name"]
+            claim = volume.get("persistentVolumeClaim")
+            if claim is not None:
+                find = functools.partial(self._claim_directory, name, claim.get("claimName", ""))
+                self._volumes[name] = await self._until_configured(
+                    self.all_runs, "CreateContainerConfigError", find
+                )
+                continue
             path = self.dir / "volumes" / name
             path.mkdir(parents=True, exist_ok=True)
             self._volumes[name] = path
@@ -1347,6 +1366,44 @@ class PodRunner:
                 if volume.get(key) is not None:
                     fill = functools.partial(self._fill_volume, name, kind, volume[key], path)
                     await self._until_configured(self.all_runs, "ContainerCreating", fill)
+
+    async def _claim_directory(self, volume: str, claim: str) -> Path:
+        """The host directory behind PersistentVolumeClaim ``claim`` (see prepare_volumes)."""
+        failed = f'MountVolume.SetUp failed for volume "{volume}"'
+        needs = (
+            "the local node mounts only a claim whose spec.volumeName names a hostPath"
+            " PersistentVolume (a provisioned claim, such as a Workflow's"
+            " spec.workspace.volumeClaimTemplate, needs a real node)"
+        )
+        try:
+            pvc = await self.node.client.request(
+                "GET", f"/api/v1/namespaces/{self.namespace}/persistentvolumeclaims/{claim}"
+            )
+            pv_name = (pvc.get("spec") or {}).get("volumeName") or ""
+            if not pv_name:
+                raise ContainerConfigError(f"{failed}: claim {claim!r} names no volume; {needs}")
+            pv = await self.node.client.request("GET", f"/api/v1/persistentvolumes/{pv_name}")
+        except ApiError as err:
+            raise ContainerConfigError(f"{failed}: {err.message}; {needs}") from err
+        except (aiohttp.ClientError, TimeoutError) as err:
+            raise ContainerConfigError(f"{failed}: {err}") from err
+        spec = pv.get("spec") or {}
+        ref = spec.get("claimRef") or {}
+        if ref and (ref.get("namespace"), ref.get("name")) != (self.namespace, claim):
+            raise ContainerConfigError(
+                f"{failed}: PersistentVolume {pv_name!r} is reserved for another claim"
+            )
+        host = (spec.get("hostPath") or spec.get("local") or {}).get("path") or ""
+        if not host:
+            raise ContainerConfigError(
+                f"{failed}: PersistentVolume {pv_name!r} is not a hostPath volume; {needs}"
+            )
+        path = Path(host)
+        if not await asyncio.to_thread(path.is_dir):
+            raise ContainerConfigError(
+                f"{failed}: the directory {host} of PersistentVolume {pv_name!r} does not exist"
+            )
+        return path
 
     async def _fill_volume(self, volume: str, kind: str, source: Obj, path: Path) -> None:
         object_name = source.get("secretName" if kind == "Secret" else "name", "")

@@ -18,9 +18,21 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agentflow.api.models import API_VERSION, DEFAULT_AGENT_IMAGE, EnvVar, Provider, StepResult
+from agentflow.api.models import (
+    API_VERSION,
+    DEFAULT_AGENT_IMAGE,
+    WORKSPACE_PATH,
+    EnvVar,
+    Provider,
+    StepResult,
+    WorkspaceClaimTemplate,
+)
 from agentflow.engine.caching import bounded_result
-from agentflow.engine.names import cache_configmap_name, output_configmap_name
+from agentflow.engine.names import (
+    cache_configmap_name,
+    output_configmap_name,
+    workspace_claim_name,
+)
 from agentflow.engine.types import (
     ANNOTATION_RERUN,
     ANNOTATION_RETRY,
@@ -54,11 +66,19 @@ __all__ = [
     "LABEL_WORKFLOW",
     "cache_configmap_name",
     "output_configmap_name",
+    "workspace_claim_name",
 ]
 
 CONTAINER_NAME = "agent"
 SCRATCH_VOLUME = "scratch"
 SCRATCH_PATH = "/tmp"
+WORKSPACE_VOLUME = "workspace"
+# Set in every step pod of a Workflow with a workspace: where it is (the container's working
+# directory too).  The runner's command provider runs there and its artifacts are relative to it.
+WORKSPACE_ENV = "AGENTFLOW_WORKSPACE"
+# The label on a workspace claim the operator makes: the Workflow's name (the admission policy
+# checks it against the claim's ownerReference).
+LABEL_WORKSPACE = "agentflow.dev/workspace"
 # Env names the operator sets; agent env entries may not override them.
 RESERVED_ENV_PREFIX = "AGENTFLOW_"
 RUNNER_REPOSITORY = DEFAULT_AGENT_IMAGE.rsplit(":", 1)[0]
@@ -124,6 +144,8 @@ def step_env(workflow: WorkflowRef, action: CreateJob) -> list[dict[str, Any]]:
         {"name": "AGENTFLOW_AGENT", "value": agent.name},
         {"name": "AGENTFLOW_PROMPT", "value": literal(action.prompt)},
     ]
+    if action.workspace_claim is not None:
+        env.append({"name": WORKSPACE_ENV, "value": WORKSPACE_PATH})
     if agent.provider is not None:
         env.append({"name": "AGENTFLOW_PROVIDER", "value": Provider(agent.provider).value})
     if agent.model is not None:
@@ -194,6 +216,17 @@ def build_step_job(
         "containers": [container],
         "volumes": [{"name": SCRATCH_VOLUME, "emptyDir": {"sizeLimit": "1Gi"}}],
     }
+    if action.workspace_claim is not None:
+        # The shared directory, writable by the step's user through fsGroup, and the agent's
+        # working directory (an image's own WORKDIR is replaced).
+        container["volumeMounts"].append({"name": WORKSPACE_VOLUME, "mountPath": WORKSPACE_PATH})
+        container["workingDir"] = WORKSPACE_PATH
+        pod_spec["volumes"].append(
+            {
+                "name": WORKSPACE_VOLUME,
+                "persistentVolumeClaim": {"claimName": action.workspace_claim},
+            }
+        )
     if settings.service_account_name:
         pod_spec["serviceAccountName"] = settings.service_account_name
 
@@ -215,6 +248,32 @@ def build_step_job(
             "ownerReferences": [owner_reference(workflow)],
         },
         "spec": job_spec,
+    }
+
+
+def workspace_claim(
+    workflow: WorkflowRef, name: str, template: WorkspaceClaimTemplate
+) -> dict[str, Any]:
+    """The PersistentVolumeClaim of a Workflow's ``spec.workspace.volumeClaimTemplate``, owned
+    by the Workflow: the garbage collector deletes it (and, under the usual ``Delete`` reclaim
+    policy of a provisioned volume, its files) with the Workflow."""
+    spec: dict[str, Any] = {
+        "accessModes": [str(m) for m in template.access_modes],
+        "volumeMode": template.volume_mode,
+        "resources": {"requests": {"storage": template.storage}},
+    }
+    if template.storage_class_name is not None:
+        spec["storageClassName"] = template.storage_class_name
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": name,
+            "namespace": workflow.namespace,
+            "labels": {LABEL_WORKFLOW: workflow.name, LABEL_WORKSPACE: workflow.name},
+            "ownerReferences": [owner_reference(workflow)],
+        },
+        "spec": spec,
     }
 
 

@@ -38,6 +38,7 @@ from agentflow.children import (
     cache_configmap,
     output_configmap,
     output_configmap_name,
+    workspace_claim,
 )
 from agentflow.config import OperatorConfig
 from agentflow.engine.conditions import ConditionStatus, set_condition
@@ -48,6 +49,7 @@ from agentflow.engine.types import (
     CreateJob,
     DeleteJob,
     DeleteWorkflow,
+    EnsureWorkspaceClaim,
     Fact,
     FallbackPolicy,
     JobState,
@@ -79,6 +81,10 @@ MAX_CONFLICT_RETRIES = 5
 JOB_CONFLICT = "JobConflict"
 JOB_CONFLICT_DETAIL = "it is left alone, neither adopted nor deleted"
 MAX_JOB_CONFLICT_REPLANS = 3
+# The workspace claim cannot be had (another's claim under the name, an existing claim that is
+# missing, a claim the API server refused): the Jobs that would mount it are not created, and
+# their attempts fail with this reason.
+WORKSPACE_UNAVAILABLE = "WorkspaceUnavailable"
 # A step Job this process created counts against its namespace's limit until the Job watch
 # shows it, or for this long at most (it may have been deleted before it was ever seen).
 LAUNCH_VISIBLE_SECONDS = 30.0
@@ -194,6 +200,9 @@ class Runtime:
     phases: dict[Key, str] = field(default_factory=dict)
     last_heartbeat: float = field(default_factory=time.monotonic)
     cache_names: set[Key] = field(default_factory=set)
+    # The workspace claim this process has seen in place, per Workflow (by its uid and the
+    # claim's name): later passes do not ask the API again.
+    claims_ready: dict[Key, tuple[str, str]] = field(default_factory=dict)
     # Step Jobs created by this process and not yet seen by the watch: namespace -> name -> when.
     launched: dict[str, dict[str, float]] = field(default_factory=dict)
     is_leader: bool = True
@@ -314,6 +323,7 @@ class Runtime:
         self.wakeups.pop(key, None)
         self.written.pop(key, None)
         self.outputs_stored.pop(key, None)
+        self.claims_ready.pop(key, None)
         self.phases.pop(key, None)
         self._refresh_phase_gauge()
 
@@ -425,6 +435,45 @@ async def store_outputs(
     return refused
 
 
+async def ensure_claim(rt: Runtime, wf: WorkflowRef, action: EnsureWorkspaceClaim) -> str | None:
+    """Make sure the workspace claim of ``action`` is there; returns why it cannot be had (a
+    message naming the field), or None."""
+    key = (wf.namespace, wf.name)
+    if rt.claims_ready.get(key) == (wf.uid, action.name):
+        return None
+    try:
+        if action.template is None:
+            found = await rt.kube.get_claim(wf.namespace, action.name)
+            if found is None:
+                return (
+                    f"spec.workspace.claimName: PersistentVolumeClaim {action.name} not found"
+                    f" in namespace {wf.namespace}"
+                )
+        else:
+            manifest = workspace_claim(wf, action.name, action.template)
+            created = await rt.kube.create_claim(manifest)
+            if created.outcome is CreateOutcome.FOREIGN:
+                return (
+                    f"spec.workspace.volumeClaimTemplate: {created.message}; {JOB_CONFLICT_DETAIL}"
+                )
+            logger.info(
+                "workspace claim %s: %s",
+                action.name,
+                created.outcome.value,
+                extra={"workflow": wf.name, "namespace": wf.namespace},
+            )
+    except ApiError as e:
+        if not is_refusal(e):
+            raise
+        field_name = "claimName" if action.template is None else "volumeClaimTemplate"
+        return (
+            f"spec.workspace.{field_name}: the API server refused PersistentVolumeClaim"
+            f" {action.name}: {e}"
+        )
+    rt.claims_ready[key] = (wf.uid, action.name)
+    return None
+
+
 async def execute(
     rt: Runtime,
     body: Mapping[str, Any],
@@ -441,8 +490,18 @@ async def execute(
     """
     fields = {"workflow": wf.name, "namespace": wf.namespace}
     conflicts: list[tuple[CreateJob, str, str]] = []
+    claim_problem: str | None = None
     for action in actions:
-        if isinstance(action, CreateJob):
+        if isinstance(action, EnsureWorkspaceClaim):
+            claim_problem = await ensure_claim(rt, wf, action)
+            if claim_problem is not None:
+                rt.post_event(body, "Warning", WORKSPACE_UNAVAILABLE, claim_problem)
+                logger.warning(claim_problem, extra=fields)
+        elif isinstance(action, CreateJob):
+            if claim_problem is not None and action.workspace_claim is not None:
+                # A pod that mounts a claim that is not there would wait for it forever.
+                conflicts.append((action, WORKSPACE_UNAVAILABLE, claim_problem))
+                continue
             try:
                 created = await rt.kube.create_job(build_step_job(wf, action, rt.config.job))
             except ApiError as e:

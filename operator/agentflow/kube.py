@@ -32,6 +32,7 @@ POLICIES = "/apis/agentflow.dev/v1alpha1/namespaces/{namespace}/agentfallbackpol
 JOBS = "/apis/batch/v1/namespaces/{namespace}/jobs"
 PODS = "/api/v1/namespaces/{namespace}/pods"
 CONFIGMAPS = "/api/v1/namespaces/{namespace}/configmaps"
+CLAIMS = "/api/v1/namespaces/{namespace}/persistentvolumeclaims"
 TOKEN_REVIEWS = "/apis/authentication.k8s.io/v1/tokenreviews"
 SUBJECT_ACCESS_REVIEWS = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
 
@@ -382,6 +383,46 @@ class Kube:
             raise
         text: str = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
         return utf8_prefix(text, limit_bytes)
+
+    # -- workspace claims -------------------------------------------------------------------
+
+    async def create_claim(self, manifest: dict[str, Any]) -> CreateResult:
+        """Create the workspace claim of ``manifest``; one already there counts as created when
+        the same Workflow owns it (an earlier pass, or process, made it), and as FOREIGN when
+        it does not (it is neither adopted nor changed)."""
+        meta = manifest["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        try:
+            await self.request("POST", CLAIMS.format(namespace=namespace), body=manifest)
+            return CreateResult(CreateOutcome.CREATED)
+        except ApiError as e:
+            if e.status != 409:
+                raise
+        existing = await self.get_claim(namespace, name)
+        if existing is None:
+            # Deleted between the two requests: the next pass creates it again.
+            return CreateResult(CreateOutcome.FOREIGN, f"claim {name} is being deleted")
+        want = meta["ownerReferences"][0]["uid"]
+        existing_meta = existing.get("metadata") or {}
+        if existing_meta.get("deletionTimestamp"):
+            return CreateResult(CreateOutcome.FOREIGN, f"claim {name} is still being deleted")
+        if owned_by(existing_meta, want):
+            return CreateResult(CreateOutcome.EXISTS)
+        return CreateResult(
+            CreateOutcome.FOREIGN,
+            f"PersistentVolumeClaim {name} exists and is not this Workflow's",
+        )
+
+    async def get_claim(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = await self.request(
+                "GET", CLAIMS.format(namespace=namespace) + f"/{name}"
+            )
+        except ApiError as e:
+            if e.status == 404:
+                return None
+            raise
+        return result
 
     # -- config maps (step outputs and cache entries) ---------------------------------------
 

@@ -8,17 +8,33 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agentflow.api.models import AgentTemplate, StepResult
-from agentflow.children import WorkflowRef, build_step_job, cache_configmap, output_configmap
+from agentflow.api.models import WORKSPACE_PATH, AgentTemplate, StepResult, WorkspaceClaimTemplate
+from agentflow.children import (
+    LABEL_WORKSPACE,
+    WorkflowRef,
+    build_step_job,
+    cache_configmap,
+    output_configmap,
+    workspace_claim,
+)
+from agentflow.engine.names import (
+    WORKSPACE_NAME_INFIX,
+    WORKSPACE_NAME_PREFIX_LENGTH,
+    workspace_claim_name,
+)
 from agentflow.engine.types import CreateJob, WriteCache
 from tests.chart.chart_tools import documents, find, kubeconform, one, render
 from tests.chart.test_chart import container, parse_operator_args, rendered
 
 POLICY_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+ADMISSION_TEMPLATE = (
+    Path(__file__).resolve().parents[2] / "charts/agentflow/templates/_admission.tpl"
+)
 ENABLED = ("admissionPolicy.enabled=true",)
 WF = WorkflowRef("wf", "team-a", "0d6e5f4c-0000-4000-8000-000000000000")
 
@@ -67,6 +83,7 @@ def test_the_policies_and_their_bindings_deny_and_fail_closed(config: str) -> No
     assert {p["metadata"]["name"] for p in policies} == {
         "agentflow-step-jobs",
         "agentflow-configmaps",
+        "agentflow-workspace-claims",
     }
     for policy in policies:
         assert policy["spec"]["failurePolicy"] == "Fail"
@@ -94,6 +111,15 @@ def test_the_policies_and_their_bindings_deny_and_fail_closed(config: str) -> No
         "UPDATE",
         "DELETE",
     ]
+    claims = one(docs, "ValidatingAdmissionPolicy", "agentflow-workspace-claims")
+    assert claims["spec"]["matchConstraints"]["resourceRules"] == [
+        {
+            "apiGroups": [""],
+            "apiVersions": ["v1"],
+            "resources": ["persistentvolumeclaims"],
+            "operations": ["CREATE"],
+        }
+    ]
 
 
 def test_enabled_on_the_default_values_passes_kubeconform_strict() -> None:
@@ -102,7 +128,7 @@ def test_enabled_on_the_default_values_passes_kubeconform_strict() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     count = len(documents(manifests))
     assert f"Valid: {count}, Invalid: 0, Errors: 0, Skipped: 0" in result.stdout, result.stdout
-    assert len([d for d in documents(manifests) if d["kind"] in POLICY_KINDS]) == 4
+    assert len([d for d in documents(manifests) if d["kind"] in POLICY_KINDS]) == 6
 
 
 @pytest.mark.parametrize(
@@ -174,3 +200,47 @@ def test_the_policies_use_the_operators_label_names_and_api_version() -> None:
     assert cache_pattern and re.fullmatch(cache_pattern[1].strip("^$"), cache["metadata"]["name"])
     suffix = re.search(r"name\.endsWith\('([^']+)'\)", configmaps)
     assert suffix and output["metadata"]["name"] == job["metadata"]["name"] + suffix[1]
+
+
+def the_operators_workspace() -> tuple[dict[str, Any], dict[str, Any]]:
+    """A step Job that mounts a workspace claim and the claim, as the operator builds them."""
+    job, _, _ = the_operators_objects()
+    claim_name = workspace_claim_name(WF.name, uid=WF.uid)
+    action = CreateJob(
+        job_name=job["metadata"]["name"],
+        step="build",
+        run=1,
+        iteration=1,
+        attempt=1,
+        agent=AgentTemplate(name="coder"),
+        fallback=False,
+        prompt="p",
+        cache_key=None,
+        timeout_seconds=None,
+        workspace_claim=claim_name,
+    )
+    claim = workspace_claim(WF, claim_name, WorkspaceClaimTemplate(storage="1Gi"))
+    return build_step_job(WF, action), claim
+
+
+def test_the_workspace_rules_use_the_operators_names() -> None:
+    """The chart's copies of the workspace's names (volume, path, claim name shape, label)
+    are the code's: the claim the operator makes and the Job that mounts it have them."""
+    job, claim = the_operators_workspace()
+    pod = job["spec"]["template"]["spec"]
+    [volume] = [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    [mount] = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == volume["name"]]
+    tpl = ADMISSION_TEMPLATE.read_text()
+    assert f'"workspaceVolume" "{volume["name"]}"' in tpl
+    assert mount["mountPath"] == WORKSPACE_PATH
+    assert f'"workspacePath" "{WORKSPACE_PATH}"' in tpl
+    assert f'"workspace" "{LABEL_WORKSPACE}"' in tpl
+    assert f'"workspaceInfix" "{WORKSPACE_NAME_INFIX}"' in tpl
+    assert f'"workspacePrefixLength" {WORKSPACE_NAME_PREFIX_LENGTH})' in tpl
+    assert claim["metadata"]["labels"][LABEL_WORKSPACE] == WF.name
+    policy = expressions(
+        one(rendered("all-on"), "ValidatingAdmissionPolicy", "agentflow-workspace-claims")
+    )
+    assert set(re.findall(r"agentflow\.dev/[a-z0-9-]+", policy)) == set(
+        claim["metadata"]["labels"]
+    ) | {claim["metadata"]["ownerReferences"][0]["apiVersion"]}

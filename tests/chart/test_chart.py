@@ -348,6 +348,7 @@ OPERATOR_RULES = {
     ("", "pods"): {"list", "watch"},
     ("", "pods/log"): {"get"},
     ("", "configmaps"): {"list", "watch", "create", "patch", "delete"},
+    ("", "persistentvolumeclaims"): {"get", "create"},
     ("", "events"): {"create"},
 }
 

@@ -2,7 +2,8 @@
 
 The session builds (or reuses from the cache) the node image and the project's images, creates a
 kind cluster of its own (``agentflow-e2e``, on a Docker network of its own), loads the images,
-installs Prometheus Operator and then the chart with ``tests/e2e/values.yaml``, and deletes the
+installs rancher's local-path-provisioner as the default StorageClass (hack/storage/), installs
+Prometheus Operator and then the chart with ``tests/e2e/values.yaml``, and deletes the
 cluster and its network at the end, also when a test failed.  ``AGENTFLOW_E2E_KEEP=1`` keeps the
 cluster for a look afterwards (``hack/kind/cluster.sh down`` with
 ``AGENTFLOW_KIND_CLUSTER=agentflow-e2e`` removes it).
@@ -84,9 +85,12 @@ class KindCluster:
 def kind_cluster() -> Iterator[KindCluster]:
     images = tuple(run(REPO / "hack/containers/images.sh").split())
     monitoring_images = tuple(run(REPO / "hack/monitoring/images.sh").split())
+    storage_images = tuple(run(REPO / "hack/storage/images.sh").split())
     try:
         kubeconfig = Path(run(REPO / "hack/kind/cluster.sh", "up").split()[-1])
-        run(REPO / "hack/kind/cluster.sh", "load", *images, *monitoring_images)
+        run(REPO / "hack/kind/cluster.sh", "load", *images, *monitoring_images, *storage_images)
+        # The default StorageClass: workspace claims (spec.workspace) are provisioned from it.
+        run(REPO / "hack/storage/install.sh", kubeconfig)
         yield KindCluster(kubeconfig, kubectl_for(kubeconfig), images)
     finally:
         if not KEEP:

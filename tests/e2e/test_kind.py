@@ -12,6 +12,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from tests.e2e import prometheus
 from tests.e2e.conftest import (
     RELEASE,
@@ -254,6 +256,88 @@ def test_deleting_the_operator_pod_mid_run_loses_and_duplicates_nothing(
     assert [s["phase"] for s in wf["status"]["steps"]] == ["Succeeded"] * 4
     assert after["metadata"]["name"] != before["metadata"]["name"]
     _assert_one_job_per_attempt(release, namespace, "survivor")
+
+
+PIPELINE_NOTES = "release: 1.4.0\nstatus: reviewed\n- fixed the login timeout"
+
+
+def _workspace_claims(release: KindCluster, namespace: str) -> list[dict[str, Any]]:
+    return items(release.kubectl, namespace, "persistentvolumeclaims")
+
+
+def _assert_the_pipeline_passed_its_file(
+    release: KindCluster, namespace: str, wf: dict[str, Any]
+) -> None:
+    """The three steps of workflows/file-pipeline.yaml shared one provisioned claim: the
+    file the first wrote and the second changed is what the third read and reported."""
+    assert wf["status"]["phase"] == "Succeeded", wf["status"]
+    check = wf["status"]["steps"][2]
+    assert check["name"] == "check" and check["result"]["summary"] == PIPELINE_NOTES
+    draft, review = wf["status"]["steps"][:2]
+    assert draft["result"]["artifacts"] == [{"path": "docs/release-notes.md", "action": "created"}]
+    assert review["result"]["artifacts"] == [
+        {"path": "docs/release-notes.md", "action": "modified"}
+    ]
+    [claim] = _workspace_claims(release, namespace)
+    assert claim["metadata"]["name"] == wf["status"]["workspaceClaim"]
+    assert claim["metadata"]["ownerReferences"][0]["uid"] == wf["metadata"]["uid"]
+    assert claim["status"]["phase"] == "Bound"
+    assert claim["spec"]["storageClassName"] == "local-path"  # the cluster's default class
+    pods = step_pods(release, namespace, wf["metadata"]["name"])
+    assert len(pods) == 3
+    for pod in pods:
+        volumes = pod["spec"]["volumes"]
+        assert {
+            "name": "workspace",
+            "persistentVolumeClaim": {"claimName": claim["metadata"]["name"]},
+        } in volumes
+        assert pod["status"]["containerStatuses"][0]["containerID"].startswith("containerd://")
+
+
+def test_the_workspace_pipeline_passes_a_file_between_steps_on_a_provisioned_claim(
+    release: KindCluster, namespace: str
+) -> None:
+    apply(release.kubectl, namespace, REPO / "workflows" / "file-pipeline.yaml")
+    wf = wait_finished(release.kubectl, namespace, "file-pipeline", timeout=300)
+    _assert_the_pipeline_passed_its_file(release, namespace, wf)
+    # Deleting the Workflow deletes its claim (and, under reclaim policy Delete, its volume).
+    claim = wf["status"]["workspaceClaim"]
+    deleted = release.kubectl("delete", "workflows.agentflow.dev", "file-pipeline", "-n", namespace)
+    assert deleted.returncode == 0, deleted.stderr
+    wait_for(
+        lambda: get(release.kubectl, namespace, "persistentvolumeclaims", claim) is None,
+        120,
+        what="the garbage collector to delete the workspace claim",
+    )
+
+
+def test_the_workspace_and_its_files_survive_an_operator_restart_mid_run(
+    release: KindCluster, namespace: str
+) -> None:
+    doc = yaml.safe_load((REPO / "workflows" / "file-pipeline.yaml").read_text())
+    editor = next(a for a in doc["spec"]["agents"] if a["name"] == "editor")
+    editor["env"].append({"name": "AGENTFLOW_SCRIPT_SLEEP_SECONDS", "value": "20"})
+    apply(release.kubectl, namespace, [doc])
+
+    def review_running() -> bool:
+        pods = step_pods(release, namespace, "file-pipeline")
+        return any(
+            p["metadata"]["labels"].get("agentflow.dev/step") == "review"
+            and p["status"].get("phase") == "Running"
+            for p in pods
+        )
+
+    wait_for(review_running, 180, what="step review's pod to run")
+    before = wait_operator_ready(release)
+    deleted = release.kubectl(
+        "-n", RELEASE_NAMESPACE, "delete", "pod", before["metadata"]["name"], "--wait=false"
+    )
+    assert deleted.returncode == 0, deleted.stderr
+    wf = wait_finished(release.kubectl, namespace, "file-pipeline", timeout=300)
+    after = wait_operator_ready(release)
+    assert after["metadata"]["uid"] != before["metadata"]["uid"]
+    _assert_the_pipeline_passed_its_file(release, namespace, wf)
+    _assert_one_job_per_attempt(release, namespace, "file-pipeline")
 
 
 def test_prometheus_operator_scrapes_the_operator_and_loads_its_alerts(

@@ -22,9 +22,15 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from agentflow.api.models import AgentTemplate, StepResult
-from agentflow.children import WorkflowRef, build_step_job, cache_configmap, output_configmap
-from agentflow.engine.names import job_name
+from agentflow.api.models import AgentTemplate, StepResult, WorkspaceClaimTemplate
+from agentflow.children import (
+    WorkflowRef,
+    build_step_job,
+    cache_configmap,
+    output_configmap,
+    workspace_claim,
+)
+from agentflow.engine.names import job_name, workspace_claim_name
 from agentflow.engine.types import CreateJob, WriteCache
 from agentflow_devcluster import LocalCluster
 from tests.integration.conftest import kubectl_for, wait_for
@@ -53,6 +59,9 @@ pytestmark = pytest.mark.integration
 POLICY_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
 JOB_POLICY = "ValidatingAdmissionPolicy 'agentflow-step-jobs'"
 CONFIGMAP_POLICY = "ValidatingAdmissionPolicy 'agentflow-configmaps'"
+CLAIM_POLICY = "ValidatingAdmissionPolicy 'agentflow-workspace-claims'"
+# The existing claim the release's admissionPolicy.workspaceClaims lists.
+SHARED_CLAIM = "team-files"
 TENANT_NAMESPACE = "tenant-a"
 PROBE_WORKFLOW = WorkflowRef("probe", WORKLOAD_NAMESPACE, str(uuid.uuid4()))
 Manifest = dict[str, Any]
@@ -116,7 +125,9 @@ def admission_cluster() -> Iterator[LocalCluster]:
 def release(
     admission_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[PolicyRelease]:
-    docs = render_chart("admissionPolicy.enabled=true")
+    docs = render_chart(
+        "admissionPolicy.enabled=true", f"admissionPolicy.workspaceClaims={{{SHARED_CLAIM}}}"
+    )
     assert {d["kind"] for d in docs} >= set(POLICY_KINDS)
     identity = install_chart_identity(
         admission_cluster,
@@ -132,16 +143,26 @@ def release(
 
 
 def wait_until_effective(core: client.CoreV1Api, batch: client.BatchV1Api, namespace: str) -> None:
-    """Until both policies refuse a request: a new policy takes effect once the API server has
+    """Until the three policies refuse a request: a new policy takes effect once the API server has
     compiled it, a moment after its creation."""
     unowned = probe_job(namespace)
     del unowned["metadata"]["ownerReferences"]
     plain = {"metadata": {"name": "plain"}, "data": {"a": "b"}}
 
+    bare_claim = {
+        "metadata": {"name": "plain"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
+
     def effective() -> bool:
         return bool(
             refusal(lambda: batch.create_namespaced_job(namespace, unowned, dry_run="All"))
             and refusal(lambda: core.create_namespaced_config_map(namespace, plain, dry_run="All"))
+            and refusal(
+                lambda: core.create_namespaced_persistent_volume_claim(
+                    namespace, bare_claim, dry_run="All"
+                )
+            )
         )
 
     wait_for(effective, 60, what="the admission policies to refuse a request")
@@ -232,6 +253,11 @@ def _host_path(job: Manifest) -> None:
     volumes.append({"name": "host-root", "hostPath": {"path": "/"}})
 
 
+def _host_path_as_the_workspace(job: Manifest) -> None:
+    volumes = job["spec"]["template"]["spec"]["volumes"]
+    volumes.append({"name": "workspace", "hostPath": {"path": "/"}})
+
+
 def _other_service_account(job: Manifest) -> None:
     job["spec"]["template"]["spec"]["serviceAccountName"] = "agentflow"
 
@@ -279,7 +305,8 @@ def _missing_labels(job: Manifest) -> None:
         (_owned_by_a_deployment, "whose one ownerReference is a controller reference to the"),
         (_privileged, "whose containers are not privileged"),
         (_added_capability, "add no capabilities"),
-        (_host_path, "whose volumes are emptyDir (no hostPath or other sources); Job "),
+        (_host_path, "whose volumes are emptyDir (no hostPath or other sources) and, as volume"),
+        (_host_path_as_the_workspace, "admissionPolicy.workspaceClaims; Job "),
         (_other_service_account, "only Jobs that name no ServiceAccount"),
         (_token_mounted, "set automountServiceAccountToken false"),
         (_host_network, "use the host's network, PID or IPC namespace"),
@@ -476,3 +503,65 @@ def test_in_namespaced_mode_the_operator_runs_as_the_step_account_in_its_namespa
     seen, forbidden = used(audit_log, identity.username, since)
     assert not forbidden, f"refused in namespaced mode: {forbidden[:10]}"
     assert {("batch", "jobs", "create"), ("", "configmaps", "create")} <= seen
+
+
+def test_a_job_may_mount_only_its_workflows_claim_or_a_listed_one(release: PolicyRelease) -> None:
+    """The workspace volume of a step Job: the claim the operator makes for the Job's Workflow,
+    or an existing claim listed in admissionPolicy.workspaceClaims; any other claim (another
+    Workflow's, a claim of the namespace's own) is refused."""
+
+    def create(claim: str | None) -> str | None:
+        job = probe_job(workspace_claim=claim)
+        return refusal(
+            lambda: release.batch.create_namespaced_job(WORKLOAD_NAMESPACE, job, dry_run="All")
+        )
+
+    own = workspace_claim_name(PROBE_WORKFLOW.name, uid=PROBE_WORKFLOW.uid)
+    assert create(own) is None
+    assert create(SHARED_CLAIM) is None
+    others = workspace_claim_name("another-workflow", uid=PROBE_WORKFLOW.uid)
+    for foreign in ("database-backups", others, own + "0", "probe-workspace-not-hex-digits"):
+        refused = create(foreign)
+        assert refused is not None, f"admitted a Job that mounts {foreign}"
+        assert JOB_POLICY in refused, refused
+        assert "the workspace claim it makes for the Workflow" in refused, refused
+        assert "admissionPolicy.workspaceClaims; Job " in refused and "has workspace" in refused
+
+
+def test_only_workspace_claims_of_the_operators_shape_may_be_created(
+    release: PolicyRelease,
+) -> None:
+    name = workspace_claim_name(PROBE_WORKFLOW.name, uid=PROBE_WORKFLOW.uid)
+    claim = workspace_claim(PROBE_WORKFLOW, name, WorkspaceClaimTemplate(storage="1Gi"))
+
+    def create(manifest: Manifest) -> str | None:
+        return refusal(
+            lambda: release.core.create_namespaced_persistent_volume_claim(
+                WORKLOAD_NAMESPACE, manifest, dry_run="All"
+            )
+        )
+
+    assert create(claim) is None, "the operator's own claim must be admitted"
+
+    def variant(change: Callable[[Manifest], None]) -> Manifest:
+        other = copy.deepcopy(claim)
+        change(other)
+        return other
+
+    shape = "may create only workspace claims labelled agentflow.dev/workspace"
+    cases: list[tuple[Callable[[Manifest], None], str]] = [
+        (lambda c: c["metadata"].pop("ownerReferences"), shape),
+        (lambda c: c["metadata"]["labels"].pop("agentflow.dev/workspace"), shape),
+        (lambda c: c["metadata"].update(name="database-backups"), shape),
+        (lambda c: c["metadata"]["ownerReferences"][0].update(name="another"), shape),
+        (lambda c: c["spec"].update(volumeName="someone-elses-volume"), "name no volume"),
+        (lambda c: c["spec"].update(selector={"matchLabels": {"a": "b"}}), "name no volume"),
+        (
+            lambda c: c["spec"].update(dataSource={"kind": "PersistentVolumeClaim", "name": "x"}),
+            "name no volume, selector or data source",
+        ),
+    ]
+    for change, message in cases:
+        refused = create(variant(change))
+        assert refused is not None and CLAIM_POLICY in refused, refused
+        assert message in refused, refused

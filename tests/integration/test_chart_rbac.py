@@ -30,6 +30,7 @@ from tests.integration.workflows import (
     policy,
     script_agent,
     step,
+    wait_finished,
     workflow,
 )
 
@@ -272,6 +273,19 @@ def run_every_code_path(kubectl: Kubectl, namespace: str = WORKLOAD_NAMESPACE) -
                 [script_agent("a")],
                 ttlSecondsAfterFinished=0,
             ),
+            # The workspace claim it makes (create), and an existing claim it looks for (get).
+            workflow(
+                "shared-files",
+                [{"name": "only", "agent": "a"}],
+                [script_agent("a")],
+                workspace={"volumeClaimTemplate": {"storage": "16Mi"}},
+            ),
+            workflow(
+                "missing-files",
+                [{"name": "only", "agent": "a"}],
+                [script_agent("a")],
+                workspace={"claimName": "not-there"},
+            ),
         ],
     )
 
@@ -279,6 +293,15 @@ def run_every_code_path(kubectl: Kubectl, namespace: str = WORKLOAD_NAMESPACE) -
         wf = get(kubectl, namespace, "workflows.agentflow.dev", "everything")
         return wf if (wf or {}).get("status", {}).get("phase") in ("Succeeded", "Failed") else None
 
+    missing = wait_finished(kubectl, namespace, "missing-files")
+    assert "spec.workspace.claimName" in missing["status"]["message"], missing["status"]
+
+    def claim_made() -> bool:
+        wf = get(kubectl, namespace, "workflows.agentflow.dev", "shared-files") or {}
+        name = (wf.get("status") or {}).get("workspaceClaim")
+        return bool(name) and get(kubectl, namespace, "persistentvolumeclaims", name) is not None
+
+    wait_for(claim_made, 60, what="the operator to make the workspace claim")
     wf = wait_for(finished, 120, what="the workflow under the chart's identity")
     assert wf["status"]["phase"] == "Succeeded", wf["status"]
     assert step(wf, "big")["result"]["outputRef"]

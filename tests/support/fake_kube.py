@@ -50,6 +50,8 @@ class Faults:
     job_error: ApiError | None = None
     # Raised by every ConfigMap creation (a quota, an invalid object).
     configmap_error: ApiError | None = None
+    # Raised by every PersistentVolumeClaim creation (a quota, a storage class refused).
+    claim_error: ApiError | None = None
 
 
 class FakeKube(Kube):
@@ -59,6 +61,7 @@ class FakeKube(Kube):
         self.jobs: dict[Key, dict[str, Any]] = {}
         self.pods: dict[Key, dict[str, Any]] = {}
         self.configmaps: dict[Key, dict[str, Any]] = {}
+        self.claims: dict[Key, dict[str, Any]] = {}
         self.logs: dict[Key, str] = {}  # (namespace, job name) -> its pod's log
         self.faults = Faults()
         self.calls: list[tuple[str, str]] = []  # (verb, what): what the operator asked for
@@ -113,6 +116,38 @@ class FakeKube(Kube):
         found = self.workflows.get((namespace, name))
         if found is not None and found["metadata"]["uid"] == uid:
             del self.workflows[(namespace, name)]
+
+    # -- workspace claims -------------------------------------------------------------------
+
+    async def create_claim(self, manifest: dict[str, Any]) -> CreateResult:
+        meta = manifest["metadata"]
+        self.calls.append(("create-claim", meta["name"]))
+        if self.faults.claim_error is not None:
+            raise self.faults.claim_error
+        key = (meta["namespace"], meta["name"])
+        existing = self.claims.get(key)
+        if existing is None:
+            claim = copy.deepcopy(manifest)
+            claim["metadata"]["uid"] = self._uid("claim")
+            self.claims[key] = claim
+            return CreateResult(CreateOutcome.CREATED)
+        if owned_by(existing["metadata"], meta["ownerReferences"][0]["uid"]):
+            return CreateResult(CreateOutcome.EXISTS)
+        return CreateResult(
+            CreateOutcome.FOREIGN,
+            f"PersistentVolumeClaim {meta['name']} exists and is not this Workflow's",
+        )
+
+    async def get_claim(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.calls.append(("get-claim", name))
+        found = self.claims.get((namespace, name))
+        return copy.deepcopy(found) if found is not None else None
+
+    def add_claim(self, namespace: str, name: str) -> None:
+        """A claim of the namespace's own, owned by no Workflow."""
+        self.claims[(namespace, name)] = {
+            "metadata": {"name": name, "namespace": namespace, "uid": self._uid("claim")}
+        }
 
     # -- jobs -----------------------------------------------------------------------------
 

@@ -305,6 +305,96 @@ CASES = [
         False,
     ),
     Case("max-attempts", policy(rules=[{"agent": "a", "maxAttempts": 11}]), "maximum", False),
+    # Workspaces.
+    Case(
+        "workspace-template",
+        workflow(workspace={"volumeClaimTemplate": {"storage": "1Gi"}}),
+        None,
+        True,
+    ),
+    Case("workspace-claim", workflow(workspace={"claimName": "shared"}), None, True),
+    Case(
+        "workspace-rwx-parallel",
+        workflow(
+            strategy="Parallel",
+            workspace={"volumeClaimTemplate": {"storage": "1Gi", "accessModes": ["ReadWriteMany"]}},
+        ),
+        None,
+        True,
+    ),
+    Case(
+        "workspace-rwo-dag-one-at-a-time",
+        workflow(
+            strategy="DAG",
+            parallelism=1,
+            workspace={"volumeClaimTemplate": {"storage": "1Gi"}},
+        ),
+        None,
+        True,
+    ),
+    Case(
+        "workspace-parallel-existing-claim",
+        workflow(strategy="Parallel", workspace={"claimName": "shared"}),
+        None,
+        True,
+    ),
+    Case(
+        "workspace-both",
+        workflow(workspace={"claimName": "shared", "volumeClaimTemplate": {"storage": "1Gi"}}),
+        "set exactly one of volumeClaimTemplate or claimName",
+        False,
+    ),
+    Case(
+        "workspace-neither",
+        workflow(workspace={}),
+        "set exactly one of volumeClaimTemplate or claimName",
+        False,
+    ),
+    Case(
+        "workspace-rwo-parallel",
+        workflow(strategy="Parallel", workspace={"volumeClaimTemplate": {"storage": "1Gi"}}),
+        "ReadWriteOnce and ReadWriteOncePod claims cannot serve steps that run at once",
+        False,
+    ),
+    Case(
+        "workspace-rwop-dag",
+        workflow(
+            strategy="DAG",
+            parallelism=2,
+            workspace={
+                "volumeClaimTemplate": {
+                    "storage": "1Gi",
+                    "accessModes": ["ReadWriteMany", "ReadWriteOncePod"],
+                }
+            },
+        ),
+        "ReadWriteOnce and ReadWriteOncePod claims cannot serve steps that run at once",
+        False,
+    ),
+    Case(
+        "workspace-no-size",
+        workflow(workspace={"volumeClaimTemplate": {}}),
+        "'storage' is a required property",
+        False,
+    ),
+    Case(
+        "workspace-block-mode",
+        workflow(workspace={"volumeClaimTemplate": {"storage": "1Gi", "volumeMode": "Block"}}),
+        "is not one of",
+        False,
+    ),
+    Case(
+        "workspace-bad-access-mode",
+        workflow(workspace={"volumeClaimTemplate": {"storage": "1Gi", "accessModes": ["RWX"]}}),
+        "is not one of",
+        False,
+    ),
+    Case(
+        "workspace-bad-claim-name",
+        workflow(workspace={"claimName": "Not_A_Name"}),
+        "does not match",
+        False,
+    ),
     # Only the operator can tell: these need a graph search or a CEL compiler, which a
     # validation rule cannot run within the API server's cost budget.
     Case(

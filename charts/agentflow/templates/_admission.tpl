@@ -16,7 +16,12 @@ fails if these copies drift from the code.
   "output" "agentflow.dev/output"
   "workflowApiVersion" "agentflow.dev/v1alpha1"
   "cachePrefix" "agentflow-cache-"
-  "outputSuffix" "-output") }}
+  "outputSuffix" "-output"
+  "workspace" "agentflow.dev/workspace"
+  "workspaceVolume" "workspace"
+  "workspacePath" "/workspace"
+  "workspaceInfix" "-workspace-"
+  "workspacePrefixLength" 36) }}
 {{- end }}
 
 {{/*
@@ -43,4 +48,18 @@ controller ownerReference to the Workflow both labels name).
   && {{ $owners }}[0].kind == 'Workflow'
   && {{ $owners }}[0].?controller.orValue(false)
   && {{ $owners }}[0].name == {{ $labels }}['{{ $n.output }}']))
+{{- end }}
+
+{{/*
+A CEL expression: whether `.name` (a CEL string) is the name the operator gives the workspace
+claim of the Workflow `.workflow` (a CEL string): engine.names.workspace_claim_name,
+<the Workflow's name cut to workspacePrefixLength><workspaceInfix><16 hex digits>.  The digest
+(of the Workflow's uid) cannot be checked here.
+*/}}
+{{- define "agentflow.workspaceClaimName" -}}
+{{- $n := .names -}}
+{{- $prefix := printf "(%s.size() > %d ? %s.substring(0, %d) : %s)" .workflow (int $n.workspacePrefixLength) .workflow (int $n.workspacePrefixLength) .workflow -}}
+({{ .name }}.startsWith({{ $prefix }} + '{{ $n.workspaceInfix }}')
+  && {{ .name }}.size() == {{ $prefix }}.size() + {{ add (len $n.workspaceInfix) 16 }}
+  && {{ .name }}.matches('{{ $n.workspaceInfix }}[0-9a-f]{16}$'))
 {{- end }}

@@ -41,6 +41,12 @@ Each rule names the code path that needs it.
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["list", "watch", "create", "patch", "delete"]
+# Workspaces: kube.Kube.create_claim makes a Workflow's claim from spec.workspace.volumeClaimTemplate
+# (get: the ownership check after a 409, and kube.Kube.get_claim checks that a claimName exists).
+# No delete: the garbage collector deletes a claim with its Workflow.
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["get", "create"]
 # Step and workflow events: RecordEvent actions, posted through kopf (core/v1 create only).
 - apiGroups: [""]
   resources: ["events"]

@@ -33,6 +33,7 @@ QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
 # A non-negative decimal amount of money, written as a string so that no float rounding
 # touches it (``"2.50"``); at most 12 digits before the point and 12 after.
 DECIMAL = r"^[0-9]{1,12}(\.[0-9]{1,12})?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 
 # Size limits, named so that docs, schema and validation messages agree.
 MAX_STEPS = 256
@@ -243,8 +244,10 @@ class RetryPolicy(Model):
 class CachePolicy(Model):
     """Reuse of an earlier result of the same step with the same inputs."""
 
-    enabled: bool = True
-    """Look up and store results in the cache."""
+    enabled: bool | None = None
+    """Look up and store results in the cache.  Unset: on, except in a Workflow with a
+    ``workspace``, whose steps are cached only when they set ``true`` (a cached step writes no
+    files, so a later step would not find them)."""
     ttl_seconds: int = Field(default=86_400, ge=1, le=31_536_000)
     """How long a stored result may be reused."""
 
@@ -393,11 +396,98 @@ class Budget(Model):
         return self
 
 
+# Where every step of a Workflow with a workspace finds it (the Job's volume mount and working
+# directory, and the runner's AGENTFLOW_WORKSPACE).
+WORKSPACE_PATH = "/workspace"
+MAX_ACCESS_MODES = 3
+
+
+class AccessMode(StrEnum):
+    """How a workspace volume may be mounted (a PersistentVolumeClaim's access mode)."""
+
+    READ_WRITE_ONCE = "ReadWriteOnce"
+    READ_WRITE_ONCE_POD = "ReadWriteOncePod"
+    READ_WRITE_MANY = "ReadWriteMany"
+
+
+# Access modes under which pods on different nodes, or two pods at all, may not share the claim.
+SINGLE_NODE_ACCESS_MODES = frozenset({AccessMode.READ_WRITE_ONCE, AccessMode.READ_WRITE_ONCE_POD})
+
+
+class WorkspaceClaimTemplate(Model):
+    """The PersistentVolumeClaim the operator creates for a Workflow's workspace: a bounded
+    subset of a claim's spec."""
+
+    access_modes: list[AccessMode] = Field(
+        default_factory=lambda: [AccessMode.READ_WRITE_ONCE],
+        min_length=1,
+        max_length=MAX_ACCESS_MODES,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    """Access modes of the claim.  ``ReadWriteOnce`` and ``ReadWriteOncePod`` (one node, or one
+    pod, at a time) need steps that never run at once: strategy Sequential, or parallelism 1."""
+    storage_class_name: (
+        Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)] | None
+    ) = None
+    """StorageClass of the claim; unset: the cluster's default StorageClass."""
+    storage: Annotated[str, Field(max_length=32, pattern=QUANTITY)]
+    """Requested size, e.g. ``1Gi`` (the claim's ``resources.requests.storage``)."""
+    volume_mode: Literal["Filesystem"] = "Filesystem"
+    """Only ``Filesystem``: steps see the workspace as a directory."""
+
+
+class Workspace(Model):
+    """A directory shared by every step of the Workflow, mounted at ``/workspace``: a claim the
+    operator creates from ``volumeClaimTemplate``, or an existing claim named by ``claimName``."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.volumeClaimTemplate) != has(self.claimName)",
+                    "message": "workspace: set exactly one of volumeClaimTemplate or claimName",
+                }
+            ]
+        }
+    )
+
+    volume_claim_template: WorkspaceClaimTemplate | None = None
+    """The claim the operator creates, one per Workflow, owned by it (deleted with it) and kept
+    across its runs: a retry keeps the steps that succeeded, and so the files they wrote."""
+    claim_name: (
+        Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)] | None
+    ) = None
+    """An existing PersistentVolumeClaim in the Workflow's namespace; the operator neither
+    creates nor deletes it."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Workspace:
+        if (self.volume_claim_template is None) == (self.claim_name is None):
+            raise ValueError("set exactly one of volumeClaimTemplate or claimName")
+        return self
+
+
 class LocalObjectReference(Model):
     """A reference to an object in the same namespace."""
 
     name: ObjectName
     """Name of the object."""
+
+
+SINGLE_NODE_WORKSPACE_MESSAGE = (
+    "spec.workspace.volumeClaimTemplate.accessModes: ReadWriteOnce and ReadWriteOncePod claims"
+    " cannot serve steps that run at once; use strategy Sequential, set spec.parallelism to 1,"
+    " or ask for ReadWriteMany"
+)
+_SINGLE_NODE_WORKSPACE_RULE: JsonDict = {
+    "rule": "!has(self.workspace) || !has(self.workspace.volumeClaimTemplate)"
+    " || self.strategy == 'Sequential'"
+    " || (has(self.parallelism) && self.parallelism == 1)"
+    " || (has(self.workspace.volumeClaimTemplate.accessModes)"
+    " && self.workspace.volumeClaimTemplate.accessModes.all(m, m == 'ReadWriteMany'))",
+    "message": SINGLE_NODE_WORKSPACE_MESSAGE,
+    "fieldPath": ".workspace",
+}
 
 
 class WorkflowSpec(Model):
@@ -424,6 +514,7 @@ class WorkflowSpec(Model):
                     " (which must not be empty)",
                     "fieldPath": ".steps",
                 },
+                _SINGLE_NODE_WORKSPACE_RULE,
             ]
         }
     )
@@ -466,9 +557,24 @@ class WorkflowSpec(Model):
     Workflow fails with reason ``BudgetExceeded``; each attempt's agent gets what is left as its
     max-tokens bound."""
 
+    workspace: Workspace | None = None
+    """A directory shared by the steps of a run, mounted at ``/workspace`` in every step pod."""
+
     def inputs(self) -> dict[str, str]:
         """Every input's value by name (``value``, else ``default``)."""
         return {p.name: p.effective for p in self.arguments}
+
+    @model_validator(mode="after")
+    def _workspace_serves_the_strategy(self) -> WorkflowSpec:
+        template = self.workspace.volume_claim_template if self.workspace else None
+        if (
+            template is not None
+            and self.strategy is not Strategy.SEQUENTIAL
+            and self.parallelism != 1
+            and any(m in SINGLE_NODE_ACCESS_MODES for m in template.access_modes)
+        ):
+            raise ValueError(SINGLE_NODE_WORKSPACE_MESSAGE)
+        return self
 
     @field_validator("steps")
     @classmethod
@@ -733,6 +839,8 @@ class WorkflowStatus(StatusModel):
     """The last ``agentflow.dev/retry`` annotation value acted on."""
     usage: WorkflowUsage | None = None
     """The tokens of the run's attempts and their cost, in total and by agent."""
+    workspace_claim: str | None = None
+    """The PersistentVolumeClaim mounted at ``/workspace`` in the steps' pods."""
     steps: list[StepStatus] = Field(
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
@@ -811,6 +919,8 @@ class FailureClass(StrEnum):
     """The API server refused to create the attempt's Job."""
     OUTPUT_REFUSED = "OutputRefused"
     """The API server refused the attempt's output ConfigMap."""
+    WORKSPACE_UNAVAILABLE = "WorkspaceUnavailable"
+    """The Workflow's workspace claim cannot be had (missing, another's, or refused)."""
     CANCELLED = "Cancelled"
     """The Workflow failed while the attempt ran (never handed to the fallback policy)."""
 

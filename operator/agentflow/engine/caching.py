@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from agentflow.api.models import AgentTemplate, StepResult
+from agentflow.api.models import AgentTemplate, Step, StepResult, WorkflowSpec
 from agentflow.report import decode_termination_message, encode_termination_message
 
 # Bump when the meaning of a key's inputs changes, so old entries stop matching.
@@ -93,3 +93,17 @@ def bounded_result(result: StepResult, full_size: int = 0) -> StepResult:
     return bounded.model_copy(
         update={"output_ref": ref if ref is not None and _CONFIGMAP_NAME.match(ref) else None}
     )
+
+
+def caching_enabled(spec: WorkflowSpec, step: Step) -> bool:
+    """Whether ``step``'s results are looked up in and written to the cache.
+
+    ``cache.enabled`` when the step sets it; unset, caching is on, except in a Workflow with a
+    ``workspace``: a result from the cache comes with no files, so a later step that reads the
+    files the step writes would not find them.  Such a step opts in with ``enabled: true``
+    (for a step whose only product is its report).
+    """
+    enabled = step.cache.enabled if step.cache is not None else None
+    if enabled is not None:
+        return enabled
+    return spec.workspace is None

@@ -28,6 +28,7 @@ _REASON_CLASSES: dict[str, FailureClass] = {
     "JobConflict": FailureClass.JOB_CONFLICT,
     "JobRefused": FailureClass.JOB_REFUSED,
     "OutputRefused": FailureClass.OUTPUT_REFUSED,
+    "WorkspaceUnavailable": FailureClass.WORKSPACE_UNAVAILABLE,
     "Cancelled": FailureClass.CANCELLED,
 }
 # Reasons that say no more than "it failed": the message leaves them out.

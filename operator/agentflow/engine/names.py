@@ -49,3 +49,23 @@ def output_configmap_name(job_name: str) -> str:
 def cache_configmap_name(key: str) -> str:
     """The ConfigMap of the cache entry for ``key``: 40 hex digits of the key's SHA-256."""
     return "agentflow-cache-" + hashlib.sha256(key.encode()).hexdigest()[:40]
+
+
+# The readable part of a workspace claim's name: the Workflow's name cut to this many characters
+# (so that the name fits 63 characters; the admission policy checks the same shape).
+WORKSPACE_NAME_PREFIX_LENGTH = 36
+WORKSPACE_NAME_INFIX = "-workspace-"
+
+
+def workspace_claim_name(workflow: str, *, uid: str) -> str:
+    """The PersistentVolumeClaim the operator creates for Workflow ``workflow``'s workspace:
+    ``<workflow, at most 36 characters>-workspace-<digest>``.
+
+    One claim per Workflow object, kept across its runs (a retry keeps the steps that
+    succeeded, so it needs their files).  ``<digest>``, 16 hex digits of the SHA-256 of the
+    Workflow's uid and name, keeps a Workflow created again under the same name clear of the
+    claim of the one before (which stays until the garbage collector deletes it).
+    """
+    identity = json.dumps([uid, workflow], separators=(",", ":"))
+    digest = hashlib.sha256(identity.encode("utf-8", "surrogatepass")).hexdigest()[:DIGEST_LENGTH]
+    return f"{workflow[:WORKSPACE_NAME_PREFIX_LENGTH]}{WORKSPACE_NAME_INFIX}{digest}"

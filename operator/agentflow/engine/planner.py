@@ -36,7 +36,9 @@ judged) is a failed attempt of class QualityGateFailed and takes the tiers above
 neither kept nor cached, and ``repeat.until`` judges only accepted results.  A cache entry that
 fails the current gate is not reused.
 
-Cache.  Caching is on unless a step says ``cache.enabled: false`` (TTL 24 h by default).  Each
+Cache.  Caching is on unless a step says ``cache.enabled: false`` (TTL 24 h by default); in a
+Workflow with a ``workspace`` it is off unless a step says ``cache.enabled: true``, since a
+cached step writes no files (``caching_enabled``).  Each
 iteration's first attempt looks up the key of the step's own agent; a result produced by a
 fallback agent is not written to the cache (it is not what the key describes).
 
@@ -104,7 +106,7 @@ from agentflow.api.models import (
     WorkflowUsage,
 )
 from agentflow.engine.agents import resolve_agent, with_inputs
-from agentflow.engine.caching import cache_key, result_digest
+from agentflow.engine.caching import cache_key, caching_enabled, result_digest
 from agentflow.engine.conditions import progress, set_condition, step_counts
 from agentflow.engine.expressions import (
     EvaluationDeferred,
@@ -115,7 +117,7 @@ from agentflow.engine.expressions import (
 from agentflow.engine.failures import GENERIC_REASONS, ClassRule, class_rule, classify
 from agentflow.engine.gates import gate_values
 from agentflow.engine.graph import Ancestors, step_dependencies, topological_order
-from agentflow.engine.names import job_name, output_configmap_name
+from agentflow.engine.names import job_name, output_configmap_name, workspace_claim_name
 from agentflow.engine.policy import undeclared_fallbacks
 from agentflow.engine.templating import PromptContext, TemplateError, render_prompt
 from agentflow.engine.templating import template_references as _template_references
@@ -130,6 +132,7 @@ from agentflow.engine.types import (
     CreateJob,
     DeleteJob,
     DeleteWorkflow,
+    EnsureWorkspaceClaim,
     Fact,
     FallbackPolicy,
     FallbackTaken,
@@ -322,6 +325,7 @@ class _Planner:
             return self._result()
 
         self._sync_steps()
+        status.workspace_claim = self._claim_name()
         generation = self.workflow.metadata.generation
         if generation is not None:
             status.observed_generation = generation
@@ -792,7 +796,8 @@ class _Planner:
     ) -> None:
         status.result = result
         cache_policy = step.cache or CachePolicy()
-        if not cached and agent == step.agent and cache_policy.enabled and status.cache_key:
+        enabled = caching_enabled(self.spec, step)
+        if not cached and agent == step.agent and enabled and status.cache_key:
             self.actions.append(
                 WriteCache(
                     key=status.cache_key,
@@ -973,8 +978,7 @@ class _Planner:
                 return
             key: str | None = None
             outcome: str | None = None
-            cache_policy = step.cache or CachePolicy()
-            if own and cache_policy.enabled:
+            if own and caching_enabled(self.spec, step):
                 key = cache_key(
                     agent,
                     prompt,
@@ -1123,6 +1127,7 @@ class _Planner:
                 timeout_seconds=step.timeout_seconds,
                 max_tokens=remaining_tokens(self.spec.budget, self.run_usage, price),
                 concurrency_limit=limit,
+                workspace_claim=self._workspace_claim(),
             )
         )
         detail = f"agent {agent_name}, attempt {number}"
@@ -1132,6 +1137,29 @@ class _Planner:
             detail += ", fallback"
         self._event("Normal", "StepStarted", f"step {step.name} started ({detail})")
         self._wake(self.now + timedelta(seconds=LOST_JOB_GRACE_SECONDS))
+
+    def _claim_name(self) -> str | None:
+        """The claim mounted at /workspace: the one the operator makes for the Workflow, the
+        author's own (``claimName``), or None without a workspace."""
+        workspace = self.spec.workspace
+        if workspace is None:
+            return None
+        if workspace.volume_claim_template is not None:
+            meta = self.workflow.metadata
+            return workspace_claim_name(meta.name, uid=meta.uid or "")
+        return workspace.claim_name
+
+    def _workspace_claim(self) -> str | None:
+        """The workspace claim a Job mounts; with it, ahead of the pass's first CreateJob, the
+        action that makes sure the claim is there (once per pass)."""
+        name = self._claim_name()
+        workspace = self.spec.workspace
+        if name is None or workspace is None:
+            return None
+        if not any(isinstance(a, EnsureWorkspaceClaim) for a in self.actions):
+            template = workspace.volume_claim_template
+            self.actions.insert(0, EnsureWorkspaceClaim(name=name, template=template))
+        return name
 
     def _ready_at(self, step: Step) -> datetime | None:
         """When ``step`` could run: the run started and its last dependency finished."""

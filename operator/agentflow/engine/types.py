@@ -21,6 +21,7 @@ from agentflow.api.models import (
     StepResult,
     WorkflowPhase,
     WorkflowStatus,
+    WorkspaceClaimTemplate,
 )
 from agentflow.engine.failures import ClassRule
 from agentflow.engine.usage import NO_LIMITS, NO_PRICES, ConcurrencyGrant, PriceTable, Waiter
@@ -165,6 +166,8 @@ class CreateJob:
     max_tokens: int | None = None
     # The operator's concurrency limit the attempt counts against (its Job carries the label).
     concurrency_limit: str | None = None
+    # The PersistentVolumeClaim mounted at /workspace (spec.workspace), or None.
+    workspace_claim: str | None = None
 
     def observed(self, state: JobState, at: datetime, **outcome: Any) -> ObservedJob:
         """The Job this action creates, as observed at ``at`` in ``state`` (with ``outcome``:
@@ -180,6 +183,20 @@ class CreateJob:
             started_at=at,
             **outcome,
         )
+
+
+@dataclass(frozen=True)
+class EnsureWorkspaceClaim:
+    """Before the pass's Jobs that mount it: make sure the workspace claim is there.
+
+    With a ``template``, create claim ``name`` from it, owned by the Workflow (one that exists
+    and is the Workflow's is fine); without one, the claim is the author's own (``claimName``)
+    and must exist.  When it cannot be had, the Jobs that mount it are not created and their
+    attempts fail with the reason.
+    """
+
+    name: str
+    template: WorkspaceClaimTemplate | None
 
 
 @dataclass(frozen=True)
@@ -219,7 +236,15 @@ class DeleteWorkflow:
     reason: str
 
 
-Action = CreateJob | DeleteJob | RecordEvent | WriteCache | StoreOutput | DeleteWorkflow
+Action = (
+    EnsureWorkspaceClaim
+    | CreateJob
+    | DeleteJob
+    | RecordEvent
+    | WriteCache
+    | StoreOutput
+    | DeleteWorkflow
+)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 ``AGENTFLOW_COMMAND`` is a JSON array of argv (never a shell string).  The program gets the
 prompt on stdin and in ``AGENTFLOW_PROMPT``; its stdout is the report, forwarded to our stdout
 as it arrives (the first :data:`MAX_OUTPUT_BYTES`; the rest is read and dropped), and its exit
-code is ours.  Its stderr goes straight to our stderr.
+code is ours.  Its stderr goes straight to our stderr.  With a workspace (``AGENTFLOW_WORKSPACE``)
+it runs there.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import IO
 
 from agentflow.runner.config import EXIT_FAILURE, EXIT_TERMINATED, ConfigError, RunnerConfig
 from agentflow.runner.outcome import Outcome, ProviderError, Terminated
+from agentflow.runner.workspace import workspace_dir
 
 MAX_OUTPUT_BYTES = 10 * 1024 * 1024
 MAX_ARGS = 256
@@ -79,12 +81,15 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 def run_command(config: RunnerConfig) -> Outcome:
     argv = command_argv(config.env.get("AGENTFLOW_COMMAND"))
+    workspace = workspace_dir(config.env)
     try:
         process = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=config.agent_env(),
+            # In a Workflow with a workspace the program runs in it (its paths are relative to it).
+            cwd=workspace,
         )
     except FileNotFoundError:
         raise ProviderError(f"command not found: {argv[0]}", EXIT_NOT_FOUND) from None

@@ -19,7 +19,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.message import Message
 from email.utils import parsedate_to_datetime
@@ -35,6 +35,7 @@ from agentflow.runner.config import (
 )
 from agentflow.runner.outcome import Outcome, ProviderError
 from agentflow.runner.redact import Redactor
+from agentflow.runner.workspace import context_files, context_section, prompt_with_context
 
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 ANTHROPIC_VERSION = "2023-06-01"
@@ -535,6 +536,10 @@ def run_llm(config: RunnerConfig) -> Outcome:
         )
         or None,
     )
+    # Files of the workspace the agent is given (AGENTFLOW_CONTEXT_FILES), after the prompt.
+    context = context_files(env)
+    if context:
+        config = replace(config, prompt=prompt_with_context(config.prompt, context))
     url, headers, body = api.request(config, base_url, model, max_tokens)
     completion = api.response(_post(api, url, headers, body, key, timeout, redact))
     if completion.cut_short:
@@ -551,5 +556,13 @@ def run_llm(config: RunnerConfig) -> Outcome:
         )
         if value is not None
     }
-    report = redact(with_metrics(completion.text, usage))
+    if context:
+        usage["filesRead"] = len(context)
+    text = completion.text
+    if context:
+        section = context_section(context)
+        print(f"agentflow-runner: gave the model {section}", file=sys.stderr)
+        if not text.lstrip().startswith("{"):  # a JSON report stays one document
+            text = text.rstrip("\n") + "\n\n" + section
+    report = redact(with_metrics(text, usage))
     return Outcome(report=report.encode("utf-8", "replace"))

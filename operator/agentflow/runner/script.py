@@ -15,6 +15,12 @@ Knobs (environment variables):
 * ``AGENTFLOW_SCRIPT_FAILURE_CLASS``: the failure class a scripted failure reports (a
   ``FailureClass`` value, e.g. ``RateLimited``); ``AGENTFLOW_SCRIPT_RETRY_AFTER_SECONDS`` the
   Retry-After it reports with it.
+* ``AGENTFLOW_SCRIPT_FILES``: file operations in the workspace (``AGENTFLOW_WORKSPACE``), a JSON
+  array run in order before the report: ``{"write": PATH, "content": TEXT}``, ``{"append": ...}``,
+  ``{"replace": PATH, "old": TEXT, "new": TEXT}``, ``{"expect": PATH, "contains": TEXT}`` (fail
+  the step when the file lacks it) and ``{"read": PATH}`` (its text replaces ``{read}`` in the
+  report).  Files written are listed in the report's ``## Files Created/Modified``, relative to
+  the workspace (``agentflow.runner.workspace`` has the bounds).
 """
 
 from __future__ import annotations
@@ -33,13 +39,23 @@ from agentflow.runner.config import (
     bounded_int,
 )
 from agentflow.runner.outcome import Outcome, failure_outcome
+from agentflow.runner.workspace import (
+    FILES_VARIABLE,
+    WORKSPACE_VARIABLE,
+    FileOperation,
+    apply_operations,
+    file_operations,
+    workspace_dir,
+)
 
 MAX_SLEEP_SECONDS = 86_400.0
 MAX_OUTPUT_BYTES = 256 * 1024 * 1024
 MAX_TOKENS = 10**12
 FILLER_LINE = "agentflow script filler: a long report exercises truncation and log storage.\n"
 
-_PLACEHOLDER = re.compile(r"\{(step|agent|iteration|attempt|prompt|workflow|namespace|model)\}")
+_PLACEHOLDER = re.compile(
+    r"\{(step|agent|iteration|attempt|prompt|workflow|namespace|model|read)\}"
+)
 _ATTEMPTS_AT_MOST = re.compile(r"^attempts\s*<=\s*(\d{1,6})$")
 
 DEFAULT_REPORT = """\
@@ -69,6 +85,7 @@ class ScriptKnobs:
     sleep_seconds: float
     output_bytes: int
     tokens: dict[str, int]
+    files: list[FileOperation]
     failure_class: FailureClass | None = None
     retry_after_seconds: float | None = None
 
@@ -108,6 +125,7 @@ def knobs(config: RunnerConfig) -> ScriptKnobs:
             if (env.get("AGENTFLOW_SCRIPT_RETRY_AFTER_SECONDS") or "").strip()
             else None
         ),
+        files=file_operations(env.get(FILES_VARIABLE)),
     )
 
 
@@ -171,6 +189,7 @@ def placeholder_values(config: RunnerConfig) -> dict[str, str]:
         "workflow": config.workflow,
         "namespace": config.namespace,
         "model": config.model or "",
+        "read": "",
     }
 
 
@@ -205,10 +224,24 @@ def run_script(config: RunnerConfig) -> Outcome:
             settings.failure_class,
             settings.retry_after_seconds,
         )
+    values = placeholder_values(config)
+    artifacts: list[tuple[str, str]] = []
+    if settings.files:
+        workspace = workspace_dir(config.env)
+        if workspace is None:
+            raise ConfigError(f"{FILES_VARIABLE} needs a workspace ({WORKSPACE_VARIABLE} is unset)")
+        done = apply_operations(workspace, settings.files)
+        if done.failure is not None:
+            return failure_outcome(done.failure, EXIT_FAILURE)
+        values["read"] = done.read_text()
+        artifacts = done.artifacts
     if settings.report_template is not None:
-        report = substitute(settings.report_template, placeholder_values(config))
+        report = substitute(settings.report_template, values)
     else:
         report = default_report(config)
+    if artifacts:
+        lines = "".join(f"- {action.capitalize()}: {path}\n" for path, action in artifacts)
+        report = report.rstrip("\n") + f"\n\n## Files Created/Modified\n{lines}"
     if settings.tokens:
         report = with_metrics(report, settings.tokens)
     if settings.output_bytes:
