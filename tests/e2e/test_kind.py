@@ -45,6 +45,7 @@ OFFLINE_EXAMPLES = {
     "health-check.yaml": "health-check",
     "performance-optimization.yaml": "performance-optimization",
     "release-review.yaml": "release-review",
+    "service-review.yaml": "service-review",
 }
 
 
@@ -258,7 +259,9 @@ def test_deleting_the_operator_pod_mid_run_loses_and_duplicates_nothing(
     _assert_one_job_per_attempt(release, namespace, "survivor")
 
 
-PIPELINE_NOTES = "release: 1.4.0\nstatus: reviewed\n- fixed the login timeout"
+def pipeline_notes(release: str) -> str:
+    """What workflows/file-pipeline.yaml's last step reads from the file, for input ``release``."""
+    return f"release: {release}\nstatus: reviewed\n- fixed the login timeout"
 
 
 def _workspace_claims(release: KindCluster, namespace: str) -> list[dict[str, Any]]:
@@ -266,13 +269,14 @@ def _workspace_claims(release: KindCluster, namespace: str) -> list[dict[str, An
 
 
 def _assert_the_pipeline_passed_its_file(
-    release: KindCluster, namespace: str, wf: dict[str, Any]
+    release: KindCluster, namespace: str, wf: dict[str, Any], notes_for: str = "1.4.0"
 ) -> None:
     """The three steps of workflows/file-pipeline.yaml shared one provisioned claim: the
-    file the first wrote and the second changed is what the third read and reported."""
+    file the first wrote (for input release ``notes_for``) and the second changed is what the
+    third read and reported."""
     assert wf["status"]["phase"] == "Succeeded", wf["status"]
     check = wf["status"]["steps"][2]
-    assert check["name"] == "check" and check["result"]["summary"] == PIPELINE_NOTES
+    assert check["name"] == "check" and check["result"]["summary"] == pipeline_notes(notes_for)
     draft, review = wf["status"]["steps"][:2]
     assert draft["result"]["artifacts"] == [{"path": "docs/release-notes.md", "action": "created"}]
     assert review["result"]["artifacts"] == [
@@ -297,9 +301,18 @@ def _assert_the_pipeline_passed_its_file(
 def test_the_workspace_pipeline_passes_a_file_between_steps_on_a_provisioned_claim(
     release: KindCluster, namespace: str
 ) -> None:
-    apply(release.kubectl, namespace, REPO / "workflows" / "file-pipeline.yaml")
+    # Submitted as a user does, with its input set on the command line.
+    example = str(REPO / "workflows" / "file-pipeline.yaml")
+    submitted = agentflow_cli(release, "submit", example, "-n", namespace, "-p", "release=2.0.0")
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     wf = wait_finished(release.kubectl, namespace, "file-pipeline", timeout=300)
-    _assert_the_pipeline_passed_its_file(release, namespace, wf)
+    assert wf["spec"]["arguments"][0] == {
+        "name": "release",
+        "value": "2.0.0",
+        "default": "1.4.0",
+        "description": "The release the notes are for (written into the file by the first step).",
+    }
+    _assert_the_pipeline_passed_its_file(release, namespace, wf, notes_for="2.0.0")
     # Deleting the Workflow deletes its claim (and, under reclaim policy Delete, its volume).
     claim = wf["status"]["workspaceClaim"]
     deleted = release.kubectl("delete", "workflows.agentflow.dev", "file-pipeline", "-n", namespace)
