@@ -2,8 +2,9 @@
 formats, scripted per request.
 
 Each POST takes the next :class:`Reply` of the queue for its path's API (``/v1/messages`` is
-Anthropic, ``.../chat/completions`` is OpenAI; one queue each, or a shared one); with none left
-it answers 500.  The helpers build the answers the providers give: success with usage, 429 with
+Anthropic, ``.../chat/completions`` is OpenAI; one queue each), else of the shared queue
+``replies`` (for tests that script both APIs in the order they are called); with none left it
+answers 500.  The helpers build the answers the providers give: success with usage, 429 with
 Retry-After, 401, 402 and quota errors, 400 context-length errors, 5xx and 529.
 """
 
@@ -25,6 +26,8 @@ class Reply:
     status: int
     body: Any
     headers: dict[str, str] = field(default_factory=dict)
+    # Hold the answer until the fake provider is closed (to provoke a client timeout).
+    stall: bool = False
 
 
 @dataclass
@@ -44,8 +47,10 @@ class FakeProvider:
 
     def __init__(self) -> None:
         self.queues: dict[Api, list[Reply]] = {"anthropic": [], "openai": []}
+        self.replies: list[Reply] = []
         self.requests: list[Request] = []
         self.lock = threading.Lock()
+        self.closing = threading.Event()
         provider = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -63,8 +68,11 @@ class FakeProvider:
                             api, self.path, {k.lower(): v for k, v in self.headers.items()}, body
                         )
                     )
-                    queue = provider.queues[api]
+                    queue = provider.queues[api] or provider.replies
                     reply = queue.pop(0) if queue else Reply(500, {"error": "no reply scripted"})
+                if reply.stall:
+                    provider.closing.wait(60)
+                    return
                 data = json.dumps(reply.body).encode()
                 self.send_response(reply.status)
                 self.send_header("content-type", "application/json")
@@ -92,6 +100,7 @@ class FakeProvider:
             return [r for r in self.requests if r.api == api]
 
     def close(self) -> None:
+        self.closing.set()
         self.server.shutdown()
         self.server.server_close()
 

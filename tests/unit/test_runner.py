@@ -12,8 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from agentflow.report import (
     decode_termination_message,
     parse_report,
 )
+from tests.support.fake_provider import FakeProvider, Reply, fake_provider, success
 
 MiB = 1024 * 1024
 API_KEY = "sk-test-8f3a2c1e-do-not-print"
@@ -473,104 +473,21 @@ def test_sigterm_stops_the_command(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Reply:
-    status: int
-    body: Any
-    headers: dict[str, str] = field(default_factory=dict)
-    # Hold the answer until the fake API is closed (to provoke a client timeout).
-    stall: bool = False
-
-
-@dataclass
-class Request:
-    path: str
-    headers: dict[str, str]
-    body: Any
-
-
-class FakeApi:
-    def __init__(self) -> None:
-        self.replies: list[Reply] = []
-        self.requests: list[Request] = []
-        self.closing = threading.Event()
-        api = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length", "0"))
-                body = json.loads(self.rfile.read(length) or b"null")
-                api.requests.append(
-                    Request(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-                )
-                reply = api.replies.pop(0) if api.replies else Reply(500, {"error": "no reply"})
-                if reply.stall:
-                    api.closing.wait(60)
-                    return
-                data = json.dumps(reply.body).encode()
-                self.send_response(reply.status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                for name, value in reply.headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.closing.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def fake_api() -> Iterator[FakeApi]:
-    api = FakeApi()
-    yield api
-    api.close()
+def fake_api() -> Iterator[FakeProvider]:
+    with fake_provider() as provider:
+        yield provider
 
 
 def anthropic_reply(text: str, input_tokens: int = 120, output_tokens: int = 45) -> Reply:
-    return Reply(
-        200,
-        {
-            "id": "msg_1",
-            "type": "message",
-            "role": "assistant",
-            "content": [{"type": "text", "text": text}],
-            "stop_reason": "end_turn",
-            "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
-        },
-    )
+    return success("anthropic", text, input_tokens, output_tokens)
 
 
 def openai_reply(text: str) -> Reply:
-    return Reply(
-        200,
-        {
-            "id": "chatcmpl-1",
-            "object": "chat.completion",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": {"prompt_tokens": 310, "completion_tokens": 72, "total_tokens": 382},
-        },
-    )
+    return success("openai", text, 310, 72)
 
 
-def run_anthropic(tmp_path: Path, api: FakeApi, **env: str) -> Run:
+def run_anthropic(tmp_path: Path, api: FakeProvider, **env: str) -> Run:
     settings = {
         "AGENTFLOW_PROVIDER": "anthropic",
         "ANTHROPIC_API_KEY": API_KEY,
@@ -582,7 +499,7 @@ def run_anthropic(tmp_path: Path, api: FakeApi, **env: str) -> Run:
     return run_runner(tmp_path, **settings)
 
 
-def test_anthropic(tmp_path: Path, fake_api: FakeApi) -> None:
+def test_anthropic(tmp_path: Path, fake_api: FakeProvider) -> None:
     fake_api.replies.append(anthropic_reply(SAMPLE))
     run = run_anthropic(tmp_path, fake_api)
     assert run.returncode == 0, run.stderr
@@ -604,7 +521,7 @@ def test_anthropic(tmp_path: Path, fake_api: FakeApi) -> None:
     assert "vat-check" in request.body["system"]
 
 
-def test_openai(tmp_path: Path, fake_api: FakeApi) -> None:
+def test_openai(tmp_path: Path, fake_api: FakeProvider) -> None:
     fake_api.replies.append(openai_reply("## Summary\nDone.\n"))
     run = run_runner(
         tmp_path,
@@ -642,7 +559,7 @@ def test_openai(tmp_path: Path, fake_api: FakeApi) -> None:
     ],
 )
 def test_the_budget_left_caps_max_tokens(
-    tmp_path: Path, fake_api: FakeApi, own: str | None, budget: str, sent: int
+    tmp_path: Path, fake_api: FakeProvider, own: str | None, budget: str, sent: int
 ) -> None:
     fake_api.replies.append(anthropic_reply(SAMPLE))
     fake_api.replies.append(openai_reply("## Summary\nDone.\n"))
@@ -663,14 +580,16 @@ def test_the_budget_left_caps_max_tokens(
     assert openai.body["max_completion_tokens"] == sent
 
 
-def test_a_bad_budget_bound_is_a_configuration_error(tmp_path: Path, fake_api: FakeApi) -> None:
+def test_a_bad_budget_bound_is_a_configuration_error(
+    tmp_path: Path, fake_api: FakeProvider
+) -> None:
     run = run_anthropic(tmp_path, fake_api, AGENTFLOW_BUDGET_MAX_TOKENS="lots")
     assert run.returncode != 0
     assert "AGENTFLOW_BUDGET_MAX_TOKENS" in run.stderr
     assert fake_api.requests == []
 
 
-def test_openai_base_url_without_a_path_gets_v1(tmp_path: Path, fake_api: FakeApi) -> None:
+def test_openai_base_url_without_a_path_gets_v1(tmp_path: Path, fake_api: FakeProvider) -> None:
     fake_api.replies.append(openai_reply('{"summary": "as json", "metrics": {"toolCalls": 2}}'))
     run = run_runner(
         tmp_path,
@@ -690,7 +609,7 @@ def test_openai_base_url_without_a_path_gets_v1(tmp_path: Path, fake_api: FakeAp
     assert run.result.summary == "as json"
 
 
-def test_api_error_is_reported_without_retry(tmp_path: Path, fake_api: FakeApi) -> None:
+def test_api_error_is_reported_without_retry(tmp_path: Path, fake_api: FakeProvider) -> None:
     error = {
         "type": "error",
         "error": {"type": "authentication_error", "message": "invalid x-api-key"},
@@ -705,14 +624,14 @@ def test_api_error_is_reported_without_retry(tmp_path: Path, fake_api: FakeApi) 
     assert run.result.status == "failure"
 
 
-def test_api_error_messages_never_show_the_key(tmp_path: Path, fake_api: FakeApi) -> None:
+def test_api_error_messages_never_show_the_key(tmp_path: Path, fake_api: FakeProvider) -> None:
     fake_api.replies.append(Reply(403, {"error": {"message": f"key {API_KEY} is revoked"}}))
     run = run_anthropic(tmp_path, fake_api)
     assert run.returncode == 1
     assert "key [redacted] is revoked" in run.result.summary
 
 
-def test_one_retry_on_429_then_success(tmp_path: Path, fake_api: FakeApi) -> None:
+def test_one_retry_on_429_then_success(tmp_path: Path, fake_api: FakeProvider) -> None:
     fake_api.replies += [
         Reply(429, {"error": {"message": "slow down"}}, {"Retry-After": "0"}),
         anthropic_reply("## Summary\nSecond time lucky.\n"),
@@ -724,7 +643,7 @@ def test_one_retry_on_429_then_success(tmp_path: Path, fake_api: FakeApi) -> Non
     assert "HTTP 429; retrying" in run.stderr
 
 
-def test_only_one_retry_on_5xx(tmp_path: Path, fake_api: FakeApi) -> None:
+def test_only_one_retry_on_5xx(tmp_path: Path, fake_api: FakeProvider) -> None:
     overloaded = Reply(529, {"error": {"message": "overloaded"}}, {"Retry-After": "0"})
     fake_api.replies += [overloaded, overloaded, anthropic_reply("never reached")]
     run = run_anthropic(tmp_path, fake_api)
@@ -733,7 +652,7 @@ def test_only_one_retry_on_5xx(tmp_path: Path, fake_api: FakeApi) -> None:
     assert "HTTP 529" in run.result.summary and "overloaded" in run.result.summary
 
 
-def test_redirects_are_not_followed(tmp_path: Path, fake_api: FakeApi) -> None:
+def test_redirects_are_not_followed(tmp_path: Path, fake_api: FakeProvider) -> None:
     fake_api.replies.append(Reply(307, {}, {"Location": "http://127.0.0.1:9/steal"}))
     run = run_anthropic(tmp_path, fake_api)
     assert run.returncode == 1
@@ -741,14 +660,14 @@ def test_redirects_are_not_followed(tmp_path: Path, fake_api: FakeApi) -> None:
     assert len(fake_api.requests) == 1
 
 
-def test_timeout(tmp_path: Path, fake_api: FakeApi) -> None:
+def test_timeout(tmp_path: Path, fake_api: FakeProvider) -> None:
     fake_api.replies.append(Reply(200, {}, stall=True))
     run = run_anthropic(tmp_path, fake_api, AGENTFLOW_HTTP_TIMEOUT_SECONDS="0.5")
     assert run.returncode == 1
     assert "did not answer within 0.5s" in run.result.summary
 
 
-def test_unreachable_api(tmp_path: Path, fake_api: FakeApi) -> None:
+def test_unreachable_api(tmp_path: Path, fake_api: FakeProvider) -> None:
     url = fake_api.url
     fake_api.close()
     run = run_runner(
@@ -758,7 +677,7 @@ def test_unreachable_api(tmp_path: Path, fake_api: FakeApi) -> None:
     assert f"could not reach the openai API at {url}/v1/chat/completions" in run.result.summary
 
 
-def test_answer_without_text(tmp_path: Path, fake_api: FakeApi) -> None:
+def test_answer_without_text(tmp_path: Path, fake_api: FakeProvider) -> None:
     fake_api.replies.append(Reply(200, {"content": [], "usage": {}}))
     run = run_anthropic(tmp_path, fake_api)
     assert run.returncode == 1
@@ -778,7 +697,7 @@ def test_answer_without_text(tmp_path: Path, fake_api: FakeApi) -> None:
     ],
 )
 def test_llm_configuration_errors(
-    tmp_path: Path, fake_api: FakeApi, env: dict[str, str], complaint: str
+    tmp_path: Path, fake_api: FakeProvider, env: dict[str, str], complaint: str
 ) -> None:
     run = run_anthropic(tmp_path, fake_api, **env)
     assert run.returncode == 2
@@ -805,7 +724,7 @@ def leaked(run: Run, *secrets: str) -> list[str]:
 @pytest.mark.parametrize("provider", ["anthropic", "openai"])
 @pytest.mark.parametrize("separator", ["\r\n", "\n", "\r", "\t", "\u00e9"])
 def test_a_key_that_cannot_be_a_header_is_refused_without_showing_it(
-    tmp_path: Path, fake_api: FakeApi, provider: str, separator: str
+    tmp_path: Path, fake_api: FakeProvider, provider: str, separator: str
 ) -> None:
     variable = f"{provider.upper()}_API_KEY"
     base = fake_api.url + ("/v1" if provider == "openai" else "")
@@ -822,7 +741,7 @@ def test_a_key_that_cannot_be_a_header_is_refused_without_showing_it(
     assert fake_api.requests == []  # refused before anything was sent
 
 
-def test_a_key_with_a_trailing_newline_still_works(tmp_path: Path, fake_api: FakeApi) -> None:
+def test_a_key_with_a_trailing_newline_still_works(tmp_path: Path, fake_api: FakeProvider) -> None:
     # `echo key > file; kubectl create secret --from-file` gives a key with a newline at the end.
     fake_api.replies.append(anthropic_reply("## Summary\nfine\n"))
     run = run_anthropic(tmp_path, fake_api, ANTHROPIC_API_KEY=API_KEY + "\n")
@@ -831,7 +750,7 @@ def test_a_key_with_a_trailing_newline_still_works(tmp_path: Path, fake_api: Fak
 
 
 def test_a_provider_error_quoting_the_key_where_the_message_is_cut_shows_none_of_it(
-    tmp_path: Path, fake_api: FakeApi
+    tmp_path: Path, fake_api: FakeProvider
 ) -> None:
     # The key straddles the 500 characters of the error message that are kept: cutting before
     # redacting would leave its first half behind.
@@ -845,7 +764,7 @@ def test_a_provider_error_quoting_the_key_where_the_message_is_cut_shows_none_of
 
 
 def test_a_provider_error_quoting_the_other_providers_key_shows_none_of_it(
-    tmp_path: Path, fake_api: FakeApi
+    tmp_path: Path, fake_api: FakeProvider
 ) -> None:
     # A proxy in front of both APIs that echoes every header it got, say.
     other = "sk-ant-other-provider-key-0123"

@@ -24,8 +24,8 @@ from agentflow.runner.workspace import (
     prompt_with_context,
     resolve,
 )
+from tests.support.fake_provider import FakeProvider, fake_provider
 from tests.unit.test_runner import (
-    FakeApi,
     anthropic_reply,
     command,
     run_anthropic,
@@ -41,10 +41,9 @@ def workspace(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def fake_api() -> Iterator[FakeApi]:
-    api = FakeApi()
-    yield api
-    api.close()
+def fake_api() -> Iterator[FakeProvider]:
+    with fake_provider() as provider:
+        yield provider
 
 
 def files(*operations: dict[str, str]) -> str:
@@ -232,7 +231,7 @@ def test_the_command_provider_runs_in_the_workspace(tmp_path: Path, workspace: P
 
 
 def test_an_llm_agent_is_given_workspace_files_and_lists_them(
-    tmp_path: Path, workspace: Path, fake_api: FakeApi
+    tmp_path: Path, workspace: Path, fake_api: FakeProvider
 ) -> None:
     (workspace / "src").mkdir()
     (workspace / "src/app.py").write_text("print('hello')\n")
@@ -284,7 +283,7 @@ def test_bad_context_files_are_refused(workspace: Path, setting: str, complaint:
         context_files(env)
 
 
-def test_context_files_need_a_workspace(tmp_path: Path, fake_api: FakeApi) -> None:
+def test_context_files_need_a_workspace(tmp_path: Path, fake_api: FakeProvider) -> None:
     run = run_anthropic(tmp_path, fake_api, AGENTFLOW_CONTEXT_FILES='["a.txt"]')
     assert run.returncode == 2
     assert "needs a workspace" in run.result.summary
