@@ -72,12 +72,18 @@ class BenchCluster:
         result = self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
         if result.returncode != 0:
             raise RuntimeError(f"applying CRDs from {path} failed: {result.stderr}")
+        # Polled rather than `kubectl wait`: that fails at once ("accessor error") when it reads
+        # a CRD whose status has no conditions yet.
+        established = '{.status.conditions[?(@.type=="Established")].status}'
         for name in names:
-            waited = self.kubectl(
-                "wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s"
-            )
-            if waited.returncode != 0:
-                raise RuntimeError(f"CRD {name} not established: {waited.stderr}")
+            deadline = time.monotonic() + 60
+            while True:
+                got = self.kubectl("get", f"crd/{name}", "-o", f"jsonpath={established}")
+                if got.returncode == 0 and got.stdout.strip() == "True":
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"CRD {name} not established: {got.stderr or got.stdout}")
+                time.sleep(0.2)
 
     def namespace(self, name: str) -> None:
         """Create ``name`` and wait for its default ServiceAccount (pods need it)."""
