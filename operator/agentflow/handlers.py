@@ -334,8 +334,10 @@ def limit_step_jobs(
     ``namespace/name`` and whether it is active.  As in namespace_step_jobs, finished Jobs stay,
     marked inactive, and a Job that is not a Workflow's counts for nothing."""
     limit = labels.get(LABEL_LIMIT)
+    if not limit:
+        return {}
     summary = summarize_job(body)
-    if not limit or summary is None or summary.owner_uid is None:
+    if summary is None or summary.owner_uid is None:
         return {}
     return {limit: (f"{namespace or ''}/{summary.name}", summary.state is JobState.ACTIVE)}
 
