@@ -268,16 +268,18 @@ class Kube:
             raise
         return result
 
-    async def get_workflow(self, namespace: str, name: str) -> dict[str, Any] | None:
+    async def get_or_none(self, path: str) -> dict[str, Any] | None:
+        """The object at ``path``, or None when there is none (404)."""
         try:
-            result: dict[str, Any] = await self.request(
-                "GET", WORKFLOWS.format(namespace=namespace) + f"/{name}"
-            )
+            result: dict[str, Any] = await self.request("GET", path)
         except ApiError as e:
             if e.status == 404:
                 return None
             raise
         return result
+
+    async def get_workflow(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self.get_or_none(WORKFLOWS.format(namespace=namespace) + f"/{name}")
 
     async def delete_workflow(self, namespace: str, name: str, uid: str) -> None:
         body = {"preconditions": {"uid": uid}, "propagationPolicy": "Background"}
@@ -333,12 +335,9 @@ class Kube:
         """
         path = JOBS.format(namespace=namespace) + f"/{name}"
         if uid is None:
-            try:
-                job = await self.request("GET", path)
-            except ApiError as e:
-                if e.status == 404:
-                    return False
-                raise
+            job = await self.get_or_none(path)
+            if job is None:
+                return False
             meta = job.get("metadata") or {}
             if not owned_by(meta, owner_uid):
                 logger.warning("not deleting job %s/%s: it is not this workflow's", namespace, name)
@@ -414,15 +413,7 @@ class Kube:
         )
 
     async def get_claim(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            result: dict[str, Any] = await self.request(
-                "GET", CLAIMS.format(namespace=namespace) + f"/{name}"
-            )
-        except ApiError as e:
-            if e.status == 404:
-                return None
-            raise
-        return result
+        return await self.get_or_none(CLAIMS.format(namespace=namespace) + f"/{name}")
 
     # -- config maps (step outputs and cache entries) ---------------------------------------
 
@@ -489,14 +480,9 @@ class Kube:
     # -- leases (leader election and the watch heartbeat) -----------------------------------
 
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
-        path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"
-        try:
-            result: dict[str, Any] = await self.request("GET", path)
-        except ApiError as e:
-            if e.status == 404:
-                return None
-            raise
-        return result
+        return await self.get_or_none(
+            f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"
+        )
 
     async def write_lease(self, lease: dict[str, Any]) -> dict[str, Any] | None:
         """Create, or replace guarded by resourceVersion; None when another writer won."""
