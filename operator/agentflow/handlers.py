@@ -31,6 +31,7 @@ from agentflow.controller import Key, Observations, Runtime
 from agentflow.engine.types import LABEL_CACHE, LABEL_LIMIT, LABEL_WORKFLOW, CacheEntry, JobState
 from agentflow.kube import Kube, load_api_client
 from agentflow.leader import LeaderElector
+from agentflow.looplag import LoopLagMonitor
 from agentflow.metrics import MetricsServer, OperatorMetrics
 from agentflow.metricsauth import MetricsAuthorizer
 from agentflow.observe import JobSummary, PodSummary, summarize_job, summarize_pod
@@ -209,6 +210,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         asyncio.create_task(elector.run(), name="leader-election"),
         asyncio.create_task(sweep_cache(rt), name="cache-sweeper"),
         asyncio.create_task(watch_heartbeat(rt), name="heartbeat"),
+        asyncio.create_task(LoopLagMonitor.of(metrics).run(), name="loop-lag"),
     ]
 
 

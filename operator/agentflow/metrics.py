@@ -89,6 +89,8 @@ QUEUE_LATENCY_BUCKETS = (
 )
 # What the operator itself adds between steps: a Job finished -> the next action taken.
 OVERHEAD_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# How late the event loop wakes a 50 ms sleep (agentflow.looplag): milliseconds to seconds.
+LOOP_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # One reconcile: a pure plan plus a few API calls.
 RECONCILE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -251,6 +253,18 @@ class OperatorMetrics:
             "agentflow_operator_step_overhead_seconds",
             "Time from a step Job finishing to the operator taking the next action.",
             buckets=OVERHEAD_BUCKETS,
+            registry=r,
+        )
+        # The event loop's lag, recorded by agentflow.looplag.LoopLagMonitor.
+        self.event_loop_lag = Histogram(
+            "agentflow_operator_event_loop_lag_seconds",
+            "How much later than asked the event loop woke a fixed short sleep.",
+            buckets=LOOP_LAG_BUCKETS,
+            registry=r,
+        )
+        self.event_loop_lag_max = Gauge(
+            "agentflow_operator_event_loop_lag_max_seconds",
+            "The largest event-loop lag seen in the last 10 seconds.",
             registry=r,
         )
         self.reconcile_duration = Histogram(

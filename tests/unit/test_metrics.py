@@ -95,6 +95,8 @@ def exercise_all(m: OperatorMetrics) -> None:
     m.step_duration.labels(namespace="team-a", agent="coder").observe(42.0)
     m.step_queue_latency.labels(namespace="team-a", agent="coder").observe(0.2)
     m.step_overhead.observe(0.012)
+    m.event_loop_lag.observe(0.002)
+    m.event_loop_lag_max.set(0.002)
     m.reconcile_duration.labels(outcome="success").observe(0.004)
     m.api_requests.labels(verb="patch", code="200").inc()
     m.cache_requests.labels(result="hit").inc()
