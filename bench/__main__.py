@@ -26,7 +26,8 @@ from bench.scenarios import Run, Sizes
 
 log = logging.getLogger("bench")
 
-ALL_SCENARIOS = ("burst", "chains", "fanout", "latency", "cache", "memory")
+# "scaling" is measured on the way up of the memory scenario's Workflows (one run for both).
+ALL_SCENARIOS = ("burst", "chains", "fanout", "latency", "cache", "memory", "scaling")
 AF_NAMESPACE = "bench-agentflow"
 ARGO_NAMESPACE = "bench-argo"
 
@@ -204,8 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 theirs = ArgoPeer(bench, ARGO_NAMESPACE, logs, argo_binary, argo_version)
                 theirs.install(argo_module_dir(argo_version))
-                requeue = None if args.argo_requeue == "default" else args.argo_requeue
-                theirs.start(qps=args.argo_qps, burst=args.argo_burst, requeue=requeue)
+                theirs.start(qps=args.argo_qps, burst=args.argo_burst, requeue=argo_requeue(args))
                 peers.append(theirs)
             except Exception as e:
                 argo_error = f"starting workflow-controller failed: {e}"
@@ -305,13 +305,30 @@ def run_all(
         log.info("scenario cache on agentflow")
         runs.extend(scenarios.caching(bench, ours, sizes, 300.0))
         ours.clean()
-    if "memory" in args.chosen and time.monotonic() < deadline:
+    if {"memory", "scaling"} & set(args.chosen) and time.monotonic() < deadline:
+        points = sizes.scaling_points if "scaling" in args.chosen else ()
+        # Each peer alone on the cores, and each from a fresh process, so that RSS before
+        # and after compare like with like.
         for peer in peers:
             if peer is not ours:
-                peer.stop()  # idle, but its informers and resyncs would share the cores
+                peer.stop()
+        ours.stop()
+        ours.start(ours.env)
         log.info("scenario memory on agentflow (%d workflows)", sizes.rss_workflows)
-        runs.append(scenarios.memory(bench, ours, sizes, 900.0))
+        runs.append(scenarios.memory(bench, ours, sizes, 900.0, points))
+        if argo is not None and time.monotonic() < deadline:
+            ours.clean(timeout=600.0)
+            ours.stop()
+            argo.start(qps=args.argo_qps, burst=args.argo_burst, requeue=argo_requeue(args))
+            log.info("scenario memory on argo (%d workflows)", sizes.rss_workflows)
+            runs.append(scenarios.memory(bench, argo, sizes, 1500.0, points))
+        elif argo is not None:
+            log.warning("time budget used up: skipping memory on argo")
     return runs
+
+
+def argo_requeue(args: argparse.Namespace) -> str | None:
+    return None if args.argo_requeue == "default" else str(args.argo_requeue)
 
 
 def rename(run: Run, scenario: str) -> Run:

@@ -34,6 +34,7 @@ NOOP_IMAGE = "bench.local/noop:1"
 AF_LABEL_WORKFLOW = "agentflow.dev/workflow"
 ARGO_LABEL_WORKFLOW = "workflows.argoproj.io/workflow"
 ARGO_GROUP = "argoproj.io"
+ARGO_HEALTHZ_PORT = 6060
 ARGO_CRDS = (
     "clusterworkflowtemplates",
     "cronworkflows",
@@ -128,6 +129,14 @@ class Peer(ABC):
         phase = (obj.get("status") or {}).get("phase")
         return str(phase) if phase else None
 
+    @property
+    def healthz_url(self) -> str | None:
+        """Where the controller answers its liveness probe, if it has one."""
+        return None
+
+    def metrics(self) -> dict[SampleKey, float]:
+        return {}
+
     def extra_paths(self) -> list[str]:
         """Collections to wait empty (besides workflows and children) after a clean-up."""
         return [f"/api/v1/namespaces/{self.namespace}/pods"]
@@ -194,6 +203,7 @@ class AgentflowPeer(Peer):
     def __init__(self, bench: BenchCluster, namespace: str, log_dir: Path) -> None:
         super().__init__(bench, namespace, log_dir)
         self.metrics_port = 0
+        self.env: dict[str, str] = {}
         from agentflow import __version__
 
         self.version = __version__
@@ -247,6 +257,10 @@ class AgentflowPeer(Peer):
             "spec": spec,
         }
 
+    @property
+    def healthz_url(self) -> str | None:
+        return f"http://127.0.0.1:{self.metrics_port}/healthz"
+
     def child_finished(self, obj: Obj) -> bool:
         return any(
             c.get("type") == "Complete" and c.get("status") == "True"
@@ -259,6 +273,7 @@ class AgentflowPeer(Peer):
         return str(value) if value else None
 
     def start(self, env: dict[str, str] | None = None) -> None:
+        self.env = dict(env or {})
         self.metrics_port = free_port()
         argv = [
             sys.executable,
@@ -362,6 +377,11 @@ class ArgoPeer(Peer):
             "metadata": {"name": name, "namespace": self.namespace},
             "spec": spec,
         }
+
+    @property
+    def healthz_url(self) -> str | None:
+        # workflow-controller serves /healthz on a fixed port, 6060, of every interface.
+        return f"http://127.0.0.1:{ARGO_HEALTHZ_PORT}/healthz"
 
     def child_finished(self, obj: Obj) -> bool:
         return (obj.get("status") or {}).get("phase") == "Succeeded"

@@ -30,6 +30,8 @@ TARGETS = {
     "writes_per_step": 3.0,
     "throughput_ratio": 1.0,
     "rss_mib": 250.0,
+    "rss_ratio": 1.0,
+    "loop_lag": 0.100,
 }
 
 
@@ -234,14 +236,129 @@ def target_rows(report: Mapping[str, Any]) -> list[list[str]]:
         )
     memory = find(runs, "agentflow", "memory")
     rss = memory.get("rss_mib") if memory else None
+    present = memory["workflows"] if memory else "?"
     rows.append(
         [
-            f"operator RSS with {memory['workflows'] if memory else '?'} Workflows",
+            f"operator RSS with {present} Workflows",
             f"<= {TARGETS['rss_mib']:.0f} MiB",
             fmt(rss, " MiB", 0),
             _verdict(rss is not None and rss <= TARGETS["rss_mib"], rss),
         ]
     )
+    argo_memory = find(runs, "argo", "memory")
+    rss_ratio = ratio(rss, argo_memory.get("rss_mib") if argo_memory else None)
+    rows.append(
+        [
+            f"operator RSS agentflow/Argo with {present} Workflows",
+            f"<= {TARGETS['rss_ratio']:.1f}x",
+            fmt_ratio(rss_ratio),
+            _verdict(rss_ratio is not None and rss_ratio <= TARGETS["rss_ratio"], rss_ratio),
+        ]
+    )
+    for key in ("p99", "max"):
+        worst, lag = worst_loop_lag(runs, key)
+        rows.append(
+            [
+                f"operator event-loop lag {key}, worst scenario" + (f" ({worst})" if worst else ""),
+                f"<= {fmt_ms(TARGETS['loop_lag'])}",
+                fmt_ms(lag),
+                _verdict(lag is not None and lag <= TARGETS["loop_lag"], lag),
+            ]
+        )
+    return rows
+
+
+def worst_loop_lag(runs: Sequence[Mapping[str, Any]], key: str) -> tuple[str | None, float | None]:
+    """The agentflow run with the largest event-loop lag ``key`` (p99 or max), and that lag."""
+    worst: tuple[str | None, float | None] = (None, None)
+    for run in runs:
+        value = (run.get("loop_lag") or {}).get(key) if run["peer"] == "agentflow" else None
+        if value is not None and (worst[1] is None or value > worst[1]):
+            worst = (run["scenario"], value)
+    return worst
+
+
+def _distribution_cell(summary: Mapping[str, Any] | None) -> str:
+    if not summary:
+        return "-"
+    return " / ".join(fmt_ms(summary.get(k)) for k in ("p50", "p95", "max"))
+
+
+def first_job_rows(runs: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    """Per scenario: workflow seen created -> its first Job (agentflow) or pod (Argo) seen."""
+    rows = []
+    for scenario in _unique([r["scenario"] for r in runs]):
+        ours, theirs = find(runs, "agentflow", scenario), find(runs, "argo", scenario)
+        summaries = [(r or {}).get("first_step") for r in (ours, theirs)]
+        if not any(summaries):
+            continue
+        rows.append([scenario, *(_distribution_cell(s) for s in summaries)])
+    return rows
+
+
+def responsiveness_rows(runs: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    """Per scenario and peer: /healthz answers during the run, and the event loop's lag."""
+    rows = []
+    for run in runs:
+        health = run.get("healthz")
+        lag = run.get("loop_lag")
+        if not health and not lag:
+            continue
+        health = health or {}
+        lag = lag or {}
+        rows.append(
+            [
+                run["scenario"],
+                run["peer"],
+                fmt(health.get("samples")),
+                fmt(health.get("non_200")),
+                fmt_ms(health.get("slowest_seconds")),
+                fmt_ms(lag.get("p50")),
+                fmt_ms(lag.get("p99")),
+                fmt_ms(lag.get("max")),
+            ]
+        )
+    return rows
+
+
+def memory_rows(runs: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    rows = []
+    for peer in ("agentflow", "argo"):
+        run = find(runs, peer, "memory")
+        if run is None:
+            continue
+        health = run.get("healthz") or {}
+        rows.append(
+            [
+                peer,
+                fmt(run.get("workflows")),
+                fmt(run.get("rss_before_mib"), " MiB", 0),
+                fmt(run.get("rss_mib"), " MiB", 0),
+                fmt(run.get("kib_per_workflow"), " KiB", 0),
+                _seconds(run),
+                fmt(run.get("idle_cpu_percent"), "%", 1),
+                fmt(health.get("non_200")),
+            ]
+        )
+    return rows
+
+
+def scaling_rows(runs: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    rows = []
+    for peer in ("agentflow", "argo"):
+        run = find(runs, peer, "memory")
+        for point in (run or {}).get("scaling") or []:
+            rows.append(
+                [
+                    peer,
+                    fmt(point.get("workflows")),
+                    fmt(point.get("cpu_percent"), "%", 1),
+                    fmt(point.get("cpu_seconds_total"), " s", 1),
+                    fmt(point.get("rss_mib"), " MiB", 0),
+                    fmt(point.get("own_requests_per_second")),
+                    fmt(point.get("cluster_requests_per_second")),
+                ]
+            )
     return rows
 
 
@@ -420,20 +537,102 @@ def render(report: Mapping[str, Any], previous: str | None = None) -> str:
             ),
             "",
         ]
-    memory = find(runs, "agentflow", "memory")
-    if memory:
+    first_rows = first_job_rows(runs)
+    if first_rows:
+        out += [
+            "## Time to first Job (p50 / p95 / max)",
+            "",
+            "From a Workflow seen created to its first Job (agentflow) or pod (Argo) seen "
+            "created, both from the harness's watches; for a burst this is how long the last "
+            "Workflows of the burst wait for the controller to start them.",
+            "",
+            markdown_table(["scenario", "agentflow", "Argo"], first_rows),
+            "",
+        ]
+    health_rows = responsiveness_rows(runs)
+    if health_rows:
+        out += [
+            "## Responsiveness during the runs",
+            "",
+            "`/healthz` asked once a second by the harness during each run (agentflow: the "
+            "operator's metrics port; Argo: the controller's port 6060), with how many answers "
+            "were not 200 (no answer within 5 s counts) and the slowest answer. Event-loop lag: "
+            "`agentflow_operator_event_loop_lag_seconds` over the run (p50, p99 from its "
+            "buckets) and the largest value of `agentflow_operator_event_loop_lag_max_seconds` "
+            "(the last 10 s's maximum) scraped every 5 s: how much later than asked the "
+            "operator's one event loop woke a 50 ms sleep. Argo has no such figure.",
+            "",
+            markdown_table(
+                [
+                    "scenario",
+                    "peer",
+                    "/healthz samples",
+                    "not 200",
+                    "slowest",
+                    "loop lag p50",
+                    "p99",
+                    "max",
+                ],
+                health_rows,
+            ),
+            "",
+        ]
+    mem_rows = memory_rows(runs)
+    if mem_rows:
         out += [
             "## Memory",
             "",
-            f"{memory['workflows']:,} single-step Workflows created in batches and left in "
-            f"place (finished): operator RSS {fmt(memory.get('rss_mib'), ' MiB', 0)}; "
-            f"time to run them all {_seconds(memory)}. " + " ".join(memory.get("notes") or []),
+            "Single-step Workflows created in batches and left in place (finished), each "
+            "controller alone on the machine and started afresh for it. RSS after: 10 s after "
+            "the last Workflow finished; per finished Workflow: (after - before) / Workflows; "
+            "idle CPU: the 20 s after that.",
+            "",
+            markdown_table(
+                [
+                    "peer",
+                    "Workflows",
+                    "RSS before",
+                    "RSS after",
+                    "per finished Workflow",
+                    "time to run them all",
+                    "idle CPU (of a core)",
+                    "/healthz not 200",
+                ],
+                mem_rows,
+            ),
+            "",
+        ]
+    scale_rows = scaling_rows(runs)
+    if scale_rows:
+        out += [
+            "## Scaling",
+            "",
+            "The controller at rest with n Workflows present, measured on the way up of the "
+            "memory scenario's batches (3 s to settle, then a window of "
+            f"{report.get('sizes', {}).get('scaling_window', '?')} s; the last row is the "
+            "memory figure's 20 s window). Every Workflow present is finished: the local node "
+            "in instant mode finishes a pod as soon as it is bound, so no step keeps running "
+            'and a "running" share is not measured. CPU: % of a core over the window, and '
+            "seconds used since the scenario started. Own requests/s: the controller's own "
+            "count (for agentflow without kopf's watches); cluster: every client of the API "
+            "server, the harness's watches included.",
+            "",
+            markdown_table(
+                [
+                    "peer",
+                    "Workflows present",
+                    "CPU",
+                    "CPU since start",
+                    "RSS",
+                    "own requests/s",
+                    "cluster requests/s",
+                ],
+                scale_rows,
+            ),
             "",
         ]
     notes = [
-        f"- {r['peer']} {r['scenario']}: {'; '.join(r['notes'])}"
-        for r in runs
-        if r.get("notes") and r["scenario"] != "memory"
+        f"- {r['peer']} {r['scenario']}: {'; '.join(r['notes'])}" for r in runs if r.get("notes")
     ]
     if notes:
         out += ["Notes from the runs:", "", *notes, ""]

@@ -11,18 +11,20 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from bench import stats
 from bench.cluster import BenchCluster
 from bench.kubeapi import Obj, Watcher
-from bench.peers import AgentflowPeer, Peer
+from bench.peers import AgentflowPeer, Peer, http_get
 
 log = logging.getLogger("bench")
 
 TERMINAL = frozenset({"Succeeded", "Failed", "Error"})
+LOOP_LAG = "agentflow_operator_event_loop_lag_seconds"
+LOOP_LAG_MAX = "agentflow_operator_event_loop_lag_max_seconds"
 
 
 class Recorder:
@@ -120,12 +122,60 @@ class Recorder:
     def first_step_latency(self) -> list[float]:
         """Workflow seen -> its first step object seen."""
         with self.lock:
-            first: dict[str, float] = {}
-            for workflow, created in self.child_created.values():
-                first[workflow] = min(created, first.get(workflow, created))
-            return [
-                first[name] - seen for name, seen in self.workflow_seen.items() if name in first
-            ]
+            return stats.first_child_latencies(self.workflow_seen, self.child_created.values())
+
+
+class Sampler:
+    """During a run: the controller's /healthz once a second and, for agentflow, the gauge of
+    its largest event-loop lag of the last 10 s every ``metrics_interval`` seconds (shorter
+    than that window, so no maximum is missed)."""
+
+    def __init__(self, peer: Peer, interval: float = 1.0, metrics_interval: float = 5.0) -> None:
+        self.peer = peer
+        self.interval = interval
+        self.metrics_interval = metrics_interval
+        self.codes: list[int] = []
+        self.latencies: list[float] = []
+        self.lag_max: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+    def _run(self) -> None:
+        url = self.peer.healthz_url
+        last_scrape = 0.0
+        while not self._stop.is_set():
+            began = time.monotonic()
+            if url is not None:
+                code, _ = http_get(url, timeout=5.0)
+                self.codes.append(code)
+                self.latencies.append(time.monotonic() - began)
+            if (
+                isinstance(self.peer, AgentflowPeer)
+                and began - last_scrape >= self.metrics_interval
+            ):
+                last_scrape = began
+                self._lag(self.peer.metrics())
+            self._stop.wait(self.interval)
+        if isinstance(self.peer, AgentflowPeer):
+            self._lag(self.peer.metrics())
+
+    def _lag(self, samples: dict[stats.SampleKey, float]) -> None:
+        value = stats.gauge_value(samples, LOOP_LAG_MAX)
+        if value is not None:
+            self.lag_max = value if self.lag_max is None else max(self.lag_max, value)
+
+    def health(self) -> dict[str, Any] | None:
+        if self.peer.healthz_url is None:
+            return None
+        return stats.health_summary(self.codes, self.latencies)
 
 
 @dataclass
@@ -154,6 +204,15 @@ class Run:
     apiserver_requests: dict[str, float] = field(default_factory=dict)
     events_by_component: dict[str, float] = field(default_factory=dict)
     rss_mib: float | None = None
+    # /healthz during the run (stats.health_summary) and the event loop's lag (agentflow).
+    healthz: dict[str, Any] | None = None
+    loop_lag: dict[str, Any] | None = None
+    # memory: RSS before the Workflows, per finished Workflow, idle CPU with them present.
+    rss_before_mib: float | None = None
+    kib_per_workflow: float | None = None
+    idle_cpu_percent: float | None = None
+    # scaling: one measure_window() per number of Workflows present.
+    scaling: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def per_step(self, value: float | None) -> float | None:
@@ -193,8 +252,13 @@ def run_workflows(
     timeout: float,
     sequential: bool = True,
     expected_steps: int | None = None,
+    between_batches: Callable[[int], None] | None = None,
 ) -> Run:
-    """Submit the batches (each one at once, the next when it finished) and measure."""
+    """Submit the batches (each one at once, the next when it finished) and measure.
+
+    ``between_batches(submitted)`` runs after each finished batch but the last, with the
+    number of workflows submitted so far; the time it takes is left out of ``seconds``.
+    """
     names = {m["metadata"]["name"] for batch in manifests_by_batch for m in batch}
     run = Run(
         peer=peer.name,
@@ -211,9 +275,17 @@ def run_workflows(
     events_before = events_by_component(peer)
     cpu_before = peer.cpu_seconds()
     deadline = time.monotonic() + timeout
-    with Recorder(peer, names) as recorder:
+    paused = 0.0
+    submitted = 0
+    with Sampler(peer) as sampler, Recorder(peer, names) as recorder:
         started = time.monotonic()
         for index, batch in enumerate(manifests_by_batch):
+            if index and between_batches is not None:
+                pause_began = time.monotonic()
+                between_batches(submitted)
+                paused += time.monotonic() - pause_began
+                deadline += time.monotonic() - pause_began
+            submitted += len(batch)
             peer.submit(batch)
             batch_names = {m["metadata"]["name"] for m in batch}
 
@@ -238,7 +310,7 @@ def run_workflows(
             ends = [t for n, (t, _) in recorder.workflow_done.items() if n in names]
             phases = [p for n, (_, p) in recorder.workflow_done.items() if n in names]
         if ends and not run.timed_out:
-            run.seconds = max(ends) - started
+            run.seconds = max(ends) - started - paused
         run.succeeded = sum(1 for p in phases if p == "Succeeded")
         run.failed = len(phases) - run.succeeded
         run.steps_created = len(recorder.child_created)
@@ -247,8 +319,9 @@ def run_workflows(
             if isinstance(peer, AgentflowPeer):
                 run.overhead_from_pod = _summary(recorder.gaps(from_pod=True))
         run.first_step = _summary(recorder.first_step_latency())
-    # Let the last status writes and events land before the counters are read.
-    time.sleep(2.0)
+        # Let the last status writes and events land before the counters are read.
+        time.sleep(2.0)
+    run.healthz = sampler.health()
     run.cpu_seconds = peer.cpu_seconds() - cpu_before
     own_after = peer.own_requests()
     if own_before is not None and own_after is not None:
@@ -265,9 +338,14 @@ def run_workflows(
         for key, n in stats.delta(server_before, server_after).items()
     }
     if isinstance(peer, AgentflowPeer):
+        hist_after = peer.metrics()
         run.overhead_histogram = stats.histogram_delta_quantiles(
-            hist_before, peer.metrics(), "agentflow_operator_step_overhead_seconds"
+            hist_before, hist_after, "agentflow_operator_step_overhead_seconds"
         )
+        run.loop_lag = {
+            **stats.histogram_delta_quantiles(hist_before, hist_after, LOOP_LAG, (0.5, 0.99)),
+            "max": sampler.lag_max,
+        }
     rss = peer.rss_kib()
     run.rss_mib = rss / 1024 if rss is not None else None
     if run.seconds:
@@ -314,6 +392,10 @@ class Sizes:
     rss_workflows: int = 5000
     rss_batch: int = 500
     cache_steps: int = 5
+    # Workflows present at each measurement of the scaling curve (on the way up to
+    # rss_workflows, in the memory scenario's run).
+    scaling_points: tuple[int, ...] = (100, 1000, 5000)
+    scaling_window: float = 10.0
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -326,6 +408,8 @@ class Sizes:
             latency_concurrent=4,
             rss_workflows=500,
             rss_batch=250,
+            scaling_points=(10, 100, 500),
+            scaling_window=5.0,
         )
 
 
@@ -394,30 +478,91 @@ def caching(bench: BenchCluster, peer: AgentflowPeer, sizes: Sizes, timeout: flo
     return runs
 
 
-def memory(bench: BenchCluster, peer: Peer, sizes: Sizes, timeout: float) -> Run:
-    """RSS with many Workflows present, nearly all finished (created in batches)."""
+def measure_window(
+    bench: BenchCluster, peer: Peer, present: int, settle: float, window: float, cpu_start: float
+) -> dict[str, Any]:
+    """The controller at rest with ``present`` workflows: CPU, RSS and API requests/s over
+    ``window`` seconds, after ``settle`` seconds for the last events to land."""
+    time.sleep(settle)
+    own_before = peer.own_requests()
+    server_before = sum(apiserver_by_verb_resource(bench).values())
+    cpu_before = peer.cpu_seconds()
+    began = time.monotonic()
+    time.sleep(window)
+    elapsed = time.monotonic() - began
+    cpu_after = peer.cpu_seconds()
+    own_after = peer.own_requests()
+    server_after = sum(apiserver_by_verb_resource(bench).values())
+    rss = peer.rss_kib()
+    point: dict[str, Any] = {
+        "workflows": present,
+        "seconds": elapsed,
+        "cpu_percent": (cpu_after - cpu_before) / elapsed * 100,
+        "cpu_seconds_total": cpu_after - cpu_start,
+        "rss_mib": rss / 1024 if rss is not None else None,
+        "own_requests_per_second": None,
+        # Every client of the API server, the harness's watches included.
+        "cluster_requests_per_second": (server_after - server_before) / elapsed,
+    }
+    if own_before is not None and own_after is not None:
+        point["own_requests_per_second"] = (
+            sum(own_after.values()) - sum(own_before.values())
+        ) / elapsed
+    log.info(
+        "  %s with %d workflows present: %.1f%% of a core, %s MiB, %s own requests/s",
+        peer.name,
+        present,
+        point["cpu_percent"],
+        stats.fmt(point["rss_mib"], "", 0),
+        stats.fmt(point["own_requests_per_second"]),
+    )
+    return point
+
+
+def memory(
+    bench: BenchCluster,
+    peer: Peer,
+    sizes: Sizes,
+    timeout: float,
+    points: Sequence[int] = (),
+) -> Run:
+    """RSS with many Workflows present, nearly all finished (created in batches).
+
+    With ``points`` (the scaling curve) the batches are cut so that exactly that many
+    Workflows have been submitted and finished at each point, where the controller is
+    measured at rest (:func:`measure_window`); the last point is the memory figure itself.
+    """
     tag = unique("rss")
     batches: list[list[Obj]] = []
-    for start in range(0, sizes.rss_workflows, sizes.rss_batch):
-        count = min(sizes.rss_batch, sizes.rss_workflows - start)
+    start = 0
+    for count in stats.batch_sizes(sizes.rss_workflows, sizes.rss_batch, points):
         batches.append(
             [peer.manifest(f"{tag}-{start + i}", 1, parallel=False) for i in range(count)]
         )
+        start += count
     before = peer.rss_kib()
-    run = run_workflows(bench, peer, "memory", batches, 1, timeout, sequential=False)
-    # The figure asked for is the steady state with the Workflows present, not the peak.
-    time.sleep(10.0)
-    rss = peer.rss_kib()
-    run.rss_mib = rss / 1024 if rss is not None else None
-    if before is not None and rss is not None:
-        run.notes.append(
-            f"RSS before: {before / 1024:.0f} MiB, so about "
-            f"{(rss - before) / max(run.workflows, 1):.0f} KiB per finished Workflow."
-        )
-    idle_before = peer.cpu_seconds()
-    time.sleep(20.0)
-    run.notes.append(
-        f"idle CPU with {run.workflows} workflows present: "
-        f"{(peer.cpu_seconds() - idle_before) / 20.0 * 100:.1f}% of a core."
+    cpu_start = peer.cpu_seconds()
+    scaling: list[dict[str, Any]] = []
+
+    def between(submitted: int) -> None:
+        if submitted in points:
+            settle = min(3.0, sizes.scaling_window)
+            scaling.append(
+                measure_window(bench, peer, submitted, settle, sizes.scaling_window, cpu_start)
+            )
+
+    run = run_workflows(
+        bench, peer, "memory", batches, 1, timeout, sequential=False, between_batches=between
     )
+    # The figure asked for is the steady state with the Workflows present, not the peak.
+    final = measure_window(bench, peer, run.workflows, 10.0, 20.0, cpu_start)
+    if sizes.rss_workflows in points and not run.timed_out:
+        scaling.append(final)
+    run.scaling = scaling
+    run.rss_mib = final["rss_mib"]
+    run.idle_cpu_percent = final["cpu_percent"]
+    if before is not None:
+        run.rss_before_mib = before / 1024
+        if run.rss_mib is not None:
+            run.kib_per_workflow = (run.rss_mib * 1024 - before) / max(run.workflows, 1)
     return run

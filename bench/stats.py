@@ -210,6 +210,57 @@ def sequential_gaps(
     return gaps
 
 
+def first_child_latencies(
+    workflow_seen: Mapping[str, float], children: Iterable[tuple[str, float]]
+) -> list[float]:
+    """Per workflow: its first child (Job or pod) seen created minus the workflow seen created.
+
+    ``children`` are ``(workflow, seen created at)``; workflows with no child are left out.
+    """
+    first: dict[str, float] = {}
+    for workflow, created in children:
+        first[workflow] = min(created, first.get(workflow, created))
+    return [first[name] - seen for name, seen in workflow_seen.items() if name in first]
+
+
+def batch_sizes(total: int, batch: int, points: Iterable[int] = ()) -> list[int]:
+    """Sizes of batches of at most ``batch`` that add up to ``total``, and whose running sums
+    pass through every one of ``points`` (those within 1..total), so that a measurement can
+    be taken when exactly that many have been submitted."""
+    if total <= 0:
+        return []
+    if batch <= 0:
+        raise ValueError(f"batch size {batch} is not positive")
+    cuts = {p for p in points if 0 < p < total}
+    cuts.update(range(batch, total, batch))
+    cuts.add(total)
+    sizes: list[int] = []
+    done = 0
+    for cut in sorted(cuts):
+        while cut - done > batch:
+            sizes.append(batch)
+            done += batch
+        sizes.append(cut - done)
+        done = cut
+    return sizes
+
+
+def health_summary(codes: Sequence[int], latencies: Sequence[float] = ()) -> dict[str, Any]:
+    """What a run of /healthz samples showed: how many, how many not 200 (0: no answer)."""
+    return {
+        "samples": len(codes),
+        "non_200": sum(1 for c in codes if c != 200),
+        "no_answer": sum(1 for c in codes if c == 0),
+        "slowest_seconds": max(latencies, default=None),
+    }
+
+
+def gauge_value(samples: Mapping[SampleKey, float], name: str) -> float | None:
+    """The value of an unlabelled gauge (or the largest one of a labelled family)."""
+    values = [v for (sample_name, _), v in samples.items() if sample_name == name]
+    return max(values) if values else None
+
+
 # ---- rendering -------------------------------------------------------------------------------
 
 
