@@ -336,3 +336,190 @@ def test_the_whole_report_renders_from_a_run_document() -> None:
     assert "warm (cache hits)" in text
     assert "\nkept\n" in text
     assert "DEFAULT_REQUEUE_TIME 1s" in text
+
+
+# ---- the second pass: memory of both peers, scaling, first Job, responsiveness --------------
+
+
+def test_first_child_latency_is_the_earliest_child_of_each_workflow() -> None:
+    seen = {"a": 10.0, "b": 11.0, "never-started": 12.0}
+    children = [("a", 10.5), ("a", 10.2), ("b", 14.0), ("stray", 1.0)]
+    assert sorted(stats.first_child_latencies(seen, children)) == pytest.approx([0.2, 3.0])
+
+
+@pytest.mark.parametrize(
+    ("total", "batch", "points", "expected"),
+    [
+        (500, 250, (10, 100, 500), [10, 90, 150, 250]),
+        (5000, 500, (100, 1000, 5000), [100, 400, *[500] * 9]),
+        (1000, 500, (), [500, 500]),
+        (7, 5, (0, 3, 99), [3, 2, 2]),
+        (0, 5, (1,), []),
+    ],
+)
+def test_batches_reach_every_scaling_point(
+    total: int, batch: int, points: tuple[int, ...], expected: list[int]
+) -> None:
+    sizes = stats.batch_sizes(total, batch, points)
+    assert sizes == expected
+    assert sum(sizes) == total and all(0 < s <= batch for s in sizes)
+    running = {sum(sizes[: i + 1]) for i in range(len(sizes))}
+    assert {p for p in points if 0 < p <= total} <= running
+
+
+def test_health_summary_counts_answers_that_were_not_200() -> None:
+    summary = stats.health_summary([200, 503, 200, 0], [0.01, 0.2, 0.03, 5.0])
+    assert summary == {"samples": 4, "non_200": 2, "no_answer": 1, "slowest_seconds": 5.0}
+    assert stats.health_summary([])["slowest_seconds"] is None
+
+
+def test_gauge_value_reads_an_unlabelled_gauge() -> None:
+    samples = stats.parse_metrics(
+        "# TYPE agentflow_operator_event_loop_lag_max_seconds gauge\n"
+        "agentflow_operator_event_loop_lag_max_seconds 0.042\n"
+    )
+    assert stats.gauge_value(samples, "agentflow_operator_event_loop_lag_max_seconds") == 0.042
+    assert stats.gauge_value(samples, "missing") is None
+
+
+SCALING = [
+    {
+        "workflows": 10,
+        "cpu_percent": 1.5,
+        "cpu_seconds_total": 2.0,
+        "rss_mib": 90.0,
+        "own_requests_per_second": 0.2,
+        "cluster_requests_per_second": 4.0,
+    },
+    {
+        "workflows": 500,
+        "cpu_percent": 0.4,
+        "cpu_seconds_total": 30.0,
+        "rss_mib": 140.0,
+        "own_requests_per_second": None,
+        "cluster_requests_per_second": 6.5,
+    },
+]
+
+
+def _second_pass_runs() -> list[dict[str, Any]]:
+    return [
+        _run(
+            "agentflow",
+            "burst",
+            steps_per_workflow=1,
+            first_step={"n": 50, "p50": 0.3, "p95": 1.2, "max": 1.9},
+            healthz={"samples": 30, "non_200": 0, "no_answer": 0, "slowest_seconds": 0.02},
+            loop_lag={"p50": 0.004, "p99": 0.08, "max": 0.35, "n": 400.0},
+        ),
+        _run(
+            "argo",
+            "burst",
+            steps_per_workflow=1,
+            first_step={"n": 50, "p50": 2.0, "p95": 6.0, "max": 9.0},
+            healthz={"samples": 90, "non_200": 3, "no_answer": 1, "slowest_seconds": 5.0},
+        ),
+        _run(
+            "agentflow",
+            "memory",
+            workflows=500,
+            rss_mib=140.0,
+            rss_before_mib=80.0,
+            kib_per_workflow=122.88,
+            idle_cpu_percent=0.4,
+            scaling=SCALING,
+            healthz={"samples": 60, "non_200": 0},
+            loop_lag={"p50": 0.002, "p99": 0.09, "max": 0.05},
+        ),
+        _run(
+            "argo",
+            "memory",
+            workflows=500,
+            rss_mib=100.0,
+            rss_before_mib=60.0,
+            kib_per_workflow=81.92,
+            idle_cpu_percent=1.0,
+            healthz={"samples": 100, "non_200": 2},
+        ),
+    ]
+
+
+def test_targets_compare_rss_with_argos_and_take_the_worst_loop_lag() -> None:
+    rows = {row[0]: row for row in report.target_rows({"runs": _second_pass_runs()})}
+    assert rows["operator RSS with 500 Workflows"][-2:] == ["140 MiB", "met"]
+    assert rows["operator RSS agentflow/Argo with 500 Workflows"][-2:] == ["1.40x", "missed"]
+    assert rows["operator event-loop lag p99, worst scenario (memory)"][-2:] == ["90 ms", "met"]
+    assert rows["operator event-loop lag max, worst scenario (burst)"][-2:] == ["350 ms", "missed"]
+
+
+def test_targets_without_argo_or_lag_say_not_measured() -> None:
+    runs = [_run("agentflow", "memory", workflows=500, rss_mib=140.0)]
+    rows = {row[0]: row for row in report.target_rows({"runs": runs})}
+    assert rows["operator RSS agentflow/Argo with 500 Workflows"][-1] == "not measured"
+    assert rows["operator event-loop lag max, worst scenario"][-1] == "not measured"
+
+
+def test_memory_rows_put_both_peers_side_by_side() -> None:
+    rows = report.memory_rows(_second_pass_runs())
+    assert rows == [
+        ["agentflow", "500", "80 MiB", "140 MiB", "123 KiB", "10.0 s", "0.4%", "0"],
+        ["argo", "500", "60 MiB", "100 MiB", "82 KiB", "10.0 s", "1.0%", "2"],
+    ]
+
+
+def test_scaling_rows_one_per_point() -> None:
+    rows = report.scaling_rows(_second_pass_runs())
+    assert rows == [
+        ["agentflow", "10", "1.5%", "2.0 s", "90 MiB", "0.20", "4.00"],
+        ["agentflow", "500", "0.4%", "30.0 s", "140 MiB", "-", "6.50"],
+    ]
+
+
+def test_first_job_and_responsiveness_rows() -> None:
+    runs = _second_pass_runs()
+    assert report.first_job_rows(runs) == [
+        ["burst", "300 ms / 1,200 ms / 1,900 ms", "2,000 ms / 6,000 ms / 9,000 ms"]
+    ]
+    rows = {(r[0], r[1]): r for r in report.responsiveness_rows(runs)}
+    assert rows[("burst", "agentflow")][2:] == ["30", "0", "20 ms", "4 ms", "80 ms", "350 ms"]
+    assert rows[("burst", "argo")][2:] == ["90", "3", "5,000 ms", "-", "-", "-"]
+    assert rows[("memory", "argo")][3] == "2"
+
+
+def test_the_report_renders_the_second_pass_sections() -> None:
+    document = {
+        "date": "2026-01-01 00:00 UTC",
+        "quick": True,
+        "duration_seconds": 100.0,
+        "machine": {"nproc": 2, "cpu_model": "cpu", "memory_gib": 24.0, "os": "Linux"},
+        "versions": {
+            "python": "3.11",
+            "kopf": "1.45",
+            "kubernetes": "v1.35.4",
+            "agentflow": "0.1.0",
+            "argo": "v3.7.18",
+        },
+        "settings": {
+            "agentflow": {"qps": 50.0, "burst": 100},
+            "argo": {"qps": 20.0, "burst": 30, "requeue": "1s"},
+        },
+        "sizes": {"scaling_window": 5.0},
+        "argo_error": None,
+        "runs": _second_pass_runs(),
+    }
+    previous = f"before\n{report.ANALYSIS_BEGIN}\nhand-written\n{report.ANALYSIS_END}\nafter"
+    text = report.render(document, previous)
+    for heading in (
+        "## Time to first Job (p50 / p95 / max)",
+        "## Responsiveness during the runs",
+        "## Memory",
+        "## Scaling",
+    ):
+        assert f"\n{heading}\n" in text
+    assert "| agentflow | 500 | 80 MiB | 140 MiB | 123 KiB | 10.0 s | 0.4% | 0 |" in text
+    assert "| argo | 500 | 60 MiB | 100 MiB | 82 KiB | 10.0 s | 1.0% | 2 |" in text
+    assert "| agentflow | 10 | 1.5% | 2.0 s | 90 MiB | 0.20 | 4.00 |" in text
+    assert "a window of 5.0 s" in text
+    assert "| burst | 300 ms / 1,200 ms / 1,900 ms | 2,000 ms / 6,000 ms / 9,000 ms |" in text
+    assert f"{report.ANALYSIS_BEGIN}\nhand-written\n{report.ANALYSIS_END}" in text
+    assert text.index("## Scaling") < text.index("## Analysis")
