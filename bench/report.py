@@ -659,6 +659,14 @@ def render(report: Mapping[str, Any], previous: str | None = None) -> str:
         "- Times are local receive times of watch events held by the harness (not "
         "`creationTimestamp`, which has one-second resolution). Between scenarios every "
         "workflow is deleted and the run waits until its Jobs/pods are gone.",
+        "- During every run the harness asks the controller's `/healthz` once a second and, "
+        "for agentflow, scrapes `/metrics` every 5 s for the event-loop lag gauge; the lag's "
+        "p50 and p99 are the delta of `agentflow_operator_event_loop_lag_seconds` between "
+        "the scrapes before and after the run.",
+        "- The memory scenario (which also measures the scaling curve) runs last, for each "
+        "peer alone and from a freshly started controller: agentflow first (then its "
+        "Workflows are deleted and it is stopped), then Argo. `--quick` runs 500 Workflows "
+        "with scaling points at 10, 100 and 500.",
         "- The machine is shared (2 cores) and the harness, the API server and etcd run on it "
         "too, so absolute figures are pessimistic; ratios come from the same invocation.",
         "",
