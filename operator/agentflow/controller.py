@@ -62,6 +62,7 @@ from agentflow.engine.types import (
     WriteCache,
 )
 from agentflow.engine.usage import ConcurrencyGrant, QueueKey, Waiter
+from agentflow.events import EventRecorder
 from agentflow.kube import CreateOutcome, Kube, is_refusal, is_too_large
 from agentflow.metrics import OperatorMetrics, metric_updates
 from agentflow.observe import JobSummary, PodSummary, observe, recheck_at, with_log_report
@@ -193,6 +194,9 @@ class Runtime:
     metrics: OperatorMetrics
     config: OperatorConfig
     post_event: EventPoster
+    # The recorder behind post_event, when there is one: it holds Events to merge them, and a
+    # deleted Workflow's are dropped (see agentflow.events).
+    events: EventRecorder | None = None
     wakeups: dict[Key, asyncio.Event] = field(default_factory=dict)
     written: dict[Key, Written] = field(default_factory=dict)
     # Output ConfigMaps this process has stored, per Workflow (dropped when it is deleted).
@@ -325,6 +329,8 @@ class Runtime:
         self.outputs_stored.pop(key, None)
         self.claims_ready.pop(key, None)
         self.phases.pop(key, None)
+        if self.events is not None:
+            self.events.forget(*key)
         self._refresh_phase_gauge()
 
     def record_phase(self, key: Key, phase: str) -> None:
