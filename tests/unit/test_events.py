@@ -19,6 +19,7 @@ from agentflow.events import (
     NORMAL_BURST,
     NORMAL_PERIOD_SECONDS,
     WARNING_BURST,
+    WARNING_PERIOD_SECONDS,
     EventAggregator,
     EventRecorder,
     Post,
@@ -320,3 +321,41 @@ def test_the_cleanup_handler_posts_what_is_held_through_the_operators_client() -
     memo.runtime = SimpleNamespace(events=recorder, kube=SimpleNamespace(create_event=create))
     asyncio.run(handlers.cleanup(memo))
     assert [(m["reason"], m["message"]) for m in created] == [("StepStarted", "step c started")]
+
+
+def test_the_numbers_the_runbook_gives() -> None:
+    assert (NORMAL_BURST, NORMAL_PERIOD_SECONDS) == (2, 10.0)
+    assert (WARNING_BURST, WARNING_PERIOD_SECONDS) == (5, 10.0)
+
+
+def test_a_chain_of_20_second_steps_gets_every_event_on_its_own() -> None:
+    agg = EventAggregator()
+    posted = agg.record(WF, "Normal", "WorkflowStarted", "workflow started", 0.0)
+    posted += agg.record(WF, "Normal", "StepStarted", "step 0 started", 0.0)
+    for i in range(1, 10):
+        now = 20.0 * i
+        posted += agg.record(WF, "Normal", "StepSucceeded", f"step {i - 1} succeeded", now)
+        posted += agg.record(WF, "Normal", "StepStarted", f"step {i} started", now)
+    assert len(posted) == 20 and all(p.count == 1 for p in posted)
+
+
+def test_a_fast_chain_gets_about_one_event_per_reason_every_period() -> None:
+    agg = EventAggregator()
+    posted = agg.record(WF, "Normal", "WorkflowStarted", "workflow started", 0.0)
+    posted += agg.record(WF, "Normal", "StepStarted", "step 0 started", 0.0)
+    for i in range(1, 10):  # a step every 0.7 s
+        now = 0.7 * i
+        posted += agg.flush(now)
+        posted += agg.record(WF, "Normal", "StepSucceeded", f"step {i - 1} succeeded", now)
+        posted += agg.record(WF, "Normal", "StepStarted", f"step {i} started", now)
+    posted += agg.record(WF, "Normal", "StepSucceeded", "step 9 succeeded", 7.0)
+    posted += agg.record(WF, "Normal", "WorkflowSucceeded", "workflow succeeded: 10/10", 7.0)
+    # 22 Events recorded, 5 posted: two at once, the other three when the Workflow finished.
+    assert [(p.reason, p.count) for p in posted] == [
+        ("WorkflowStarted", 1),
+        ("StepStarted", 1),
+        ("StepSucceeded", 10),
+        ("StepStarted", 9),
+        ("WorkflowSucceeded", 1),
+    ]
+    assert agg.due() is None
