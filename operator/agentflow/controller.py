@@ -29,6 +29,7 @@ from agentflow.api.models import (
     StepStatus,
     Workflow,
     WorkflowPhase,
+    WorkflowSpec,
     WorkflowStatus,
 )
 from agentflow.apierror import ApiError
@@ -62,6 +63,7 @@ from agentflow.engine.types import (
     WriteCache,
 )
 from agentflow.engine.usage import ConcurrencyGrant, QueueKey, Waiter
+from agentflow.events import EventRecorder
 from agentflow.kube import CreateOutcome, Kube, is_refusal, is_too_large
 from agentflow.metrics import OperatorMetrics, metric_updates
 from agentflow.observe import JobSummary, PodSummary, observe, recheck_at, with_log_report
@@ -185,6 +187,15 @@ class Written:
             return resource_version == self.previous_resource_version
 
 
+@dataclass(frozen=True)
+class ParsedSpec:
+    """A Workflow's spec as validated for one generation of it (see :func:`parse_workflow`)."""
+
+    uid: str
+    generation: int
+    spec: WorkflowSpec
+
+
 @dataclass
 class Runtime:
     """Operator-wide state shared by the handlers (kopf's ``memo``)."""
@@ -193,11 +204,16 @@ class Runtime:
     metrics: OperatorMetrics
     config: OperatorConfig
     post_event: EventPoster
+    # The recorder behind post_event, when there is one: it holds Events to merge them, and a
+    # deleted Workflow's are dropped (see agentflow.events).
+    events: EventRecorder | None = None
     wakeups: dict[Key, asyncio.Event] = field(default_factory=dict)
     written: dict[Key, Written] = field(default_factory=dict)
     # Output ConfigMaps this process has stored, per Workflow (dropped when it is deleted).
     outputs_stored: dict[Key, set[str]] = field(default_factory=dict)
     phases: dict[Key, str] = field(default_factory=dict)
+    # The validated spec of each unfinished Workflow, for its current generation.
+    specs: dict[Key, ParsedSpec] = field(default_factory=dict)
     last_heartbeat: float = field(default_factory=time.monotonic)
     cache_names: set[Key] = field(default_factory=set)
     # The workspace claim this process has seen in place, per Workflow (by its uid and the
@@ -325,6 +341,9 @@ class Runtime:
         self.outputs_stored.pop(key, None)
         self.claims_ready.pop(key, None)
         self.phases.pop(key, None)
+        self.specs.pop(key, None)
+        if self.events is not None:
+            self.events.forget(*key)
         self._refresh_phase_gauge()
 
     def record_phase(self, key: Key, phase: str) -> None:
@@ -709,6 +728,32 @@ def failed_by_the_controller(
     return [*kept, WorkflowFinished(phase=new.phase, degraded=new.degraded)]
 
 
+def parse_workflow(rt: Runtime, key: Key, body: Mapping[str, Any]) -> Workflow:
+    """``body`` as a Workflow without its status; raises ValidationError.
+
+    The spec is validated once per generation: the API server gives every change of a spec a
+    new ``metadata.generation``, so a spec valid for a generation stays valid, and the passes of
+    that generation share the object (pydantic takes a model instance for a field without
+    validating it again).  The metadata, whose annotations start reruns and retries without a
+    new generation, is validated on every pass; so is the status (``parse_status``).  The
+    shared spec is never changed: the planner copies the status it changes and only reads the
+    spec (``engine.planner._copy_status``), and the Workflow is copied with ``model_copy``, which
+    shares the spec, never changes it (a test checks the spec after a Workflow's passes).
+    """
+    meta = body.get("metadata") or {}
+    uid, generation = meta.get("uid") or "", meta.get("generation")
+    cached = rt.specs.get(key)
+    if cached is not None and (cached.uid, cached.generation) == (uid, generation):
+        return Workflow.model_validate({"metadata": meta, "spec": cached.spec, "status": None})
+    rt.specs.pop(key, None)
+    workflow = Workflow.model_validate(
+        {"metadata": meta, "spec": body.get("spec") or {}, "status": None}
+    )
+    if isinstance(generation, int):
+        rt.specs[key] = ParsedSpec(uid, generation, workflow.spec)
+    return workflow
+
+
 def parse_status(raw: Mapping[str, Any] | None) -> WorkflowStatus | None:
     if not raw:
         return None
@@ -821,9 +866,7 @@ async def _reconcile_once(
     old_raw: dict[str, Any] = dict(body.get("status") or {})
     old = parse_status(old_raw)
     try:
-        workflow = Workflow.model_validate(
-            {"metadata": meta, "spec": body.get("spec") or {}, "status": None}
-        )
+        workflow = parse_workflow(rt, key, body)
     except ValidationError as e:
         error = "; ".join(engine.model_error_messages(e)[:5])
         new = invalid_object_status(old, meta.get("generation"), error, now)
@@ -900,6 +943,10 @@ async def _reconcile_once(
             metric_updates(namespace, plan.facts), rt.config.metrics_agents_per_namespace
         )
     rt.record_phase(key, new.phase.value)
+    if new.phase in TERMINAL_WORKFLOW_PHASES:
+        # A finished Workflow is not planned again until it changes: thousands of them stay
+        # around, and their specs would only take memory.
+        rt.specs.pop(key, None)
     requeue = plan.requeue_after
     if recheck is not None:
         # A grace period of observe() ends then, and no watch event may mark it.

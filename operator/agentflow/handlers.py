@@ -29,6 +29,7 @@ from agentflow.api.models import (
 from agentflow.config import ConfigError, OperatorConfig, load_config
 from agentflow.controller import Key, Observations, Runtime
 from agentflow.engine.types import LABEL_CACHE, LABEL_LIMIT, LABEL_WORKFLOW, CacheEntry, JobState
+from agentflow.events import REPORTING_COMPONENT, EventRecorder
 from agentflow.kube import Kube, load_api_client
 from agentflow.leader import LeaderElector
 from agentflow.looplag import LoopLagMonitor
@@ -109,7 +110,7 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.networking.connect_timeout = 10
     # Events are for our state transitions, not for every handler's chatter.
     settings.posting.level = logging.WARNING
-    settings.posting.reporting_component = "agentflow-operator"
+    settings.posting.reporting_component = REPORTING_COMPONENT
     settings.scanning.disabled = True
     # Leadership is our own Lease (see agentflow.leader), not kopf's peering CRDs.
     settings.peering.standalone = True
@@ -178,7 +179,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         metrics.api_requests.labels(verb=verb, code=str(code)).inc()
 
     kube = Kube(load_api_client(config.kubeconfig), qps=config.qps, burst=config.burst, count=count)
-    rt = Runtime(kube=kube, metrics=metrics, config=config, post_event=post_event)
+    events = EventRecorder(post_event)  # aggregates Events in front of kopf.event
+    rt = Runtime(kube=kube, metrics=metrics, config=config, post_event=events.post, events=events)
     rt.is_leader = False
     memo.runtime = rt
 
@@ -277,6 +279,9 @@ async def sweep_cache(rt: Runtime) -> None:
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     for task in getattr(memo, "tasks", []):
         task.cancel()
+    rt: Runtime | None = getattr(memo, "runtime", None)
+    if rt is not None and rt.events is not None:
+        await rt.events.close(rt.kube.create_event)  # what is held: nothing a user reads is lost
     elector: LeaderElector | None = getattr(memo, "elector", None)
     if elector is not None:
         try:

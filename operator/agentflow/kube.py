@@ -33,6 +33,7 @@ JOBS = "/apis/batch/v1/namespaces/{namespace}/jobs"
 PODS = "/api/v1/namespaces/{namespace}/pods"
 CONFIGMAPS = "/api/v1/namespaces/{namespace}/configmaps"
 CLAIMS = "/api/v1/namespaces/{namespace}/persistentvolumeclaims"
+EVENTS = "/api/v1/namespaces/{namespace}/events"
 TOKEN_REVIEWS = "/apis/authentication.k8s.io/v1/tokenreviews"
 SUBJECT_ACCESS_REVIEWS = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
 
@@ -414,6 +415,13 @@ class Kube:
 
     async def get_claim(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self.get_or_none(CLAIMS.format(namespace=namespace) + f"/{name}")
+
+    # -- events -----------------------------------------------------------------------------
+
+    async def create_event(self, manifest: dict[str, Any]) -> None:
+        """Post an Event (only as the operator stops; kopf posts them while it runs)."""
+        namespace = manifest["metadata"]["namespace"]
+        await self.request("POST", EVENTS.format(namespace=namespace), body=manifest)
 
     # -- config maps (step outputs and cache entries) ---------------------------------------
 
