@@ -209,6 +209,9 @@ class Runtime:
     events: EventRecorder | None = None
     wakeups: dict[Key, asyncio.Event] = field(default_factory=dict)
     written: dict[Key, Written] = field(default_factory=dict)
+    # The last summary of each watched step Job and pod, per Workflow and by the child's uid: a
+    # watch event that leaves it unchanged (a Job's ready count, a pod's node) changes no plan.
+    children_seen: dict[Key, dict[str, JobSummary | PodSummary]] = field(default_factory=dict)
     # Output ConfigMaps this process has stored, per Workflow (dropped when it is deleted).
     outputs_stored: dict[Key, set[str]] = field(default_factory=dict)
     phases: dict[Key, str] = field(default_factory=dict)
@@ -242,6 +245,44 @@ class Runtime:
         event = self.wakeups.get(key)
         if event is not None:
             event.set()
+
+    def child_changed(
+        self, key: Key, uid: str, summary: JobSummary | PodSummary | None, deleted: bool
+    ) -> bool:
+        """Whether a watch event of a step Job or pod changed what a plan sees of it.
+
+        About a dozen watch events arrive per step (the Job controller's status updates, the
+        kubelet's pod phases, the tracking finalizer coming off); a pass for each one that
+        leaves the child's summary as it was would only plan the same again.  An object we
+        cannot summarize, or one deleted, always counts as a change.
+        """
+        seen = self.children_seen.get(key)
+        if deleted or summary is None or not uid:
+            if seen is not None:
+                seen.pop(uid, None)
+                if not seen:
+                    del self.children_seen[key]
+            return True
+        if seen is None:
+            seen = self.children_seen[key] = {}
+        elif seen.get(uid) == summary:
+            return False
+        seen[uid] = summary
+        return True
+
+    def is_own_write(self, key: Key, resource_version: str | None) -> bool:
+        """Whether a watch event of ``key`` delivers the very status this process last wrote.
+
+        The pass that wrote it planned from it already, so the event needs no pass of its own;
+        the copy kept for planning until the watch caught up is dropped here (see reconcile).
+        """
+        written = self.written.get(key)
+        if written is None or resource_version is None:
+            return False
+        if (written.body.get("metadata") or {}).get("resourceVersion") != resource_version:
+            return False
+        del self.written[key]
+        return True
 
     def wake_namespace(self, namespace: str) -> None:
         for (ns, _), event in self.wakeups.items():
@@ -338,6 +379,7 @@ class Runtime:
         self.set_waiters(key, [])
         self.wakeups.pop(key, None)
         self.written.pop(key, None)
+        self.children_seen.pop(key, None)
         self.outputs_stored.pop(key, None)
         self.claims_ready.pop(key, None)
         self.phases.pop(key, None)

@@ -1,7 +1,10 @@
 """kopf wiring: indexes of what the operator watches, wake-ups, and one daemon per Workflow.
 
 Handlers stay thin: they keep small summaries in kopf indexes, wake the owning Workflow's
-daemon within the same event-loop turn, and the daemon runs :func:`controller.reconcile`.
+daemon within the same event-loop turn when an event changes what a plan sees (see
+``Runtime.child_changed`` and ``Runtime.is_own_write``), and the daemon runs
+:func:`controller.reconcile`.  All of them are coroutines: kopf runs plain functions in its
+thread pool, which costs a hop per event, and ``asyncio.Event.set`` is not thread-safe.
 Children (Jobs, Pods, ConfigMaps) are watched with indexes and event handlers only, which
 persist nothing, so the operator never writes annotations onto them.
 """
@@ -297,7 +300,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.index("batch", "v1", "jobs", labels={LABEL_WORKFLOW: kopf.PRESENT})
-def step_jobs(body: kopf.Body, namespace: str | None, **_: Any) -> dict[Key, JobSummary]:
+async def step_jobs(body: kopf.Body, namespace: str | None, **_: Any) -> dict[Key, JobSummary]:
     """Step Jobs by (namespace, uid of the Workflow that owns them).
 
     By the owner's uid, not the workflow label: labels can be copied onto any Job, and a
@@ -311,7 +314,7 @@ def step_jobs(body: kopf.Body, namespace: str | None, **_: Any) -> dict[Key, Job
 
 
 @kopf.index("", "v1", "pods", labels={LABEL_WORKFLOW: kopf.PRESENT})
-def step_pods(
+async def step_pods(
     body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
 ) -> dict[Key, PodSummary] | None:
     summary = summarize_pod(body)
@@ -319,7 +322,7 @@ def step_pods(
 
 
 @kopf.index("batch", "v1", "jobs", labels={LABEL_WORKFLOW: kopf.PRESENT})
-def namespace_step_jobs(
+async def namespace_step_jobs(
     body: kopf.Body, namespace: str | None, **_: Any
 ) -> dict[str, tuple[str, bool]]:
     """Every step Job by namespace, and whether it is active (for the namespace's Job limit).
@@ -334,8 +337,14 @@ def namespace_step_jobs(
 
 
 @kopf.index("batch", "v1", "jobs", labels={LABEL_WORKFLOW: kopf.PRESENT})
-def limit_step_jobs(
+async def limit_step_jobs(
     body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
+) -> dict[str, tuple[str, bool]]:
+    return limit_job_entry(body, namespace, labels)
+
+
+def limit_job_entry(
+    body: Mapping[str, Any], namespace: str | None, labels: Mapping[str, str]
 ) -> dict[str, tuple[str, bool]]:
     """Every step Job of a concurrency limit by the limit's name (its label), cluster-wide:
     ``namespace/name`` and whether it is active.  As in namespace_step_jobs, finished Jobs stay,
@@ -350,21 +359,21 @@ def limit_step_jobs(
 
 
 @kopf.index(*POLICIES)
-def fallback_policies(
+async def fallback_policies(
     spec: kopf.Spec, namespace: str | None, name: str, **_: Any
 ) -> dict[Key, dict[str, Any]]:
     return {(namespace or "", name): dict(spec)}
 
 
 @kopf.index("", "v1", "configmaps", labels={LABEL_CACHE: kopf.PRESENT})
-def cache_entries(body: kopf.Body, namespace: str | None, **_: Any) -> dict[Key, CacheEntry]:
+async def cache_entries(body: kopf.Body, namespace: str | None, **_: Any) -> dict[Key, CacheEntry]:
     # {} rather than None: an entry edited into one that is not ours must lose its old value.
     entry = children.cache_entry_from_configmap(body)
     return {(namespace or "", entry.key): entry} if entry else {}
 
 
 @kopf.on.event("", "v1", "configmaps", labels={LABEL_CACHE: kopf.PRESENT})
-def cache_entry_changed(
+async def cache_entry_changed(
     type: str | None,
     body: kopf.Body,
     namespace: str | None,
@@ -385,10 +394,21 @@ def cache_entry_changed(
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_WORKFLOW: kopf.PRESENT})
-def job_changed(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+async def job_changed(
+    type: str | None,
+    body: kopf.Body,
+    uid: str | None,
+    namespace: str | None,
+    labels: kopf.Labels,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
     rt = _runtime(memo)
     rt.metrics.watch_events.labels(resource="jobs").inc()
-    rt.wake((namespace or "", labels[LABEL_WORKFLOW]))
+    key = (namespace or "", labels[LABEL_WORKFLOW])
+    if not rt.child_changed(key, uid or "", summarize_job(body), type == "DELETED"):
+        return
+    rt.wake(key)
     limit = labels.get(LABEL_LIMIT)
     rule = next((r for r in rt.config.concurrency_rules if r.name == limit), None)
     if rule is not None:
@@ -397,17 +417,38 @@ def job_changed(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_
 
 
 @kopf.on.event("", "v1", "pods", labels={LABEL_WORKFLOW: kopf.PRESENT})
-def pod_changed(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+async def pod_changed(
+    type: str | None,
+    body: kopf.Body,
+    uid: str | None,
+    namespace: str | None,
+    labels: kopf.Labels,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
     rt = _runtime(memo)
     rt.metrics.watch_events.labels(resource="pods").inc()
-    rt.wake((namespace or "", labels[LABEL_WORKFLOW]))
+    key = (namespace or "", labels[LABEL_WORKFLOW])
+    if rt.child_changed(key, uid or "", summarize_pod(body), type == "DELETED"):
+        rt.wake(key)
 
 
 @kopf.on.event(*WORKFLOWS)
-def workflow_changed(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+async def workflow_changed(
+    type: str | None,
+    body: kopf.Body,
+    namespace: str | None,
+    name: str,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
     rt = _runtime(memo)
     rt.metrics.watch_events.labels(resource="workflows").inc()
-    rt.wake((namespace or "", name))
+    key = (namespace or "", name)
+    version = (body.get("metadata") or {}).get("resourceVersion")
+    if type != "DELETED" and rt.is_own_write(key, version):
+        return  # the echo of our own status write: the pass that wrote it planned from it
+    rt.wake(key)
 
 
 @kopf.on.event(*POLICIES)

@@ -41,7 +41,7 @@ STUCK_GRACE = timedelta(seconds=60)
 POD_STATUS_GRACE = timedelta(seconds=10)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PodSummary:
     job_name: str
     # The uid of the Job that owns the pod: pods join their Job by it, never by name alone.
@@ -59,7 +59,7 @@ class PodSummary:
     succeeded: bool = False  # the pod's phase is Succeeded
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class JobSummary:
     name: str
     uid: str

@@ -80,7 +80,7 @@ class Shell:
         by_limit: dict[str, list[tuple[str, bool]]] = {}
         for (ns, _), job in self.kube.jobs.items():
             labels = job["metadata"].get("labels") or {}
-            entry = handlers.limit_step_jobs(body=job, namespace=ns, labels=labels)
+            entry = handlers.limit_job_entry(job, ns, labels)
             for limit, value in entry.items():
                 by_limit.setdefault(limit, []).append(value)
         running_by_limit = {

@@ -4,6 +4,7 @@ kept per Workflow, and a freed slot goes to the earliest waiter at once."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -90,6 +91,24 @@ def test_a_grant_does_not_count_a_workflows_own_waiters_as_ahead_of_it() -> None
     assert grant_c.waiters_before("llm", later) == 2
 
 
+def _limit_job(uid: str, limit: str, *, complete: bool = False) -> dict[str, Any]:
+    conditions = [{"type": "Complete", "status": "True"}] if complete else []
+    return {
+        "metadata": {
+            "name": f"job-{uid}",
+            "uid": uid,
+            "namespace": "team",
+            "labels": {
+                "agentflow.dev/workflow": "wf-9",
+                "agentflow.dev/step": "call",
+                "agentflow.dev/limit": limit,
+            },
+            "ownerReferences": [{"kind": "Workflow", "uid": "wf-9-uid", "controller": True}],
+        },
+        "status": {"conditions": conditions},
+    }
+
+
 def test_a_limit_jobs_event_wakes_only_as_many_waiters_as_the_limit_has_slots() -> None:
     from types import SimpleNamespace
 
@@ -101,17 +120,26 @@ def test_a_limit_jobs_event_wakes_only_as_many_waiters_as_the_limit_has_slots() 
     events = [rt.wakeup(k) for k in keys]
     for i, key in reversed(list(enumerate(keys))):
         rt.set_waiters(key, [Waiter("llm", "call", T0 + timedelta(seconds=i))])
-    handlers.job_changed(
-        namespace="team",
-        labels={"agentflow.dev/workflow": "wf-9", "agentflow.dev/limit": "llm"},
-        memo=SimpleNamespace(runtime=rt),
-    )
+
+    def job_event(body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        asyncio.run(
+            handlers.job_changed(
+                type="MODIFIED",
+                body=body,
+                uid=meta["uid"],
+                namespace="team",
+                labels=meta["labels"],
+                memo=SimpleNamespace(runtime=rt),
+            )
+        )
+
+    job_event(_limit_job("j1", "llm", complete=True))
     assert [e.is_set() for e in events] == [True, False, False]
-    # A Job of no limit the operator knows (a label copied by hand) wakes no waiter.
+    # The same Job again, unchanged as a plan sees it: no slot came free, nobody is woken.
     events[0].clear()
-    handlers.job_changed(
-        namespace="team",
-        labels={"agentflow.dev/workflow": "wf-9", "agentflow.dev/limit": "nope"},
-        memo=SimpleNamespace(runtime=rt),
-    )
+    job_event(_limit_job("j1", "llm", complete=True))
+    assert not any(e.is_set() for e in events)
+    # A Job of no limit the operator knows (a label copied by hand) wakes no waiter.
+    job_event(_limit_job("j2", "nope", complete=True))
     assert not any(e.is_set() for e in events)

@@ -1,0 +1,156 @@
+"""Which watch events wake a Workflow's daemon (``agentflow.handlers``), on the in-memory fake.
+
+A step brings about a dozen watch events (Job status updates, pod phases, the tracking
+finalizer, our own status write coming back); only those that change what a plan sees, or that
+delete something, may cost a pass.  The counts per step on a real control plane are in
+docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import inspect
+from types import SimpleNamespace
+from typing import Any
+
+from agentflow import handlers
+from tests.support.shell import NAMESPACE, Clock, Shell
+from tests.support.world import T0
+
+SPEC = {"steps": [{"name": "s", "agent": "a"}], "agents": [{"name": "a"}]}
+
+
+def _started() -> tuple[Shell, tuple[str, str], asyncio.Event]:
+    shell = Shell(Clock(T0))
+    key = shell.submit("wf", SPEC)
+    shell.reconcile(key)  # creates the step's Job and writes the status that records it
+    return shell, key, shell.rt.wakeup(key)
+
+
+def _job(shell: Shell) -> dict[str, Any]:
+    [job] = shell.kube.jobs.values()
+    return job
+
+
+def _event(handler: Any, shell: Shell, body: dict[str, Any], type_: str = "MODIFIED") -> None:
+    meta = body["metadata"]
+    asyncio.run(
+        handler(
+            type=type_,
+            body=body,
+            uid=meta.get("uid"),
+            namespace=NAMESPACE,
+            name=meta.get("name"),
+            labels=meta.get("labels") or {},
+            memo=SimpleNamespace(runtime=shell.rt),
+        )
+    )
+
+
+def test_a_job_event_that_changes_nothing_a_plan_sees_wakes_nobody() -> None:
+    shell, _, wakeup = _started()
+    job = copy.deepcopy(_job(shell))
+    _event(handlers.job_changed, shell, job)
+    assert wakeup.is_set()  # the first sight of a Job is news
+    wakeup.clear()
+    job.setdefault("status", {})["ready"] = 1  # the Job controller's count: not in a summary
+    job["metadata"]["resourceVersion"] = "999"
+    _event(handlers.job_changed, shell, job)
+    assert not wakeup.is_set()
+    job["status"]["conditions"] = [{"type": "Complete", "status": "True"}]
+    _event(handlers.job_changed, shell, job)
+    assert wakeup.is_set()
+
+
+def test_a_deleted_job_always_wakes_even_when_its_summary_is_the_same() -> None:
+    shell, key, wakeup = _started()
+    job = copy.deepcopy(_job(shell))
+    _event(handlers.job_changed, shell, job)
+    wakeup.clear()
+    _event(handlers.job_changed, shell, job, "DELETED")
+    assert wakeup.is_set()
+    assert key not in shell.rt.children_seen  # nothing kept for a child that is gone
+
+
+def test_pod_events_wake_on_a_new_state_but_not_on_a_node_or_finalizer_change() -> None:
+    shell, _, wakeup = _started()
+    job = _job(shell)
+    pod: dict[str, Any] = {
+        "metadata": {
+            "name": "p",
+            "uid": "pod-1",
+            "namespace": NAMESPACE,
+            "labels": {
+                "agentflow.dev/workflow": "wf",
+                "batch.kubernetes.io/job-name": job["metadata"]["name"],
+            },
+            "ownerReferences": [{"kind": "Job", "uid": job["metadata"]["uid"], "controller": True}],
+            "finalizers": ["batch.kubernetes.io/job-tracking"],
+        },
+        "spec": {},
+        "status": {"phase": "Pending"},
+    }
+    _event(handlers.pod_changed, shell, pod)
+    assert wakeup.is_set()
+    wakeup.clear()
+    pod["spec"]["nodeName"] = "local"
+    _event(handlers.pod_changed, shell, pod)
+    assert not wakeup.is_set()
+    pod["status"] = {
+        "phase": "Succeeded",
+        "containerStatuses": [{"state": {"terminated": {"exitCode": 0}}}],
+    }
+    _event(handlers.pod_changed, shell, pod)
+    assert wakeup.is_set()
+    wakeup.clear()
+    pod["metadata"]["finalizers"] = []  # the Job controller has counted it
+    _event(handlers.pod_changed, shell, pod)
+    assert not wakeup.is_set()
+
+
+def test_the_echo_of_our_own_status_write_wakes_nobody_and_frees_its_copy() -> None:
+    shell, key, wakeup = _started()
+    assert key in shell.rt.written  # the pass keeps what it wrote until the watch delivers it
+    echo = copy.deepcopy(shell.body(key))
+    _event(handlers.workflow_changed, shell, echo)
+    assert not wakeup.is_set()
+    assert key not in shell.rt.written
+    # Anything newer (a user's edit, kopf's finalizer) is news, and so is our echo once the
+    # copy is gone (it can no longer be told from an edit).
+    echo["metadata"]["resourceVersion"] = str(int(echo["metadata"]["resourceVersion"]) + 1)
+    _event(handlers.workflow_changed, shell, echo)
+    assert wakeup.is_set()
+
+
+def test_the_deletion_of_a_workflow_wakes_it_even_at_the_version_we_wrote() -> None:
+    shell, key, wakeup = _started()
+    _event(handlers.workflow_changed, shell, copy.deepcopy(shell.body(key)), "DELETED")
+    assert wakeup.is_set()
+
+
+def test_forgetting_a_workflow_forgets_what_was_seen_of_its_children() -> None:
+    shell, key, _ = _started()
+    _event(handlers.job_changed, shell, copy.deepcopy(_job(shell)))
+    assert key in shell.rt.children_seen
+    shell.rt.forget(key)
+    assert key not in shell.rt.children_seen
+
+
+def test_every_handler_that_wakes_a_daemon_runs_on_the_event_loop() -> None:
+    # kopf runs a sync handler in a thread; asyncio.Event.set() from another thread does not
+    # wake the loop's waiters reliably (it is not thread-safe), and each hop costs CPU.
+    for handler in (
+        handlers.job_changed,
+        handlers.pod_changed,
+        handlers.workflow_changed,
+        handlers.policy_changed,
+        handlers.cache_entry_changed,
+        handlers.step_jobs,
+        handlers.step_pods,
+        handlers.namespace_step_jobs,
+        handlers.limit_step_jobs,
+        handlers.fallback_policies,
+        handlers.cache_entries,
+    ):
+        assert inspect.iscoroutinefunction(handler), handler.__name__
