@@ -14,6 +14,8 @@ import inspect
 from types import SimpleNamespace
 from typing import Any
 
+import kopf
+
 from agentflow import handlers
 from tests.support.shell import NAMESPACE, Clock, Shell
 from tests.support.world import T0
@@ -154,3 +156,15 @@ def test_every_handler_that_wakes_a_daemon_runs_on_the_event_loop() -> None:
         handlers.cache_entries,
     ):
         assert inspect.iscoroutinefunction(handler), handler.__name__
+
+
+def test_no_handler_needs_a_diff_essence() -> None:
+    # handlers.UnusedDiffBaseStorage builds no essence: only change-detecting handlers
+    # (on.create/update/delete/resume/field) would read one, and the operator registers none.
+    registry = kopf.get_default_registry()
+    assert handlers.workflow_daemon is not None  # the module's handlers are registered
+    assert [h.id for h in registry._spawning.get_all_handlers()] == ["reconcile"]
+    assert list(registry._changing.get_all_handlers()) == []
+    storage = handlers.UnusedDiffBaseStorage(prefix="agentflow.dev")
+    job = kopf.Body({"metadata": {"name": "j"}, "spec": {"template": {"spec": {}}}})
+    assert storage.build(body=job) == {}
