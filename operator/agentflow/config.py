@@ -99,6 +99,9 @@ class OperatorConfig(BaseModel):
     step_service_account: Name | None = None  # AGENTFLOW_STEP_SERVICE_ACCOUNT
     qps: float = Field(50.0, gt=0)  # AGENTFLOW_API_QPS
     burst: int = Field(100, ge=1)  # AGENTFLOW_API_BURST
+    # Workflows reconciled at once (AGENTFLOW_WORKERS); each pass is a few API calls, and the
+    # calls of all workers share the rate limit above.
+    workers: int = Field(8, ge=1, le=100)
     # The leader Lease: its name (AGENTFLOW_LEASE_NAME), and its namespace, which is always the
     # operator's own (POD_NAMESPACE): a Lease anywhere else could be written by a tenant.
     lease_name: Name = "agentflow-operator"
@@ -182,6 +185,7 @@ VARIABLES: dict[str, str] = {
     "step_service_account": "AGENTFLOW_STEP_SERVICE_ACCOUNT",
     "qps": "AGENTFLOW_API_QPS",
     "burst": "AGENTFLOW_API_BURST",
+    "workers": "AGENTFLOW_WORKERS",
     "lease_name": "AGENTFLOW_LEASE_NAME",
     "lease_namespace": "POD_NAMESPACE",
     "lease_duration": "AGENTFLOW_LEASE_DURATION",

@@ -1,8 +1,9 @@
 """One reconcile pass for one Workflow: gather, observe (pure), plan (pure), execute, write the
 status once.
 
-The handlers call :func:`reconcile` from a per-Workflow daemon whenever the Workflow or one of
-its Jobs or Pods changes, or when the plan asked to be called again (backoff, deadlines, TTL).
+The handlers' workers call :func:`reconcile` for a Workflow's key whenever the Workflow or one
+of its Jobs or Pods changes, or when the plan asked to be called again (backoff, deadlines,
+TTL).
 All progress lives in the Workflow status and the Jobs, so a restarted operator carries on
 where the last one stopped: Job names are deterministic and creating an existing Job that we
 own counts as success, so no step attempt ever gets two Jobs.
@@ -10,7 +11,6 @@ own counts as success, so no step attempt ever gets two Jobs.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import Counter
@@ -67,6 +67,7 @@ from agentflow.events import EventRecorder
 from agentflow.kube import CreateOutcome, Kube, is_refusal, is_too_large
 from agentflow.metrics import OperatorMetrics, metric_updates
 from agentflow.observe import JobSummary, PodSummary, observe, recheck_at, with_log_report
+from agentflow.workqueue import WorkQueue
 
 logger = logging.getLogger("agentflow.controller")
 
@@ -207,7 +208,10 @@ class Runtime:
     # The recorder behind post_event, when there is one: it holds Events to merge them, and a
     # deleted Workflow's are dropped (see agentflow.events).
     events: EventRecorder | None = None
-    wakeups: dict[Key, asyncio.Event] = field(default_factory=dict)
+    # The Workflows to reconcile: woken keys wait here for one of the workers.
+    queue: WorkQueue[Key] = field(default_factory=WorkQueue)
+    # Each Workflow as the watch last delivered it: what a worker's pass plans from.
+    workflows: dict[Key, Mapping[str, Any]] = field(default_factory=dict)
     written: dict[Key, Written] = field(default_factory=dict)
     # The last summary of each watched step Job and pod, per Workflow and by the child's uid: a
     # watch event that leaves it unchanged (a Job's ready count, a pod's node) changes no plan.
@@ -235,16 +239,14 @@ class Runtime:
     # The time a pass plans at (tests set a fake clock).
     clock: Callable[[], datetime] = now_utc
 
-    def wakeup(self, key: Key) -> asyncio.Event:
-        event = self.wakeups.get(key)
-        if event is None:
-            event = self.wakeups[key] = asyncio.Event()
-        return event
-
     def wake(self, key: Key) -> None:
-        event = self.wakeups.get(key)
-        if event is not None:
-            event.set()
+        """Queue a pass of ``key``, if the watch has delivered such a Workflow."""
+        if key in self.workflows:
+            self.queue.add(key)
+
+    def wake_all(self) -> None:
+        for key in self.workflows:
+            self.queue.add(key)
 
     def child_changed(
         self, key: Key, uid: str, summary: JobSummary | PodSummary | None, deleted: bool
@@ -285,9 +287,9 @@ class Runtime:
         return True
 
     def wake_namespace(self, namespace: str) -> None:
-        for (ns, _), event in self.wakeups.items():
-            if ns == namespace:
-                event.set()
+        for key in self.workflows:
+            if key[0] == namespace:
+                self.queue.add(key)
 
     def note_launched(self, namespace: str, job_name: str) -> None:
         self.launched.setdefault(namespace, {})[job_name] = time.monotonic()
@@ -300,7 +302,7 @@ class Runtime:
         """Step Jobs that count against ``namespace``'s limit: the watched ones still active,
         and the ones this process created that the watch has not shown yet.
 
-        Our own status write wakes the daemon before the watch delivers the Jobs just
+        Our own status write comes back before the watch delivers the Jobs just
         created; counting only what the watch shows would then start more than the limit.
         """
         seen: set[str] = set()
@@ -376,8 +378,10 @@ class Runtime:
                 self.wake(key)
 
     def forget(self, key: Key) -> None:
+        """Drop all that is kept of a Workflow that is gone."""
         self.set_waiters(key, [])
-        self.wakeups.pop(key, None)
+        self.queue.forget(key)
+        self.workflows.pop(key, None)
         self.written.pop(key, None)
         self.children_seen.pop(key, None)
         self.outputs_stored.pop(key, None)
@@ -808,7 +812,7 @@ def parse_status(raw: Mapping[str, Any] | None) -> WorkflowStatus | None:
 
 @dataclass(frozen=True)
 class PassResult:
-    """What a pass tells the Workflow's daemon."""
+    """What a pass tells the worker that ran it."""
 
     # Seconds until the pass must run again even if nothing changes (backoff, deadlines, TTL,
     # a grace period of observe()), or None.
@@ -876,12 +880,14 @@ def _planned_from_the_same(planned: Mapping[str, Any], fresh: Mapping[str, Any])
 async def _write_again(
     rt: Runtime, key: Key, planned: Mapping[str, Any], patch: dict[str, Any]
 ) -> dict[str, Any] | Conflict | None:
-    """Retry a status write that lost only to bookkeeping, such as kopf adding its finalizer.
+    """Retry a status write that lost only to bookkeeping, such as a finalizer coming off.
 
-    kopf adds the finalizer to a new Workflow while its daemon makes the first plan, so the
-    first status write nearly always meets a 409.  Planning again would not yet see the Job
-    just created, and would create it (409, GET) and post its Events a second time; if only
-    bookkeeping changed, the same status is written again on the fresh resourceVersion.
+    kopf removes the finalizer that earlier versions of the operator put on every Workflow (a
+    kopf daemon per Workflow needed it) while the first pass after an upgrade plans, so that
+    pass's status write meets a 409; so does one that races another client's finalizer.
+    Planning again would not yet see the Job just created, and would create it (409, GET) and
+    post its Events a second time; if only bookkeeping changed, the same status is written
+    again on the fresh resourceVersion.
     Returns the written object, a Conflict carrying the fresh object to plan from, or None
     when the Workflow is gone.
     """

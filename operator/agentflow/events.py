@@ -297,8 +297,7 @@ class EventRecorder:
         """Post everything held through ``create`` (an Event manifest to the API server), as the
         operator stops; returns how many Events were posted.
 
-        kopf runs cleanup handlers after its own tasks have ended, its Event poster among them:
-        ``kopf.event`` would only queue them, so these go through the operator's own client.
+        ``create`` posts at once, not behind a queue whose poster is stopping too.
         """
         if self._timer is not None:
             self._timer.cancel()
@@ -314,8 +313,52 @@ class EventRecorder:
         return posted
 
 
+class EventSender:
+    """An ``EventPoster`` that posts through the operator's own client, one Event at a time and
+    in the order they were recorded, off the pass that recorded them (as kopf's poster does).
+
+    ``kopf.event`` works only inside kopf's handlers, where kopf has set up its poster; the
+    passes run in the operator's own workers.  The queue needs no bound of its own: the
+    recorder in front of it lets through a few Events per Workflow and 10 s.
+    """
+
+    def __init__(
+        self,
+        create: Callable[[dict[str, Any]], Awaitable[Any]],
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.create = create
+        self.clock = clock
+        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    def post(self, body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        self._queue.put_nowait(event_manifest(Post(body, type_, reason, message), self.clock()))
+
+    def __len__(self) -> int:
+        return self._queue.qsize()
+
+    async def run(self) -> None:
+        while True:
+            await self._send(await self._queue.get())
+
+    async def close(self) -> int:
+        """Post what is still queued (the operator stops); returns how many were posted."""
+        posted = 0
+        while not self._queue.empty():
+            posted += await self._send(self._queue.get_nowait())
+        return posted
+
+    async def _send(self, manifest: dict[str, Any]) -> bool:
+        try:
+            await self.create(manifest)
+        except Exception as e:  # an Event is never worth more than a log line
+            logger.warning("could not post event %s: %s", manifest.get("reason"), e)
+            return False
+        return True
+
+
 def event_manifest(post: Post, now: datetime) -> dict[str, Any]:
-    """A core/v1 Event as kopf posts them (same source, same fields)."""
+    """A core/v1 Event, with the fields kopf gives the Events it posts (same source)."""
     meta = post.body.get("metadata") or {}
     stamp = now.isoformat()
     return {

@@ -1,10 +1,12 @@
-"""kopf wiring: indexes of what the operator watches, wake-ups, and one daemon per Workflow.
+"""kopf wiring: indexes of what the operator watches, wake-ups, and the workers that reconcile.
 
-Handlers stay thin: they keep small summaries in kopf indexes, wake the owning Workflow's
-daemon within the same event-loop turn when an event changes what a plan sees (see
-``Runtime.child_changed`` and ``Runtime.is_own_write``), and the daemon runs
-:func:`controller.reconcile`.  All of them are coroutines: kopf runs plain functions in its
-thread pool, which costs a hop per event, and ``asyncio.Event.set`` is not thread-safe.
+Handlers stay thin: they keep small summaries in kopf indexes and queue the owning Workflow's
+key when an event changes what a plan sees (see ``Runtime.child_changed`` and
+``Runtime.is_own_write``); a fixed number of workers take keys from that queue
+(:mod:`agentflow.workqueue`) and run :func:`controller.reconcile`, as Argo Workflows'
+controller does with its workflow workers.  No kopf daemon, so no task, no kopf state and no
+finalizer per Workflow: a finished Workflow costs its last body and what the indexes hold.
+All handlers are coroutines: kopf runs plain functions in its thread pool, a hop per event.
 Children (Jobs, Pods, ConfigMaps) are watched with indexes and event handlers only, which
 persist nothing, so the operator never writes annotations onto them.
 """
@@ -12,11 +14,11 @@ persist nothing, so the operator never writes annotations onto them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -32,33 +34,33 @@ from agentflow.api.models import (
 from agentflow.config import ConfigError, OperatorConfig, load_config
 from agentflow.controller import Key, Observations, Runtime
 from agentflow.engine.types import LABEL_CACHE, LABEL_LIMIT, LABEL_WORKFLOW, CacheEntry, JobState
-from agentflow.events import REPORTING_COMPONENT, EventRecorder
+from agentflow.events import REPORTING_COMPONENT, EventRecorder, EventSender
 from agentflow.kube import Kube, load_api_client
 from agentflow.leader import LeaderElector
 from agentflow.looplag import LoopLagMonitor
 from agentflow.metrics import MetricsServer, OperatorMetrics
 from agentflow.metricsauth import MetricsAuthorizer
 from agentflow.observe import JobSummary, PodSummary, summarize_job, summarize_pod
+from agentflow.workqueue import ShutDown
 
 logger = logging.getLogger("agentflow.handlers")
 
 WORKFLOWS = (GROUP, VERSION, "workflows")
 POLICIES = (GROUP, VERSION, "agentfallbackpolicies")
-# A Workflow's daemon re-plans at least this often even when nothing happens (level trigger).
+# An unfinished Workflow is re-planned at least this often even when nothing happens (level
+# trigger); a pass that raised is tried again after RETRY_SECONDS.
 RESYNC_SECONDS = 300.0
+RETRY_SECONDS = 5.0
 HEARTBEAT_STALE_FACTOR = 4.0
+# Earlier versions ran a kopf daemon per Workflow, and kopf put this finalizer on each of them.
+# Nothing of ours needs one now; kopf removes it from a Workflow it sees carrying it, which it
+# can only do while it is told the name.
 FINALIZER = f"{GROUP}/finalizer"
-# How long a new Workflow's first plan waits for kopf to add the finalizer (see the daemon).
-FINALIZER_WAIT_SECONDS = 2.0
 
 
 def _runtime(memo: Any) -> Runtime:
     rt: Runtime = memo.runtime
     return rt
-
-
-def post_event(body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
-    kopf.event(cast(kopf.Body, body), type=type_, reason=reason, message=message[:1024])
 
 
 class UnusedDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
@@ -67,7 +69,7 @@ class UnusedDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
     kopf builds the essence of every watched object on every event (Jobs and Pods included),
     deep-copying the spec-level stanzas twice, so that on-create/update/delete/resume handlers
     can tell what changed.  The operator has none (its Workflows are reconciled level-triggered
-    by the daemon; ``test_no_handler_needs_a_diff_essence`` keeps it so): in a profile of 50
+    by the workers; ``test_no_handler_needs_a_diff_essence`` keeps it so): in a profile of 50
     chains the copies were about 4% of the operator's CPU for an essence nothing reads.  If a
     handler ever asks for extra fields, it gets kopf's essence.
     """
@@ -162,7 +164,7 @@ def kubeconfig_login(kubeconfig: str) -> kopf.ConnectionInfo:
 
 
 @kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     config: OperatorConfig | None = memo.get("config")
     if config is None:
         # `kopf run -m agentflow.main`: no flags, so the environment is the only source.
@@ -178,15 +180,16 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         metrics.api_requests.labels(verb=verb, code=str(code)).inc()
 
     kube = Kube(load_api_client(config.kubeconfig), qps=config.qps, burst=config.burst, count=count)
-    events = EventRecorder(post_event)  # aggregates Events in front of kopf.event
+    sender = EventSender(kube.create_event)
+    events = EventRecorder(sender.post)  # aggregates Events in front of the sender
     rt = Runtime(kube=kube, metrics=metrics, config=config, post_event=events.post, events=events)
     rt.is_leader = False
     memo.runtime = rt
 
     def leadership(leading: bool) -> None:
         rt.is_leader = leading
-        for event in rt.wakeups.values():
-            event.set()
+        if leading:
+            rt.wake_all()  # what the last leader left, and what this replica waited on
 
     elector = LeaderElector(
         kube,
@@ -207,11 +210,17 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     await server.start()
     memo.metrics_server = server
     memo.elector = elector
+    memo.event_sender = sender
     memo.tasks = [
+        asyncio.create_task(sender.run(), name="event-sender"),
         asyncio.create_task(elector.run(), name="leader-election"),
         asyncio.create_task(sweep_cache(rt), name="cache-sweeper"),
         asyncio.create_task(watch_heartbeat(rt), name="heartbeat"),
         asyncio.create_task(LoopLagMonitor.of(metrics).run(), name="loop-lag"),
+    ]
+    indexes = WorkflowIndexes.of(kwargs)
+    memo.tasks += [
+        asyncio.create_task(work(rt, indexes), name=f"worker-{n}") for n in range(config.workers)
     ]
 
 
@@ -276,11 +285,16 @@ async def sweep_cache(rt: Runtime) -> None:
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    rt: Runtime | None = getattr(memo, "runtime", None)
+    if rt is not None:
+        rt.queue.shut_down()
     for task in getattr(memo, "tasks", []):
         task.cancel()
-    rt: Runtime | None = getattr(memo, "runtime", None)
+    sender: EventSender | None = getattr(memo, "event_sender", None)
+    if sender is not None:
+        await sender.close()  # what is queued, then what is held: nothing a user reads is lost
     if rt is not None and rt.events is not None:
-        await rt.events.close(rt.kube.create_event)  # what is held: nothing a user reads is lost
+        await rt.events.close(rt.kube.create_event)
     elector: LeaderElector | None = getattr(memo, "elector", None)
     if elector is not None:
         try:
@@ -441,8 +455,13 @@ async def workflow_changed(
     rt = _runtime(memo)
     rt.metrics.watch_events.labels(resource="workflows").inc()
     key = (namespace or "", name)
-    version = (body.get("metadata") or {}).get("resourceVersion")
-    if type != "DELETED" and rt.is_own_write(key, version):
+    if type == "DELETED":
+        # Its Jobs, pods and ConfigMaps go with it (owner references); a pass running now
+        # finds it gone when it ends, and forgets it again.
+        rt.forget(key)
+        return
+    rt.workflows[key] = body
+    if rt.is_own_write(key, (body.get("metadata") or {}).get("resourceVersion")):
         return  # the echo of our own status write: the pass that wrote it planned from it
     rt.wake(key)
 
@@ -497,103 +516,98 @@ async def policy_changed(
     )
 
 
-# ---- the per-Workflow daemon ----------------------------------------------------------------
+# ---- the workers ----------------------------------------------------------------------------
 
 
-@kopf.daemon(*WORKFLOWS, id="reconcile", cancellation_timeout=1.0)
-async def workflow_daemon(
-    body: kopf.Body,
-    namespace: str | None,
-    name: str,
-    stopped: kopf.DaemonStopped,
-    memo: kopf.Memo,
-    logger: logging.Logger | logging.LoggerAdapter[Any],
-    **indexes: Any,
-) -> None:
-    step_jobs: kopf.Index[Key, JobSummary] = indexes["step_jobs"]
-    step_pods: kopf.Index[Key, PodSummary] = indexes["step_pods"]
-    namespace_step_jobs: kopf.Index[str, tuple[str, bool]] = indexes["namespace_step_jobs"]
-    limit_step_jobs: kopf.Index[str, tuple[str, bool]] = indexes["limit_step_jobs"]
-    fallback_policies: kopf.Index[Key, dict[str, Any]] = indexes["fallback_policies"]
-    cache_entries: kopf.Index[Key, CacheEntry] = indexes["cache_entries"]
-    rt = _runtime(memo)
-    key: Key = (namespace or "", name)
-    # Jobs are indexed by their owner's uid (see step_jobs); a Workflow's uid never changes.
-    owner: Key = (namespace or "", body.get("metadata", {}).get("uid") or "")
-    wakeup = rt.wakeup(key)
+@dataclass(frozen=True)
+class WorkflowIndexes:
+    """The kopf indexes a pass gathers its observations from (kopf hands them to every
+    handler, the start-up handler included, and keeps filling the same objects)."""
 
-    def gather() -> Observations:
-        policies = {
-            n: spec
-            for (ns, n), specs in fallback_policies.items()
-            if ns == (namespace or "")
-            for spec in specs
-        }
+    step_jobs: kopf.Index[Key, JobSummary]
+    step_pods: kopf.Index[Key, PodSummary]
+    namespace_step_jobs: kopf.Index[str, tuple[str, bool]]
+    limit_step_jobs: kopf.Index[str, tuple[str, bool]]
+    fallback_policies: kopf.Index[Key, dict[str, Any]]
+    cache_entries: kopf.Index[Key, CacheEntry]
 
-        def lookup(cache_key: str) -> CacheEntry | None:
-            freshest: CacheEntry | None = None
-            for entry in cache_entries.get((namespace or "", cache_key), []):
-                if freshest is None or entry.expires_at > freshest.expires_at:
-                    freshest = entry
-            return freshest
+    @classmethod
+    def of(cls, kwargs: Mapping[str, Any]) -> WorkflowIndexes:
+        return cls(**{f.name: kwargs[f.name] for f in fields(cls)})
 
-        active_in_namespace = rt.active_jobs(
-            namespace or "", namespace_step_jobs.get(namespace or "", [])
+
+def gather(rt: Runtime, indexes: WorkflowIndexes, key: Key, uid: str) -> Observations:
+    """What the indexes hold for the Workflow ``key`` (whose uid is ``uid``) and its namespace."""
+    namespace = key[0]
+    policies = {
+        n: spec
+        for (ns, n), specs in indexes.fallback_policies.items()
+        if ns == namespace
+        for spec in specs
+    }
+
+    def lookup(cache_key: str) -> CacheEntry | None:
+        freshest: CacheEntry | None = None
+        for entry in indexes.cache_entries.get((namespace, cache_key), []):
+            if freshest is None or entry.expires_at > freshest.expires_at:
+                freshest = entry
+        return freshest
+
+    active_in_namespace = rt.active_jobs(namespace, indexes.namespace_step_jobs.get(namespace, []))
+    rt.metrics.jobs_active.labels(namespace=namespace).set(active_in_namespace)
+    running_by_limit: dict[str, int] = {}
+    for rule in rt.config.concurrency_rules:
+        running = rt.active_jobs(
+            controller.limit_scope(rule.name), indexes.limit_step_jobs.get(rule.name, [])
         )
-        rt.metrics.jobs_active.labels(namespace=namespace or "").set(active_in_namespace)
-        running_by_limit: dict[str, int] = {}
-        for rule in rt.config.concurrency_rules:
-            running = rt.active_jobs(
-                controller.limit_scope(rule.name), limit_step_jobs.get(rule.name, [])
-            )
-            running_by_limit[rule.name] = running
-            rt.metrics.concurrency_running.labels(limit=rule.name).set(running)
-        return Observations(
-            jobs=list(step_jobs.get(owner, [])),
-            pods=list(step_pods.get(key, [])),
-            policies=policies,
-            cache=lookup,
-            active_jobs_in_namespace=active_in_namespace,
-            running_by_limit=running_by_limit,
-        )
+        running_by_limit[rule.name] = running
+        rt.metrics.concurrency_running.labels(limit=rule.name).set(running)
+    return Observations(
+        # Jobs are indexed by their owner's uid (see step_jobs); a Workflow's uid never changes.
+        jobs=list(indexes.step_jobs.get((namespace, uid), [])),
+        pods=list(indexes.step_pods.get(key, [])),
+        policies=policies,
+        cache=lookup,
+        active_jobs_in_namespace=active_in_namespace,
+        running_by_limit=running_by_limit,
+    )
 
-    # kopf adds its finalizer to a new Workflow while this daemon starts; a status write that
-    # races it meets a 409 and costs a re-read and a second write, so the first plan waits
-    # (briefly, in case kopf is configured without finalizers) for the finalizer to arrive.
-    waited_until = asyncio.get_running_loop().time() + FINALIZER_WAIT_SECONDS
-    while not stopped and FINALIZER not in (body.get("metadata", {}).get("finalizers") or []):
-        remaining = waited_until - asyncio.get_running_loop().time()
-        if remaining <= 0 or body.get("metadata", {}).get("deletionTimestamp"):
-            break
-        wakeup.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wakeup.wait(), timeout=remaining)
 
+async def work(rt: Runtime, indexes: WorkflowIndexes) -> None:
+    """One worker: take a woken Workflow's key from the queue, run its pass, repeat."""
+    while True:
+        try:
+            key = await rt.queue.get()
+        except ShutDown:
+            return
+        try:
+            await reconcile_key(rt, indexes, key)
+        finally:
+            rt.queue.done(key)
+
+
+async def reconcile_key(rt: Runtime, indexes: WorkflowIndexes, key: Key) -> None:
+    """One pass of the Workflow ``key`` as the watch last delivered it, and its next wake-up."""
+    body = rt.workflows.get(key)
+    if body is None or not rt.is_leader:
+        return  # gone; or left to the leader (a replica that takes the lead wakes them all)
+    meta = body.get("metadata") or {}
+    if meta.get("deletionTimestamp"):
+        return  # being deleted (another finalizer holds it): nothing more starts
+    uid = meta.get("uid") or ""
     try:
-        while not stopped:
-            wakeup.clear()
-            delay: float | None = RESYNC_SECONDS
-            if rt.is_leader:
-                try:
-                    done = await controller.reconcile(rt, key, body, gather)
-                    requeue = done.requeue_after
-                    delay = min(requeue, RESYNC_SECONDS) if requeue is not None else RESYNC_SECONDS
-                    if requeue is None and done.finished:
-                        # Nothing is left to do until the Workflow changes (a rerun, a retry,
-                        # a new spec: all watch events that wake us).  Re-planning every
-                        # finished Workflow each RESYNC_SECONDS was ~5% of a core with 5,000
-                        # of them (make bench, memory scenario).
-                        delay = None
-                except Exception:
-                    logger.exception("reconcile failed; retrying")
-                    delay = 5.0
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    wakeup.wait(), timeout=None if delay is None else max(delay, 0.05)
-                )
-    finally:
-        if (
-            stopped.reason is not None
-            and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED
-        ):
-            rt.forget(key)
+        done = await controller.reconcile(rt, key, body, lambda: gather(rt, indexes, key, uid))
+    except Exception:
+        logger.exception("reconcile of %s/%s failed; retrying in %gs", *key, RETRY_SECONDS)
+        rt.queue.add_after(key, RETRY_SECONDS)
+        return
+    if key not in rt.workflows:
+        rt.forget(key)  # deleted during the pass: drop what the pass kept of it
+        return
+    if done.requeue_after is not None:
+        rt.queue.add_after(key, max(min(done.requeue_after, RESYNC_SECONDS), 0.05))
+    elif not done.finished:
+        rt.queue.add_after(key, RESYNC_SECONDS)
+    # A finished Workflow is not planned again until it changes (a rerun, a retry, a new spec:
+    # all watch events that wake it).  Re-planning every finished Workflow each RESYNC_SECONDS
+    # was ~5% of a core with 5,000 of them (make bench, memory scenario).

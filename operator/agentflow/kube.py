@@ -174,6 +174,9 @@ class Kube:
         self.api_client = api_client
         self.limiter = TokenBucket(qps, burst)
         self.review_limiter = TokenBucket(REVIEW_QPS, REVIEW_BURST)
+        # Events have a bucket of their own, as large: they are posted off the passes, and
+        # waiting behind them would slow the Jobs and status writes the passes make.
+        self.event_limiter = TokenBucket(qps, burst)
         self.count = count
         self.timeout = timeout
 
@@ -189,8 +192,11 @@ class Kube:
         content_type: str = "application/json",
         raw: bool = False,
         review: bool = False,
+        event: bool = False,
     ) -> Any:
-        if review:
+        if event:
+            await self.event_limiter.acquire()
+        elif review:
             # Never queue a review: a caller of /metrics waiting for a token would hold the
             # request (and a thread) open; it gets a quick 429 and tries again instead.
             if not self.review_limiter.try_acquire():
@@ -419,9 +425,9 @@ class Kube:
     # -- events -----------------------------------------------------------------------------
 
     async def create_event(self, manifest: dict[str, Any]) -> None:
-        """Post an Event (only as the operator stops; kopf posts them while it runs)."""
+        """Post an Event (rate-limited by a bucket of their own, see ``event_limiter``)."""
         namespace = manifest["metadata"]["namespace"]
-        await self.request("POST", EVENTS.format(namespace=namespace), body=manifest)
+        await self.request("POST", EVENTS.format(namespace=namespace), body=manifest, event=True)
 
     # -- config maps (step outputs and cache entries) ---------------------------------------
 

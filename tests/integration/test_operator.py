@@ -524,3 +524,27 @@ def test_active_deadline_fails_the_run_and_stops_its_jobs(
         30,
         what="the running step's Job to be stopped",
     )
+
+
+def test_workflows_carry_no_finalizer_and_an_old_one_is_taken_off(
+    operator: OperatorProcess, kubectl: Kubectl, namespace: str
+) -> None:
+    """Workers, not a kopf daemon per Workflow: nothing needs a finalizer.  A Workflow left with
+    the finalizer earlier versions put on it loses it, and deleting any of them never waits."""
+    old = workflow("from-before", [{"name": "s", "agent": "a", "prompt": "p"}], [script_agent("a")])
+    old["metadata"]["finalizers"] = ["agentflow.dev/finalizer"]
+    new = workflow("from-now", [{"name": "s", "agent": "a", "prompt": "p"}], [script_agent("a")])
+    apply(kubectl, namespace, [old, new])
+    for name in ("from-before", "from-now"):
+        wf = wait_finished(kubectl, namespace, name)
+        assert wf["status"]["phase"] == "Succeeded", wf["status"]
+    wait_for(
+        lambda: (
+            not (get(kubectl, namespace, "awf", "from-before") or {})["metadata"].get("finalizers")
+        ),
+        30,
+    )
+    assert not (get(kubectl, namespace, "awf", "from-now") or {})["metadata"].get("finalizers")
+    deleted = kubectl("delete", "-n", namespace, "awf", "from-before", "from-now", "--timeout=10s")
+    assert deleted.returncode == 0, deleted.stderr
+    assert get(kubectl, namespace, "awf", "from-now") is None

@@ -58,7 +58,9 @@ class Shell:
                 "spec": spec,
             }
         )
-        return (namespace, name)
+        key = (namespace, name)
+        self.rt.workflows[key] = self.body(key)  # as the watch delivers it
+        return key
 
     def body(self, key: Key) -> dict[str, Any]:
         return self.kube.workflows[key]
@@ -108,8 +110,22 @@ class Shell:
         return status
 
 
+@dataclass
+class QueuedPass:
+    """Whether a pass of ``key`` is queued (a wake-up), read and cleared like an event."""
+
+    rt: Runtime
+    key: Key
+
+    def is_set(self) -> bool:
+        return self.rt.queue.is_pending(self.key)
+
+    def clear(self) -> None:
+        self.rt.queue.forget(self.key)
+
+
 class LiveIndex(Mapping[Any, list[Any]]):
-    """A kopf index as the daemon reads it, computed from the fake on every read."""
+    """A kopf index as a pass reads it, computed from the fake on every read."""
 
     def __init__(self, entries: Callable[[], dict[Any, list[Any]]]) -> None:
         self._entries = entries
@@ -124,8 +140,8 @@ class LiveIndex(Mapping[Any, list[Any]]):
         return len(self._entries())
 
 
-def daemon_indexes(shell: Shell, key: Key) -> dict[str, LiveIndex]:
-    """The indexes the Workflow daemon takes (see ``agentflow.handlers``), over the fake."""
+def workflow_indexes(shell: Shell, key: Key) -> handlers.WorkflowIndexes:
+    """The indexes the workers gather from (see ``agentflow.handlers``), over the fake."""
     namespace = key[0]
 
     def uid() -> str:
@@ -142,7 +158,7 @@ def daemon_indexes(shell: Shell, key: Key) -> dict[str, LiveIndex]:
         summaries = shell.kube.summaries(namespace, uid())[0]
         return {namespace: [(j.name, j.state == "Active") for j in summaries]}
 
-    return {
+    live: Any = {
         "step_jobs": LiveIndex(jobs),
         "step_pods": LiveIndex(pods),
         "namespace_step_jobs": LiveIndex(active),
@@ -150,3 +166,4 @@ def daemon_indexes(shell: Shell, key: Key) -> dict[str, LiveIndex]:
         "fallback_policies": LiveIndex(dict),
         "cache_entries": LiveIndex(dict),
     }
+    return handlers.WorkflowIndexes.of(live)

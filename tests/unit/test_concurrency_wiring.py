@@ -10,7 +10,7 @@ from typing import Any
 
 from agentflow.config import ConcurrencyLimit, OperatorConfig
 from agentflow.engine.usage import Waiter
-from tests.support.shell import Clock, Shell
+from tests.support.shell import Clock, QueuedPass, Shell
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 SPEC: dict[str, Any] = {
@@ -56,7 +56,7 @@ def test_one_slot_three_workflows_served_in_the_order_they_became_ready() -> Non
 
     # It finishes.  The latest Workflow plans first, but the slot is wf-1's.
     shell.kube.finish_job("team", first, shell.clock.now)
-    woken = [shell.rt.wakeup(k) for k in keys]  # the daemons' wake-up events
+    woken = [QueuedPass(shell.rt, k) for k in keys]
     shell.reconcile(keys[2])
     assert _limited_jobs(shell) == []
     assert [e.is_set() for e in woken] == [False, True, False]  # told that its slot is free
@@ -117,7 +117,9 @@ def test_a_limit_jobs_event_wakes_only_as_many_waiters_as_the_limit_has_slots() 
     shell = _shell()  # limit llm: one at a time
     rt = shell.rt
     keys = [("team", f"wf-{i}") for i in range(3)]
-    events = [rt.wakeup(k) for k in keys]
+    for key in keys:
+        rt.workflows[key] = {}  # delivered by the watch: only a known Workflow is queued
+    events = [QueuedPass(rt, k) for k in keys]
     for i, key in reversed(list(enumerate(keys))):
         rt.set_waiters(key, [Waiter("llm", "call", T0 + timedelta(seconds=i))])
 

@@ -22,9 +22,11 @@ from agentflow.events import (
     WARNING_PERIOD_SECONDS,
     EventAggregator,
     EventRecorder,
+    EventSender,
     Post,
     event_manifest,
 )
+from agentflow.workqueue import WorkQueue
 
 
 def workflow(name: str = "wf", uid: str = "u1", namespace: str = "ns") -> dict[str, Any]:
@@ -318,7 +320,9 @@ def test_the_cleanup_handler_posts_what_is_held_through_the_operators_client() -
     for s in "abc":
         recorder.post(WF, "Normal", "StepStarted", f"step {s} started")
     memo = kopf.Memo()
-    memo.runtime = SimpleNamespace(events=recorder, kube=SimpleNamespace(create_event=create))
+    memo.runtime = SimpleNamespace(
+        events=recorder, kube=SimpleNamespace(create_event=create), queue=WorkQueue()
+    )
     asyncio.run(handlers.cleanup(memo))
     assert [(m["reason"], m["message"]) for m in created] == [("StepStarted", "step c started")]
 
@@ -359,3 +363,28 @@ def test_a_fast_chain_gets_about_one_event_per_reason_every_period() -> None:
         ("WorkflowSucceeded", 1),
     ]
     assert agg.due() is None
+
+
+def test_the_sender_posts_in_order_through_the_client_and_outlives_a_failed_post() -> None:
+    posted: list[str] = []
+
+    async def create(manifest: dict[str, Any]) -> None:
+        if manifest["reason"] == "Broken":
+            raise RuntimeError("the API server said no")
+        posted.append(manifest["message"])
+
+    async def scenario() -> None:
+        sender = EventSender(create, clock=lambda: datetime(2026, 1, 1, tzinfo=UTC))
+        task = asyncio.create_task(sender.run())
+        for reason, message in [("A", "one"), ("Broken", "lost"), ("A", "two")]:
+            sender.post(workflow(), "Normal", reason, message)
+        async with asyncio.timeout(2):
+            while len(posted) < 2:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        task.cancel()
+        sender.post(workflow(), "Warning", "A", "three")  # queued as the operator stops
+        assert len(sender) == 1
+        assert await sender.close() == 1
+
+    asyncio.run(scenario())
+    assert posted == ["one", "two", "three"]

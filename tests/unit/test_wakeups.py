@@ -1,4 +1,4 @@
-"""Which watch events wake a Workflow's daemon (``agentflow.handlers``), on the in-memory fake.
+"""Which watch events queue a pass of a Workflow (``agentflow.handlers``), on the in-memory fake.
 
 A step brings about a dozen watch events (Job status updates, pod phases, the tracking
 finalizer, our own status write coming back); only those that change what a plan sees, or that
@@ -17,17 +17,17 @@ from typing import Any
 import kopf
 
 from agentflow import handlers
-from tests.support.shell import NAMESPACE, Clock, Shell
+from tests.support.shell import NAMESPACE, Clock, QueuedPass, Shell
 from tests.support.world import T0
 
 SPEC = {"steps": [{"name": "s", "agent": "a"}], "agents": [{"name": "a"}]}
 
 
-def _started() -> tuple[Shell, tuple[str, str], asyncio.Event]:
+def _started() -> tuple[Shell, tuple[str, str], QueuedPass]:
     shell = Shell(Clock(T0))
     key = shell.submit("wf", SPEC)
     shell.reconcile(key)  # creates the step's Job and writes the status that records it
-    return shell, key, shell.rt.wakeup(key)
+    return shell, key, QueuedPass(shell.rt, key)
 
 
 def _job(shell: Shell) -> dict[str, Any]:
@@ -118,6 +118,7 @@ def test_the_echo_of_our_own_status_write_wakes_nobody_and_frees_its_copy() -> N
     _event(handlers.workflow_changed, shell, echo)
     assert not wakeup.is_set()
     assert key not in shell.rt.written
+    assert shell.rt.workflows[key] is echo  # the next pass plans from what the watch delivered
     # Anything newer (a user's edit, kopf's finalizer) is news, and so is our echo once the
     # copy is gone (it can no longer be told from an edit).
     echo["metadata"]["resourceVersion"] = str(int(echo["metadata"]["resourceVersion"]) + 1)
@@ -125,10 +126,12 @@ def test_the_echo_of_our_own_status_write_wakes_nobody_and_frees_its_copy() -> N
     assert wakeup.is_set()
 
 
-def test_the_deletion_of_a_workflow_wakes_it_even_at_the_version_we_wrote() -> None:
+def test_the_deletion_of_a_workflow_forgets_it_even_at_the_version_we_wrote() -> None:
     shell, key, wakeup = _started()
+    shell.rt.wake(key)
     _event(handlers.workflow_changed, shell, copy.deepcopy(shell.body(key)), "DELETED")
-    assert wakeup.is_set()
+    assert not wakeup.is_set()  # its queued pass is dropped: there is nothing left to plan
+    assert key not in shell.rt.workflows and key not in shell.rt.written
 
 
 def test_forgetting_a_workflow_forgets_what_was_seen_of_its_children() -> None:
@@ -139,9 +142,9 @@ def test_forgetting_a_workflow_forgets_what_was_seen_of_its_children() -> None:
     assert key not in shell.rt.children_seen
 
 
-def test_every_handler_that_wakes_a_daemon_runs_on_the_event_loop() -> None:
-    # kopf runs a sync handler in a thread; asyncio.Event.set() from another thread does not
-    # wake the loop's waiters reliably (it is not thread-safe), and each hop costs CPU.
+def test_every_handler_that_queues_a_pass_runs_on_the_event_loop() -> None:
+    # kopf runs a sync handler in a thread; the work queue (an asyncio.Event inside) is not
+    # thread-safe, and each hop costs CPU.
     for handler in (
         handlers.job_changed,
         handlers.pod_changed,
@@ -162,8 +165,8 @@ def test_no_handler_needs_a_diff_essence() -> None:
     # handlers.UnusedDiffBaseStorage builds no essence: only change-detecting handlers
     # (on.create/update/delete/resume/field) would read one, and the operator registers none.
     registry = kopf.get_default_registry()
-    assert handlers.workflow_daemon is not None  # the module's handlers are registered
-    assert [h.id for h in registry._spawning.get_all_handlers()] == ["reconcile"]
+    assert handlers.workflow_changed is not None  # the module's handlers are registered
+    assert list(registry._spawning.get_all_handlers()) == []  # no daemons: no finalizer
     assert list(registry._changing.get_all_handlers()) == []
     storage = handlers.UnusedDiffBaseStorage(prefix="agentflow.dev")
     job = kopf.Body({"metadata": {"name": "j"}, "spec": {"template": {"spec": {}}}})

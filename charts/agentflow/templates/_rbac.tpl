@@ -5,7 +5,7 @@ secretKeyRef, which the kubelet resolves, not the operator), no pods/exec, no up
 Each rule names the code path that needs it.
 */}}
 {{- define "agentflow.operatorRules" -}}
-# kopf watches Workflows and patches its finalizer and handler-state annotations;
+# kopf watches Workflows and takes off the finalizer earlier versions put on them;
 # kube.Kube.get_workflow re-reads one after a conflict; kube.Kube.delete_workflow
 # enforces spec.ttlSecondsAfterFinished.
 - apiGroups: ["agentflow.dev"]
@@ -47,7 +47,8 @@ Each rule names the code path that needs it.
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
   verbs: ["get", "create"]
-# Step and workflow events: RecordEvent actions, posted through kopf (core/v1 create only).
+# Step and workflow events: RecordEvent actions, posted by events.EventSender through
+# kube.Kube.create_event (core/v1 create only).
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
