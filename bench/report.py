@@ -42,9 +42,9 @@ def find(runs: Sequence[Mapping[str, Any]], peer: str, scenario: str) -> Mapping
 def cost(run: Mapping[str, Any]) -> dict[str, float | None]:
     """API requests per step of a run: the controller's own, and the cluster's writes.
 
-    For agentflow the operator's metric counts the requests of its own client; kopf's own
-    writes are added from the API server's side: PATCHes of the Workflow object itself
-    (finalizers) and the Events the operator posted (by reporting component).
+    For agentflow the operator's metric counts the requests of its own client, the Events it
+    posts among them; kopf's own writes are added from the API server's side: PATCHes of the
+    Workflow object itself (kopf taking off the finalizer of earlier versions).
     """
     steps = run.get("steps_created") or 0
     if not steps:
@@ -70,7 +70,7 @@ def cost(run: Mapping[str, Any]) -> dict[str, float | None]:
         if run["peer"] == "agentflow":
             events = (run.get("events_by_component") or {}).get(OPERATOR_EVENT_COMPONENT, 0.0)
             object_patches = server.get("PATCH/workflows", 0.0)
-            result["controller_writes_per_step"] = (writes + events + object_patches) / steps
+            result["controller_writes_per_step"] = (writes + object_patches) / steps
             result["events_per_step"] = events / steps
         else:
             result["controller_writes_per_step"] = writes / steps

@@ -326,9 +326,11 @@ class EventSender:
         self,
         create: Callable[[dict[str, Any]], Awaitable[Any]],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        count: Callable[[str], None] | None = None,
     ) -> None:
         self.create = create
         self.clock = clock
+        self.count = count  # called with the type of each Event posted
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
     def post(self, body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
@@ -354,6 +356,8 @@ class EventSender:
         except Exception as e:  # an Event is never worth more than a log line
             logger.warning("could not post event %s: %s", manifest.get("reason"), e)
             return False
+        if self.count is not None:
+            self.count(manifest["type"])
         return True
 
 

@@ -180,7 +180,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
         metrics.api_requests.labels(verb=verb, code=str(code)).inc()
 
     kube = Kube(load_api_client(config.kubeconfig), qps=config.qps, burst=config.burst, count=count)
-    sender = EventSender(kube.create_event)
+    sender = EventSender(
+        kube.create_event, count=lambda type_: metrics.events_posted.labels(type=type_).inc()
+    )
     events = EventRecorder(sender.post)  # aggregates Events in front of the sender
     rt = Runtime(kube=kube, metrics=metrics, config=config, post_event=events.post, events=events)
     rt.is_leader = False

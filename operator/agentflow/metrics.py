@@ -57,6 +57,7 @@ ALLOWED_LABELS = frozenset(
         "version",
         "limit",
         "bound",
+        "type",
     }
 )
 
@@ -278,6 +279,13 @@ class OperatorMetrics:
             "agentflow_kubernetes_api_requests",
             "Requests the operator made to the Kubernetes API, by verb and HTTP status code.",
             ["verb", "code"],
+            registry=r,
+        )
+        self.events_posted = Counter(
+            "agentflow_events_posted",
+            "Kubernetes Events the operator posted about Workflows, by type (Normal, Warning); "
+            "each is one of the API requests, rate-limited by a bucket of its own.",
+            ["type"],
             registry=r,
         )
         self.cache_requests = Counter(

@@ -367,6 +367,7 @@ def test_a_fast_chain_gets_about_one_event_per_reason_every_period() -> None:
 
 def test_the_sender_posts_in_order_through_the_client_and_outlives_a_failed_post() -> None:
     posted: list[str] = []
+    types: list[str] = []
 
     async def create(manifest: dict[str, Any]) -> None:
         if manifest["reason"] == "Broken":
@@ -374,7 +375,9 @@ def test_the_sender_posts_in_order_through_the_client_and_outlives_a_failed_post
         posted.append(manifest["message"])
 
     async def scenario() -> None:
-        sender = EventSender(create, clock=lambda: datetime(2026, 1, 1, tzinfo=UTC))
+        sender = EventSender(
+            create, clock=lambda: datetime(2026, 1, 1, tzinfo=UTC), count=types.append
+        )
         task = asyncio.create_task(sender.run())
         for reason, message in [("A", "one"), ("Broken", "lost"), ("A", "two")]:
             sender.post(workflow(), "Normal", reason, message)
@@ -388,3 +391,4 @@ def test_the_sender_posts_in_order_through_the_client_and_outlives_a_failed_post
 
     asyncio.run(scenario())
     assert posted == ["one", "two", "three"]
+    assert types == ["Normal", "Normal", "Warning"]  # counted as posted; the failed one is not

@@ -99,6 +99,7 @@ def exercise_all(m: OperatorMetrics) -> None:
     m.event_loop_lag_max.set(0.002)
     m.reconcile_duration.labels(outcome="success").observe(0.004)
     m.api_requests.labels(verb="patch", code="200").inc()
+    m.events_posted.labels(type="Normal").inc()
     m.cache_requests.labels(result="hit").inc()
     m.cache_entries.set(7)
     m.agent_tool_calls.labels(namespace="team-a", agent="coder").inc(5)
@@ -155,6 +156,7 @@ def test_the_brief_metric_set_is_registered() -> None:
         "agentflow_operator_step_overhead_seconds",
         "agentflow_reconcile_duration_seconds",
         "agentflow_kubernetes_api_requests_total",
+        "agentflow_events_posted_total",
         "agentflow_cache_requests_total",
         "agentflow_cache_entries",
         "agentflow_agent_tool_calls_total",
