@@ -494,9 +494,10 @@ def render(report: Mapping[str, Any], previous: str | None = None) -> str:
         "API requests per step (per Job for agentflow, per pod for Argo). *own*: counted by the "
         "controller itself (`agentflow_kubernetes_api_requests_total`; Argo's "
         "`argo_workflows_k8s_request_total`). *controller writes*: for agentflow the own writes "
-        "plus what kopf writes outside that client (Events it posted, PATCHes of the Workflow "
-        "object); for Argo its own count, which covers all its clients. *cluster writes*: the "
-        "API server's `apiserver_request_total` delta over the run, every client (Job "
+        "(the Events it posts among them) plus what kopf writes outside that client (PATCHes of "
+        "the Workflow object, taking off the finalizer of earlier versions); for Argo its own "
+        "count, which covers all its clients. *cluster writes*: the API server's "
+        "`apiserver_request_total` delta over the run, every client (Job "
         "controller, node, garbage collector) included, less the harness's own submissions and "
         "the stand-in executor's task results. CPU: the controller process, utime+stime.",
         "",
