@@ -1,6 +1,6 @@
 """How late the operator's event loop runs what is due: a task that sleeps a fixed interval.
 
-Everything the operator does (kopf's watches, every Workflow's daemon, the HTTP server of the
+Everything the operator does (kopf's watches, the workers' passes, the HTTP server of the
 probes) shares one asyncio event loop, so a callback that holds it (a long plan, a big JSON
 decode) delays all of them.  :class:`LoopLagMonitor` sleeps ``interval`` seconds over and over
 and records, each time it wakes, how much later than asked it woke: into a histogram, and
