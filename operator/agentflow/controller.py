@@ -188,6 +188,21 @@ class Written:
             return resource_version == self.previous_resource_version
 
 
+def is_older(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether object ``a`` is an older version than ``b`` of the same object (same uid).
+
+    On etcd, resourceVersions are revisions that only grow; if one is not a number, neither
+    is taken as older.
+    """
+    meta_a, meta_b = a.get("metadata") or {}, b.get("metadata") or {}
+    if meta_a.get("uid") != meta_b.get("uid"):
+        return False
+    try:
+        return int(meta_a.get("resourceVersion") or 0) < int(meta_b.get("resourceVersion") or 0)
+    except ValueError:
+        return False
+
+
 @dataclass(frozen=True)
 class ParsedSpec:
     """A Workflow's spec as validated for one generation of it (see :func:`parse_workflow`)."""
@@ -243,6 +258,17 @@ class Runtime:
         """Queue a pass of ``key``, if the watch has delivered such a Workflow."""
         if key in self.workflows:
             self.queue.add(key)
+
+    def saw_workflow(self, key: Key, body: Mapping[str, Any]) -> None:
+        """Keep ``body`` as the Workflow to plan from, unless what is kept is newer.
+
+        A pass that lost a write read the Workflow again; the watch may deliver older versions
+        after that (it lags behind a client that writes the Workflow all the time), and a pass
+        started from one of those would plan, and lose its write, from a state long gone.
+        """
+        kept = self.workflows.get(key)
+        if kept is None or not is_older(body, kept):
+            self.workflows[key] = body
 
     def wake_all(self) -> None:
         for key in self.workflows:
@@ -567,6 +593,12 @@ async def execute(
                 # A pod that mounts a claim that is not there would wait for it forever.
                 conflicts.append((action, WORKSPACE_UNAVAILABLE, claim_problem))
                 continue
+            if action.job_name in uids:
+                # The watch shows this Workflow's Job under that name already (the status write
+                # that recorded it was lost): asking the API would only cost a 409 and a GET,
+                # time in which another client's write makes this pass's write lose again.
+                logger.info("step job exists: %s", action.job_name, extra=fields)
+                continue
             try:
                 created = await rt.kube.create_job(build_step_job(wf, action, rt.config.job))
             except ApiError as e:
@@ -848,6 +880,7 @@ async def reconcile(
             if fresh is None:
                 return GONE
             current = fresh
+            rt.saw_workflow(key, fresh)  # the next pass starts from it, not from an older event
         outcome = "requeue"  # still conflicting: called again soon
         return PassResult(requeue_after=1.0)
     except Exception:

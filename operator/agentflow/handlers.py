@@ -462,7 +462,7 @@ async def workflow_changed(
         # finds it gone when it ends, and forgets it again.
         rt.forget(key)
         return
-    rt.workflows[key] = body
+    rt.saw_workflow(key, body)
     if rt.is_own_write(key, (body.get("metadata") or {}).get("resourceVersion")):
         return  # the echo of our own status write: the pass that wrote it planned from it
     rt.wake(key)

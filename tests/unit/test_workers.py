@@ -164,3 +164,27 @@ def test_a_workflow_deleted_during_its_pass_is_forgotten_when_the_pass_ends() ->
         assert not rt.queue.is_timed(key)
 
     asyncio.run(scenario())
+
+
+def test_a_pass_after_a_lost_write_starts_from_the_object_read_again_not_an_older_event() -> None:
+    async def scenario() -> None:
+        shell = Shell(Clock(T0))
+        key = shell.submit("wf", SPEC)
+        rt = shell.rt
+        newer = copy.deepcopy(shell.body(key))
+        newer["metadata"]["resourceVersion"] = "50"
+        older = copy.deepcopy(newer)
+        older["metadata"]["resourceVersion"] = "40"
+        rt.saw_workflow(key, newer)  # read again after a 409
+        await delivered(shell, older, "MODIFIED")  # the watch, lagging behind
+        assert rt.workflows[key]["metadata"]["resourceVersion"] == "50"
+        newest = copy.deepcopy(newer)
+        newest["metadata"]["resourceVersion"] = "60"
+        await delivered(shell, newest, "MODIFIED")
+        assert rt.workflows[key] is newest
+        recreated = copy.deepcopy(older)
+        recreated["metadata"]["uid"] = "another"  # deleted and made again: always taken
+        await delivered(shell, recreated, "ADDED")
+        assert rt.workflows[key] is recreated
+
+    asyncio.run(scenario())
