@@ -181,26 +181,31 @@ class Written:
         resourceVersions are revisions that only grow; if one ever is not a number, only the
         exact version we planned from counts as stale.
         """
-        ours = (self.body.get("metadata") or {}).get("resourceVersion")
-        try:
-            return int(resource_version or 0) < int(ours or 0)
-        except ValueError:
-            return resource_version == self.previous_resource_version
+        older = revision_before(
+            resource_version, (self.body.get("metadata") or {}).get("resourceVersion")
+        )
+        return resource_version == self.previous_resource_version if older is None else older
+
+
+def revision_before(a: str | None, b: str | None) -> bool | None:
+    """Whether resourceVersion ``a`` comes before ``b``; None when one is not a number.
+
+    On etcd, resourceVersions are revisions that only grow; the API does not promise it, so a
+    caller decides what a version that is not a number means.
+    """
+    try:
+        return int(a or 0) < int(b or 0)
+    except ValueError:
+        return None
 
 
 def is_older(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    """Whether object ``a`` is an older version than ``b`` of the same object (same uid).
-
-    On etcd, resourceVersions are revisions that only grow; if one is not a number, neither
-    is taken as older.
-    """
+    """Whether object ``a`` is an older version than ``b`` of the same object (same uid); if a
+    version is not a number, neither is taken as older."""
     meta_a, meta_b = a.get("metadata") or {}, b.get("metadata") or {}
     if meta_a.get("uid") != meta_b.get("uid"):
         return False
-    try:
-        return int(meta_a.get("resourceVersion") or 0) < int(meta_b.get("resourceVersion") or 0)
-    except ValueError:
-        return False
+    return bool(revision_before(meta_a.get("resourceVersion"), meta_b.get("resourceVersion")))
 
 
 @dataclass(frozen=True)
