@@ -322,11 +322,20 @@ def test_pod_security_restricted_namespace(api: client.ApiClient, namespace: str
     core.patch_namespace(
         namespace, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}
     )
-    with pytest.raises(ApiException) as rejected:
-        core.create_namespaced_pod(namespace, _pod("privileged", True), dry_run="All")
-    assert rejected.value.status == 403
-    assert 'violates PodSecurity "restricted:latest"' in status_message(rejected.value)
-    assert "privileged" in status_message(rejected.value)
+
+    # PodSecurity admission reads the namespace's labels from the API server's informer cache,
+    # so the new label takes effect a moment after the patch returns.
+    def rejection() -> ApiException | None:
+        try:
+            core.create_namespaced_pod(namespace, _pod("privileged", True), dry_run="All")
+        except ApiException as error:
+            return error
+        return None
+
+    rejected = wait_for(rejection, timeout=30, what="PodSecurity to reject a privileged pod")
+    assert rejected.status == 403
+    assert 'violates PodSecurity "restricted:latest"' in status_message(rejected)
+    assert "privileged" in status_message(rejected)
 
     admitted = core.create_namespaced_pod(namespace, _pod("restricted", False), dry_run="All")
     assert admitted.metadata.name == "restricted"
