@@ -10,6 +10,7 @@ import math
 import os
 import select
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -239,14 +240,16 @@ def test_an_until_over_its_budget_fails_its_step_naming_the_field() -> None:
 def test_a_pass_spends_at_most_its_cel_budget_and_later_passes_carry_on() -> None:
     # Conditions of 0.02 to 0.04 s each, depending on the machine (distinct, so no answer is
     # reused), far from the budget of one expression; as many as make three pass budgets.
-    assert evaluate_bool("true", {})  # the worker's start is not what is measured
+    # The worker's start and its first regular expression are not what is measured.
+    assert evaluate_bool('!"warm".matches("\\\\w{100}")', {})
     costs: list[float] = []
     for i in range(5):  # the cheapest of a few: fewer conditions could all fit into one pass
         before = time.monotonic()
         assert evaluate_bool(f'!"probe{i}".matches("\\\\w{{100}}")', {})
         costs.append(time.monotonic() - before)
     each = min(costs)
-    assert max(costs) < EVALUATION_BUDGET_SECONDS / 2, costs
+    # The typical one, not the slowest: a busy CI machine can stall any single call.
+    assert statistics.median(costs) < EVALUATION_BUDGET_SECONDS / 4, costs
     count = min(MAX_STEPS, max(40, math.ceil(3 * PASS_BUDGET_SECONDS / each)))
     costly = [step(f"s{i}", when=f'!"x{i}".matches("\\\\w{{100}}")') for i in range(count)]
     w = World(workflow(costly, strategy="Parallel"))
