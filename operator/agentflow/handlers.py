@@ -35,7 +35,7 @@ from agentflow.config import ConfigError, OperatorConfig, load_config
 from agentflow.controller import Key, Observations, Runtime
 from agentflow.engine.types import LABEL_CACHE, LABEL_LIMIT, LABEL_WORKFLOW, CacheEntry, JobState
 from agentflow.events import REPORTING_COMPONENT, EventRecorder, EventSender
-from agentflow.kube import Kube, load_api_client
+from agentflow.kube import Kube, load_configuration
 from agentflow.leader import LeaderElector
 from agentflow.looplag import LoopLagMonitor
 from agentflow.metrics import MetricsServer, OperatorMetrics
@@ -145,9 +145,7 @@ def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
 
 def kubeconfig_login(kubeconfig: str) -> kopf.ConnectionInfo:
     """kopf's credentials from the same kubeconfig file the operator's own client uses."""
-    api = load_api_client(kubeconfig)
-    api.close()  # only its configuration is needed (certificates are in files it keeps)
-    client = api.configuration
+    client = load_configuration(kubeconfig)
     header = client.get_api_key_with_prefix("BearerToken") or client.get_api_key_with_prefix(
         "authorization"
     )
@@ -179,7 +177,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
     def count(verb: str, code: int) -> None:
         metrics.api_requests.labels(verb=verb, code=str(code)).inc()
 
-    kube = Kube(load_api_client(config.kubeconfig), qps=config.qps, burst=config.burst, count=count)
+    kube = Kube.connect(config.kubeconfig, qps=config.qps, burst=config.burst, count=count)
     sender = EventSender(
         kube.create_event, count=lambda type_: metrics.events_posted.labels(type=type_).inc()
     )
@@ -306,6 +304,8 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     server: MetricsServer | None = getattr(memo, "metrics_server", None)
     if server is not None:
         await server.stop()
+    if rt is not None:
+        await rt.kube.close()
 
 
 # ---- indexes ------------------------------------------------------------------------------

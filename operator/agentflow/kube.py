@@ -1,28 +1,28 @@
 """The operator's only door to the Kubernetes API.
 
-Requests go through the ``kubernetes`` client's transport but skip its model
-(de)serialization (``_preload_content=False``, plain JSON), which dominates its cost on hot
-paths.  Every request passes a client-side token-bucket rate limiter, so a burst of Workflows
-cannot flood the API server, and is counted in the metrics by verb and status code.
+Requests are plain JSON over :mod:`agentflow.apitransport` (aiohttp, on the event loop); the
+``kubernetes`` client only loads the credentials, and its models are not used: their
+(de)serialization dominated the cost of hot paths.  Every request passes a client-side
+token-bucket rate limiter, so a burst of Workflows cannot flood the API server, and is counted
+in the metrics by verb and status code.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
+import aiohttp
 import kubernetes
-from kubernetes.client.exceptions import ApiException
 
 from agentflow.apierror import ApiError
+from agentflow.apitransport import ApiTransport
 from agentflow.children import job_log_pod, job_pods_selector, owned_by
 
 logger = logging.getLogger(__name__)
@@ -140,45 +140,58 @@ def utf8_prefix(text: str, limit_bytes: int) -> str:
     return data[:limit_bytes].decode("utf-8", "ignore")
 
 
-def load_api_client(kubeconfig: str | None = None, context: str | None = None) -> Any:
-    """An ApiClient from the in-cluster service account, else the kubeconfig."""
+def load_configuration(kubeconfig: str | None = None, context: str | None = None) -> Any:
+    """The client configuration of the in-cluster service account, else of the kubeconfig."""
     configuration = kubernetes.client.Configuration()
     if kubeconfig is None:
         try:
             kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-            return _tuned(configuration)
+            return configuration
         except kubernetes.config.ConfigException:
             pass
     kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
         config_file=kubeconfig, context=context, client_configuration=configuration
     )
-    return _tuned(configuration)
+    return configuration
 
 
-def _tuned(configuration: Any) -> Any:
-    # The default pool of 4 connections serialises concurrent reconciles.
-    configuration.connection_pool_maxsize = 32
-    return kubernetes.client.ApiClient(configuration)
+def _parsed(data: bytes) -> dict[str, Any] | None:
+    """The Status object of an error answer, if it is one."""
+    try:
+        parsed = json.loads(data) if data else None
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
 
 
 class Kube:
     def __init__(
         self,
-        api_client: Any,
+        transport: ApiTransport | None,
         *,
         qps: float = 50.0,
         burst: int = 100,
         count: RequestCounter | None = None,
-        timeout: float = 30.0,
     ) -> None:
-        self.api_client = api_client
+        self.transport = transport
         self.limiter = TokenBucket(qps, burst)
         self.review_limiter = TokenBucket(REVIEW_QPS, REVIEW_BURST)
         # Events have a bucket of their own, as large: they are posted off the passes, and
         # waiting behind them would slow the Jobs and status writes the passes make.
         self.event_limiter = TokenBucket(qps, burst)
         self.count = count
-        self.timeout = timeout
+
+    @classmethod
+    def connect(
+        cls,
+        kubeconfig: str | None,
+        *,
+        qps: float,
+        burst: int,
+        count: RequestCounter | None = None,
+    ) -> Kube:
+        """A client of the API server the service account, else ``kubeconfig``, names."""
+        return cls(ApiTransport(load_configuration(kubeconfig)), qps=qps, burst=burst, count=count)
 
     # -- transport ------------------------------------------------------------------------
 
@@ -204,52 +217,23 @@ class Kube:
         else:
             await self.limiter.acquire()
         verb = method.lower()
-        try:
-            status, data = await asyncio.to_thread(
-                self._call, method, path, body, query, content_type
-            )
-        except ApiException as e:  # transport-level failures surface as ApiException too
-            status, data = e.status or 0, (e.body or "").encode()
+        if self.transport is None:
+            raise RuntimeError(f"no transport to send {method} {path}")
+        response = await self.transport.send(
+            method, path, body=body, query=query, content_type=content_type
+        )
+        status, data = response.status, response.body
         if self.count:
             self.count(verb, status)
         if status >= 400 or status == 0:
-            parsed: dict[str, Any] | None = None
-            try:
-                parsed = json.loads(data) if data else None
-            except ValueError:
-                parsed = None
-            raise ApiError(status, "error", parsed if isinstance(parsed, dict) else None)
+            raise ApiError(status, "error", _parsed(data))
         if raw:
             return data
         return json.loads(data) if data else {}
 
-    def _call(
-        self,
-        method: str,
-        path: str,
-        body: Any,
-        query: list[tuple[str, Any]] | None,
-        content_type: str,
-    ) -> tuple[int, bytes]:
-        client = self.api_client
-        _method, url, headers, serialized, post = client.param_serialize(
-            method,
-            path,
-            query_params=query or [],
-            header_params={"Accept": "application/json", "Content-Type": content_type},
-            body=body,
-            auth_settings=["BearerToken"],
-        )
-        response = client.call_api(
-            _method,
-            url,
-            header_params=headers,
-            body=serialized,
-            post_params=post,
-            _request_timeout=self.timeout,
-        )
-        data: bytes = response.read() or b""
-        return response.status, data
+    async def close(self) -> None:
+        if self.transport is not None:
+            await self.transport.close()
 
     # -- workflows ------------------------------------------------------------------------
 
@@ -519,79 +503,38 @@ class Kube:
         self, namespace: str, name: str, *, timeout_seconds: int
     ) -> AsyncIterator[dict[str, Any]]:
         """The watch events of one Lease, as they come, until the server ends the watch after
-        ``timeout_seconds`` (or the connection is silent for that long, which raises).
-
-        The stream is read in a daemon thread of its own (a watch holds its connection for
-        minutes, and must neither take a worker of the default executor nor delay the exit).
-        """
+        ``timeout_seconds`` (or the connection is silent for that long, which raises)."""
+        if self.transport is None:
+            raise RuntimeError("no transport to watch a Lease")
         await self.limiter.acquire()
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue[dict[str, Any] | BaseException | None] = asyncio.Queue()
-
-        def put(item: dict[str, Any] | BaseException | None) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening
-                loop.call_soon_threadsafe(events.put_nowait, item)
-
-        def stream() -> None:
-            try:
-                response = self._open_watch(
-                    f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases",
-                    [
-                        ("watch", "true"),
-                        ("fieldSelector", f"metadata.name={name}"),
-                        ("timeoutSeconds", timeout_seconds),
-                    ],
-                    read_timeout=timeout_seconds + 10.0,
-                )
-                try:
-                    for line in response:
-                        if line.strip():
-                            put(json.loads(line))
-                finally:
-                    response.release_conn()
-            except BaseException as e:  # handed to the reader, which raises it
-                put(e)
-            else:
-                put(None)
-
-        threading.Thread(target=stream, name=f"watch-lease-{name}", daemon=True).start()
-        while (item := await events.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            if item.get("type") == "ERROR":
-                status = item.get("object") or {}
-                raise ApiError(int(status.get("code") or 0), "watch error", status)
-            yield item
-
-    def _open_watch(self, path: str, query: list[tuple[str, Any]], read_timeout: float) -> Any:
-        """The unread response of a watch request (a urllib3 response: iterate it for lines)."""
-        client = self.api_client
-        _method, url, headers, _body, _post = client.param_serialize(
-            "GET",
-            path,
-            query_params=query,
-            header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"],
-        )
+        query: list[tuple[str, Any]] = [
+            ("watch", True),
+            ("fieldSelector", f"metadata.name={name}"),
+            ("timeoutSeconds", timeout_seconds),
+        ]
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+        answered = False
         try:
-            response = client.call_api(
-                "GET", url, header_params=headers, _request_timeout=(10.0, read_timeout)
-            ).response
-        except ApiException as e:
-            if self.count:
-                self.count("watch", e.status or 0)
-            raise ApiError(e.status or 0, e.reason or "error") from None
-        if self.count:
-            self.count("watch", response.status)
-        if response.status >= 400:
-            data = response.read()
-            response.release_conn()
-            try:
-                parsed = json.loads(data) if data else None
-            except ValueError:
-                parsed = None
-            raise ApiError(response.status, "error", parsed if isinstance(parsed, dict) else None)
-        return response
+            async with self.transport.stream(
+                path, query, read_timeout=timeout_seconds + 10.0
+            ) as response:
+                answered = True
+                if self.count:
+                    self.count("watch", response.status)
+                if response.status >= 400:
+                    raise ApiError(response.status, "error", _parsed(await response.read()))
+                async for line in response.content:
+                    if not line.strip():
+                        continue
+                    item = json.loads(line)
+                    if item.get("type") == "ERROR":
+                        status = item.get("object") or {}
+                        raise ApiError(int(status.get("code") or 0), "watch error", status)
+                    yield item
+        except (aiohttp.ClientError, TimeoutError) as e:
+            if self.count and not answered:
+                self.count("watch", 0)
+            raise ApiError(0, f"{type(e).__name__}: {e}") from None
 
     # -- authentication and authorization of callers (metrics) ------------------------------
 

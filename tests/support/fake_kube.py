@@ -56,7 +56,7 @@ class Faults:
 
 class FakeKube(Kube):
     def __init__(self) -> None:
-        super().__init__(api_client=None)
+        super().__init__(None)
         self.workflows: dict[Key, dict[str, Any]] = {}
         self.jobs: dict[Key, dict[str, Any]] = {}
         self.pods: dict[Key, dict[str, Any]] = {}

@@ -316,15 +316,21 @@ def test_the_cleanup_handler_posts_what_is_held_through_the_operators_client() -
     async def create(manifest: dict[str, Any]) -> None:
         created.append(manifest)
 
+    async def close() -> None:  # the client's connections go last, after what it sends
+        created.append({"reason": "closed", "message": ""})
+
     recorder = EventRecorder(lambda *_: None, clock=Clock())
     for s in "abc":
         recorder.post(WF, "Normal", "StepStarted", f"step {s} started")
     memo = kopf.Memo()
     memo.runtime = SimpleNamespace(
-        events=recorder, kube=SimpleNamespace(create_event=create), queue=WorkQueue()
+        events=recorder, kube=SimpleNamespace(create_event=create, close=close), queue=WorkQueue()
     )
     asyncio.run(handlers.cleanup(memo))
-    assert [(m["reason"], m["message"]) for m in created] == [("StepStarted", "step c started")]
+    assert [(m["reason"], m["message"]) for m in created] == [
+        ("StepStarted", "step c started"),
+        ("closed", ""),
+    ]
 
 
 def test_the_numbers_the_runbook_gives() -> None:

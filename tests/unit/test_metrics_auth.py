@@ -12,8 +12,10 @@ from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import kubernetes
 import pytest
 
+from agentflow.apitransport import ApiTransport, Response
 from agentflow.kube import REVIEW_BURST, REVIEW_QPS, Kube, Throttled, TokenBucket, UserInfo
 from agentflow.metrics import TooManyRequests
 from agentflow.metricsauth import (
@@ -263,25 +265,16 @@ def test_a_spent_review_rate_limit_is_429_and_is_not_cached() -> None:
     assert authorize.first.in_flight == 0
 
 
-class Response:
-    status = 201
+class FakeTransport(ApiTransport):
+    """A transport that sends nothing: it records the paths and answers every review "no"."""
 
-    def read(self) -> bytes:
-        return json.dumps({"status": {"authenticated": False}}).encode()
+    def __init__(self) -> None:
+        super().__init__(kubernetes.client.Configuration())
+        self.paths: list[str] = []
 
-
-@dataclass
-class FakeApiClient:
-    """The two calls ``Kube`` makes of a ``kubernetes.client.ApiClient``; records the paths."""
-
-    paths: list[str] = field(default_factory=list)
-
-    def param_serialize(self, method: str, path: str, **_: Any) -> tuple[Any, ...]:
-        return method, path, {}, None, []
-
-    def call_api(self, method: str, url: str, **_: Any) -> Response:
-        self.paths.append(url)
-        return Response()
+    async def send(self, method: str, path: str, **_: Any) -> Response:
+        self.paths.append(path)
+        return Response(201, json.dumps({"status": {"authenticated": False}}).encode())
 
 
 async def tally(
@@ -299,7 +292,7 @@ async def tally(
 
 
 def test_reviews_have_their_own_rate_limit_and_never_take_the_reconcile_loops() -> None:
-    api = FakeApiClient()
+    api = FakeTransport()
     counted: list[tuple[str, int]] = []
     kube = Kube(api, qps=50.0, burst=100, count=lambda verb, code: counted.append((verb, code)))
 

@@ -40,7 +40,7 @@ class FakeApi(Kube):
     """Jobs and pods by name, uids made up on create; DELETE honours ``preconditions.uid``."""
 
     def __init__(self) -> None:
-        super().__init__(api_client=None)
+        super().__init__(None)
         self.objects: dict[str, dict[str, Any]] = {}
         self.calls: list[tuple[str, str, Any]] = []
         self.created = 0
