@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from kubernetes.client.rest import should_bypass_proxies
 
 from agentflow import __version__
 
@@ -108,8 +109,11 @@ class ApiTransport:
         extras: dict[str, Any] = {}
         if self.configuration.tls_server_name:
             extras["server_hostname"] = self.configuration.tls_server_name
-        if self.configuration.proxy:
-            extras["proxy"] = self.configuration.proxy
+        proxy = self.configuration.proxy
+        if proxy and not should_bypass_proxies(self.host, self.configuration.no_proxy or ""):
+            extras["proxy"] = proxy
+            if self.configuration.proxy_headers:
+                extras["proxy_headers"] = self.configuration.proxy_headers
         return extras
 
     async def send(

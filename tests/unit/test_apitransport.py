@@ -113,3 +113,25 @@ def test_a_request_without_an_answer_in_time_is_status_zero() -> None:
 
     status, message = asyncio.run(main())
     assert status == 0 and "Timeout" in message
+
+
+def test_the_configurations_proxy_is_used_unless_no_proxy_names_the_host() -> None:
+    via_proxy: list[str] = []
+
+    async def proxy(request: web.Request) -> web.Response:
+        via_proxy.append(str(request.url))
+        return web.Response(status=200, body=b"{}")
+
+    async def main(no_proxy: str) -> int:
+        async with serve(proxy) as proxy_url:
+            c = configuration("http://127.0.0.1:9")  # nothing listens there
+            c.proxy, c.no_proxy = proxy_url, no_proxy
+            transport = ApiTransport(c)
+            status = (await transport.send("GET", "/api/v1/namespaces")).status
+            await transport.close()
+            return status
+
+    assert asyncio.run(main("")) == 200
+    assert via_proxy == ["http://127.0.0.1:9/api/v1/namespaces"]
+    assert asyncio.run(main("127.0.0.1")) == 0  # straight to the host, where nothing answers
+    assert len(via_proxy) == 1
