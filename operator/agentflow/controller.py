@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -217,6 +217,19 @@ class ParsedSpec:
     spec: WorkflowSpec
 
 
+@dataclass(frozen=True)
+class Launch:
+    """A step Job this process created, which the watch may not have shown yet."""
+
+    at: float  # time.monotonic() when it was created
+    owner: Key  # its Workflow's (namespace, uid)
+    job_name: str
+
+
+# Whether the watch shows Job ``job_name`` among the Jobs of the Workflow (namespace, uid).
+JobShown = Callable[[Key, str], bool]
+
+
 @dataclass
 class Runtime:
     """Operator-wide state shared by the handlers (kopf's ``memo``)."""
@@ -246,8 +259,9 @@ class Runtime:
     # The workspace claim this process has seen in place, per Workflow (by its uid and the
     # claim's name): later passes do not ask the API again.
     claims_ready: dict[Key, tuple[str, str]] = field(default_factory=dict)
-    # Step Jobs created by this process and not yet seen by the watch: namespace -> name -> when.
-    launched: dict[str, dict[str, float]] = field(default_factory=dict)
+    # Step Jobs created by this process and not yet seen by the watch: scope (a namespace, or
+    # a concurrency limit's limit_scope) -> the Job's name in that scope's index -> the launch.
+    launched: dict[str, dict[str, Launch]] = field(default_factory=dict)
     is_leader: bool = True
     # Each namespace's CEL time, from which every pass draws its budget.
     cel_time: CelTime = field(default_factory=CelTime)
@@ -322,30 +336,34 @@ class Runtime:
             if key[0] == namespace:
                 self.queue.add(key)
 
-    def note_launched(self, namespace: str, job_name: str) -> None:
-        self.launched.setdefault(namespace, {})[job_name] = time.monotonic()
+    def note_launched(self, scope: str, name: str, owner: Key, job_name: str) -> None:
+        """Job ``job_name`` of the Workflow ``owner`` (namespace, uid) was just created; it
+        counts against ``scope`` under ``name`` (the name its active index gives it)."""
+        self.launched.setdefault(scope, {})[name] = Launch(time.monotonic(), owner, job_name)
 
-    def forget_launched(self, namespace: str, job_name: str) -> None:
+    def forget_launched(self, scope: str, name: str) -> None:
         """A Job noted as launched was not created after all (its name was taken)."""
-        self.launched.get(namespace, {}).pop(job_name, None)
+        self.launched.get(scope, {}).pop(name, None)
 
-    def active_jobs(self, namespace: str, watched: Iterable[tuple[str, bool]]) -> int:
-        """Step Jobs that count against ``namespace``'s limit: the watched ones still active,
-        and the ones this process created that the watch has not shown yet.
+    def active_jobs(self, scope: str, active: Collection[str], shown: JobShown) -> int:
+        """Step Jobs that count against ``scope``'s limit: the active ones the watch shows
+        (``active``, their names; finished Jobs leave that index), and the ones this process
+        created that the watch has not shown yet.
 
-        Our own status write comes back before the watch delivers the Jobs just
-        created; counting only what the watch shows would then start more than the limit.
+        Our own status write comes back before the watch delivers the Jobs just created;
+        counting only what the watch shows would then start more than the limit.  A launched
+        Job stops counting as such once the watch shows it: among the active ones, or among
+        its Workflow's Jobs (``shown``), when it finished before any pass saw it active.
         """
-        seen: set[str] = set()
-        active = 0
-        for name, is_active in watched:
-            seen.add(name)
-            active += is_active
-        pending = self.launched.get(namespace, {})
+        pending = self.launched.get(scope)
+        if not pending:
+            return len(active)
+        names = set(active)  # bounded by the limit: only active Jobs are in the index
         expired = time.monotonic() - LAUNCH_VISIBLE_SECONDS
-        for name in [n for n, at in pending.items() if n in seen or at < expired]:
-            del pending[name]
-        return active + len(pending)
+        for name, launch in list(pending.items()):
+            if name in names or launch.at < expired or shown(launch.owner, launch.job_name):
+                del pending[name]
+        return len(active) + len(pending)
 
     def concurrency_grant(self, key: Key, running: Mapping[str, int]) -> ConcurrencyGrant:
         """What ``key``'s pass may start under the concurrency limits: each limit's free slots
@@ -751,14 +769,18 @@ async def act(
     grant = planning.limits.concurrency
     for _ in range(MAX_JOB_CONFLICT_REPLANS + 1):
         creates = [a for a in actions if isinstance(a, CreateJob)]
+        owner = (namespace, wf.uid)
         if slots is not None:
             for create in creates:
-                rt.note_launched(namespace, create.job_name)
+                rt.note_launched(namespace, create.job_name, owner, create.job_name)
         for create in creates:
             if create.concurrency_limit is not None:
-                # Under the name the limit's index gives it (limit_step_jobs).
+                # Under the name the limit's index gives it (limit_active_jobs).
                 rt.note_launched(
-                    limit_scope(create.concurrency_limit), f"{namespace}/{create.job_name}"
+                    limit_scope(create.concurrency_limit),
+                    f"{namespace}/{create.job_name}",
+                    owner,
+                    create.job_name,
                 )
         conflicts = await execute(rt, body, wf, actions, now, uids)
         if not conflicts:

@@ -334,40 +334,39 @@ async def step_pods(
 
 
 @kopf.index("batch", "v1", "jobs", labels={LABEL_WORKFLOW: kopf.PRESENT})
-async def namespace_step_jobs(
-    body: kopf.Body, namespace: str | None, **_: Any
-) -> dict[str, tuple[str, bool]]:
-    """Every step Job by namespace, and whether it is active (for the namespace's Job limit).
+async def namespace_active_jobs(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, str]:
+    """The names of the active step Jobs, by namespace (for the namespace's Job limit).
 
-    Finished Jobs stay, marked inactive: when an index function returns None, kopf keeps the
-    object's previous entry, so an index of active Jobs only would never lose one.
+    A Job that finishes leaves the index (an index function's ``{}`` drops the object's
+    entries), so a pass counts a namespace's active Jobs with ``len``, not by walking every
+    Job the namespace has run.
     """
     summary = summarize_job(body)
-    if summary is None or summary.owner_uid is None:
-        return {}  # not a Workflow's Job: it does not count, and forgets a previous entry
-    return {namespace or "": (summary.name, summary.state is JobState.ACTIVE)}
+    if summary is None or summary.owner_uid is None or summary.state is not JobState.ACTIVE:
+        return {}  # finished, or not a Workflow's Job: it does not count
+    return {namespace or "": summary.name}
 
 
 @kopf.index("batch", "v1", "jobs", labels={LABEL_WORKFLOW: kopf.PRESENT})
-async def limit_step_jobs(
+async def limit_active_jobs(
     body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
-) -> dict[str, tuple[str, bool]]:
+) -> dict[str, str]:
     return limit_job_entry(body, namespace, labels)
 
 
 def limit_job_entry(
     body: Mapping[str, Any], namespace: str | None, labels: Mapping[str, str]
-) -> dict[str, tuple[str, bool]]:
-    """Every step Job of a concurrency limit by the limit's name (its label), cluster-wide:
-    ``namespace/name`` and whether it is active.  As in namespace_step_jobs, finished Jobs stay,
-    marked inactive, and a Job that is not a Workflow's counts for nothing."""
+) -> dict[str, str]:
+    """The active step Jobs of each concurrency limit by the limit's name (its label),
+    cluster-wide, as ``namespace/name``.  As in namespace_active_jobs, a finished Job leaves
+    the index, and a Job that is not a Workflow's counts for nothing."""
     limit = labels.get(LABEL_LIMIT)
     if not limit:
         return {}
     summary = summarize_job(body)
-    if summary is None or summary.owner_uid is None:
+    if summary is None or summary.owner_uid is None or summary.state is not JobState.ACTIVE:
         return {}
-    return {limit: (f"{namespace or ''}/{summary.name}", summary.state is JobState.ACTIVE)}
+    return {limit: f"{namespace or ''}/{summary.name}"}
 
 
 @kopf.index(*POLICIES)
@@ -528,8 +527,8 @@ class WorkflowIndexes:
 
     step_jobs: kopf.Index[Key, JobSummary]
     step_pods: kopf.Index[Key, PodSummary]
-    namespace_step_jobs: kopf.Index[str, tuple[str, bool]]
-    limit_step_jobs: kopf.Index[str, tuple[str, bool]]
+    namespace_active_jobs: kopf.Index[str, str]
+    limit_active_jobs: kopf.Index[str, str]
     fallback_policies: kopf.Index[Key, dict[str, Any]]
     cache_entries: kopf.Index[Key, CacheEntry]
 
@@ -555,12 +554,18 @@ def gather(rt: Runtime, indexes: WorkflowIndexes, key: Key, uid: str) -> Observa
                 freshest = entry
         return freshest
 
-    active_in_namespace = rt.active_jobs(namespace, indexes.namespace_step_jobs.get(namespace, []))
+    def shown(owner: Key, job_name: str) -> bool:
+        return any(job.name == job_name for job in indexes.step_jobs.get(owner, ()))
+
+    active = indexes.namespace_active_jobs.get(namespace, ())
+    active_in_namespace = rt.active_jobs(namespace, active, shown)
     rt.metrics.jobs_active.labels(namespace=namespace).set(active_in_namespace)
     running_by_limit: dict[str, int] = {}
     for rule in rt.config.concurrency_rules:
         running = rt.active_jobs(
-            controller.limit_scope(rule.name), indexes.limit_step_jobs.get(rule.name, [])
+            controller.limit_scope(rule.name),
+            indexes.limit_active_jobs.get(rule.name, ()),
+            shown,
         )
         running_by_limit[rule.name] = running
         rt.metrics.concurrency_running.labels(limit=rule.name).set(running)

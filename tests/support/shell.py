@@ -78,16 +78,20 @@ class Shell:
         def lookup(cache_key: str) -> CacheEntry | None:
             return entries.get(cache_key)
 
-        # Each concurrency limit's Jobs, cluster-wide, as the handlers count them.
-        by_limit: dict[str, list[tuple[str, bool]]] = {}
+        # Each concurrency limit's active Jobs, cluster-wide, as the handlers count them.
+        by_limit: dict[str, list[str]] = {}
         for (ns, _), job in self.kube.jobs.items():
             labels = job["metadata"].get("labels") or {}
             entry = handlers.limit_job_entry(job, ns, labels)
             for limit, value in entry.items():
                 by_limit.setdefault(limit, []).append(value)
+
+        def shown(owner: tuple[str, str], job_name: str) -> bool:
+            return any(j.name == job_name for j in self.kube.summaries(*owner)[0])
+
         running_by_limit = {
             rule.name: self.rt.active_jobs(
-                controller.limit_scope(rule.name), by_limit.get(rule.name, [])
+                controller.limit_scope(rule.name), by_limit.get(rule.name, []), shown
             )
             for rule in self.config.concurrency_rules
         }
@@ -156,13 +160,13 @@ def workflow_indexes(shell: Shell, key: Key) -> handlers.WorkflowIndexes:
 
     def active() -> dict[Any, list[Any]]:
         summaries = shell.kube.summaries(namespace, uid())[0]
-        return {namespace: [(j.name, j.state == "Active") for j in summaries]}
+        return {namespace: [j.name for j in summaries if j.state == "Active"]}
 
     live: Any = {
         "step_jobs": LiveIndex(jobs),
         "step_pods": LiveIndex(pods),
-        "namespace_step_jobs": LiveIndex(active),
-        "limit_step_jobs": LiveIndex(dict),
+        "namespace_active_jobs": LiveIndex(active),
+        "limit_active_jobs": LiveIndex(dict),
         "fallback_policies": LiveIndex(dict),
         "cache_entries": LiveIndex(dict),
     }
