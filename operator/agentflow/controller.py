@@ -254,6 +254,10 @@ class Runtime:
     phases: dict[Key, str] = field(default_factory=dict)
     # The validated spec of each unfinished Workflow, for its current generation.
     specs: dict[Key, ParsedSpec] = field(default_factory=dict)
+    # The status each unfinished Workflow's last write stored, as the model it was written
+    # from, by the resourceVersion the write gave the object: a pass from that very version
+    # plans from it rather than validating the same status again (see status_of).
+    stored_statuses: dict[Key, tuple[str, WorkflowStatus]] = field(default_factory=dict)
     last_heartbeat: float = field(default_factory=time.monotonic)
     cache_names: set[Key] = field(default_factory=set)
     # The workspace claim this process has seen in place, per Workflow (by its uid and the
@@ -437,6 +441,7 @@ class Runtime:
         self.claims_ready.pop(key, None)
         self.phases.pop(key, None)
         self.specs.pop(key, None)
+        self.stored_statuses.pop(key, None)
         if self.events is not None:
             self.events.forget(*key)
         self._refresh_phase_gauge()
@@ -859,6 +864,34 @@ def parse_workflow(rt: Runtime, key: Key, body: Mapping[str, Any]) -> Workflow:
     return workflow
 
 
+def status_of(rt: Runtime, key: Key, body: Mapping[str, Any]) -> WorkflowStatus | None:
+    """The status of ``body`` as a model: the one our last write was made from when ``body``
+    is the very version that write stored, else ``body``'s status validated.
+
+    A resourceVersion names one stored object, and the model is kept only when the API server
+    answered the write with exactly the status the model wires to (``remember_stored``); a
+    model validated from its own wire form equals it (a property test checks that on every
+    pass it plans), and the planner copies what it changes, never changing its input.
+    """
+    version = (body.get("metadata") or {}).get("resourceVersion")
+    stored = rt.stored_statuses.get(key)
+    if stored is not None and version and stored[0] == version:
+        return stored[1]
+    return parse_status(body.get("status"))
+
+
+def remember_stored(
+    rt: Runtime, key: Key, status: WorkflowStatus, wired: dict[str, Any], written: Mapping[str, Any]
+) -> None:
+    """Keep ``status`` for the next pass if ``written`` (the API server's answer to the write
+    of ``wired``) stored exactly that; forget the older one otherwise."""
+    version = (written.get("metadata") or {}).get("resourceVersion")
+    if version and written.get("status") == wired:
+        rt.stored_statuses[key] = (str(version), status)
+    else:
+        rt.stored_statuses.pop(key, None)
+
+
 def parse_status(raw: Mapping[str, Any] | None) -> WorkflowStatus | None:
     if not raw:
         return None
@@ -972,7 +1005,7 @@ async def _reconcile_once(
     now = rt.clock()
     wf_ref = WorkflowRef(name=name, namespace=namespace, uid=meta.get("uid", ""))
     old_raw: dict[str, Any] = dict(body.get("status") or {})
-    old = parse_status(old_raw)
+    old = status_of(rt, key, body)
     try:
         workflow = parse_workflow(rt, key, body)
     except ValidationError as e:
@@ -1046,6 +1079,7 @@ async def _reconcile_once(
                 return again
             written = again
         rt.written[key] = Written(meta.get("resourceVersion"), written)
+        remember_stored(rt, key, new, new_raw, written)
         # The pass's changes count once their status is stored (a lost write is planned again).
         rt.metrics.apply(
             metric_updates(namespace, plan.facts), rt.config.metrics_agents_per_namespace
@@ -1055,6 +1089,7 @@ async def _reconcile_once(
         # A finished Workflow is not planned again until it changes: thousands of them stay
         # around, and their specs would only take memory.
         rt.specs.pop(key, None)
+        rt.stored_statuses.pop(key, None)
     requeue = plan.requeue_after
     if recheck is not None:
         # A grace period of observe() ends then, and no watch event may mark it.

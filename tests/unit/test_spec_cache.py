@@ -1,4 +1,5 @@
-"""A Workflow's spec is validated once per generation; its metadata and status on every pass."""
+"""A Workflow's spec is validated once per generation, its metadata on every pass, and its
+status unless the pass starts from the very version our last write stored."""
 
 from __future__ import annotations
 
@@ -130,3 +131,85 @@ def finished(shell: Shell, job: str) -> bool:
         step.get("phase") == "Succeeded" and any(a.get("jobName") == job for a in step["attempts"])
         for step in shell.status(("team", "wf"))["steps"]
     )
+
+
+@pytest.fixture
+def status_validations(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The raw statuses the controller validates."""
+    seen: list[Any] = []
+    original = controller.parse_status
+
+    def counting(raw: Mapping[str, Any] | None) -> Any:
+        seen.append(copy.deepcopy(raw))
+        return original(raw)
+
+    monkeypatch.setattr(controller, "parse_status", counting)
+    return seen
+
+
+def test_a_pass_from_the_version_our_write_stored_plans_from_the_model_it_wrote(
+    status_validations: list[Any],
+) -> None:
+    shell = Shell(Clock(T0))
+    key = shell.submit("wf", script_spec({"name": "s", "agent": "a"}, {"name": "t", "agent": "a"}))
+    shell.reconcile(key)
+    assert status_validations == [None]  # a new Workflow: nothing to validate
+    version, model = shell.rt.stored_statuses[key]
+    assert version == shell.body(key)["metadata"]["resourceVersion"]
+    assert model.wire() == shell.status(key)
+    shell.reconcile(key)
+    shell.reconcile(key)
+    assert status_validations == [None]
+    assert [s["phase"] for s in shell.status(key)["steps"]] == ["Running", "Pending"]
+
+
+def test_a_status_another_client_changed_is_validated_and_its_change_kept(
+    status_validations: list[Any],
+) -> None:
+    shell = Shell(Clock(T0))
+    key = shell.submit("wf", script_spec({"name": "s", "agent": "a"}))
+    shell.reconcile(key)
+    body = shell.kube.workflows[key]
+    theirs = {"type": "Audited", "status": "True", "reason": "Checked", "message": "ok"}
+    body["status"]["conditions"].append({**theirs, "lastTransitionTime": "2026-01-01T00:00:00Z"})
+    body["metadata"]["resourceVersion"] = "999"  # what the API server does on their write
+    shell.reconcile(key)
+    assert len(status_validations) == 2 and status_validations[1] is not None
+    conditions = {c["type"]: c for c in shell.status(key)["conditions"]}
+    assert conditions["Audited"]["reason"] == "Checked"
+
+
+def test_a_write_answered_with_another_status_keeps_no_model(
+    status_validations: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shell = Shell(Clock(T0))
+    key = shell.submit("wf", script_spec({"name": "s", "agent": "a"}))
+    write = shell.kube.patch_workflow_status
+
+    async def defaulting(*args: Any, **kwargs: Any) -> dict[str, Any] | None:
+        # As a schema default of the API server would: the stored status is not the one sent.
+        written = await write(*args, **kwargs)
+        if written is not None:
+            written["status"]["defaulted"] = True
+        return written
+
+    monkeypatch.setattr(shell.kube, "patch_workflow_status", defaulting)
+    shell.reconcile(key)
+    assert key not in shell.rt.stored_statuses
+    shell.reconcile(key)
+    assert len(status_validations) == 2
+
+
+def test_the_stored_status_is_dropped_when_finished_or_forgotten() -> None:
+    shell = Shell(Clock(T0))
+    key = shell.submit("wf", script_spec({"name": "s", "agent": "a"}))
+    shell.reconcile(key)
+    assert key in shell.rt.stored_statuses
+    shell.rt.forget(key)
+    assert key not in shell.rt.stored_statuses
+    shell.reconcile(key)
+    [name] = [n for (ns, n) in shell.kube.jobs if ns == NAMESPACE]
+    shell.kube.finish_job(NAMESPACE, name, shell.clock.now)
+    shell.reconcile(key)
+    assert shell.status(key)["phase"] == "Succeeded"
+    assert key not in shell.rt.stored_statuses

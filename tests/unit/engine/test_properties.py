@@ -30,6 +30,7 @@ from agentflow.api.models import (
     StepPhase,
     Workflow,
     WorkflowPhase,
+    WorkflowStatus,
 )
 from agentflow.engine import plan, step_dependencies
 from agentflow.engine.types import (
@@ -170,7 +171,13 @@ def simulate(scenario: Scenario) -> World:
             w.wf = w.wf.model_copy(update={"metadata": meta})
         limits = _slots(w, scenario.namespace_cap)
         w.limits = limits
+        given_status = w.wf.status.model_copy(deep=True) if w.wf.status else None
         p = plan(w.wf, w.policy, w.observed(), w.cache.get, w.now, limits)
+        # The operator plans its next pass from the very model it wrote (controller.status_of):
+        # the planner must not change the status it is given, and the model must come back
+        # equal from its wire form, as a pass from the API server's copy would read it.
+        assert w.wf.status == given_status, "plan changed the status it was given"
+        assert WorkflowStatus.model_validate(p.status.wire()) == p.status
         _check_pass(w, p, limits, scenario)
         w.apply(p)
 
