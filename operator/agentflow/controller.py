@@ -845,7 +845,8 @@ def parse_workflow(rt: Runtime, key: Key, body: Mapping[str, Any]) -> Workflow:
     new ``metadata.generation``, so a spec valid for a generation stays valid, and the passes of
     that generation share the object (pydantic takes a model instance for a field without
     validating it again).  The metadata, whose annotations start reruns and retries without a
-    new generation, is validated on every pass; so is the status (``parse_status``).  The
+    new generation, is validated on every pass; so is the status, unless the pass starts from
+    the version our last write stored (``status_of``).  The
     shared spec is never changed: the planner copies the status it changes and only reads the
     spec (``engine.planner._copy_status``), and the Workflow is copied with ``model_copy``, which
     shares the spec, never changes it (a test checks the spec after a Workflow's passes).
