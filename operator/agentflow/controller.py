@@ -245,6 +245,9 @@ class Runtime:
     queue: WorkQueue[Key] = field(default_factory=WorkQueue)
     # Each Workflow as the watch last delivered it: what a worker's pass plans from.
     workflows: dict[Key, Mapping[str, Any]] = field(default_factory=dict)
+    # Finished Workflows with nothing due, whose bodies are not kept (see rest): a pass would
+    # plan nothing until the Workflow itself changes, and that watch event brings the body.
+    resting: set[Key] = field(default_factory=set)
     written: dict[Key, Written] = field(default_factory=dict)
     # The last summary of each watched step Job and pod, per Workflow and by the child's uid: a
     # watch event that leaves it unchanged (a Job's ready count, a pod's node) changes no plan.
@@ -292,6 +295,19 @@ class Runtime:
         kept = self.workflows.get(key)
         if kept is None or not is_older(body, kept):
             self.workflows[key] = body
+            self.resting.discard(key)
+
+    def rest(self, key: Key) -> None:
+        """Drop the body of a finished Workflow that has nothing due.
+
+        Thousands of finished Workflows stay around; their bodies were most of what the
+        operator kept of them.  Wake-ups by their Jobs and pods (the Job controller marking a
+        Job Complete after its step was done) find no body and plan nothing, as a pass would
+        not either; a change of the Workflow itself (a rerun, a new spec) comes as a watch
+        event with the new body and plans as any other.
+        """
+        if self.workflows.pop(key, None) is not None:
+            self.resting.add(key)
 
     def wake_all(self) -> None:
         for key in self.workflows:
@@ -435,6 +451,7 @@ class Runtime:
         self.set_waiters(key, [])
         self.queue.forget(key)
         self.workflows.pop(key, None)
+        self.resting.discard(key)
         self.written.pop(key, None)
         self.children_seen.pop(key, None)
         self.outputs_stored.pop(key, None)

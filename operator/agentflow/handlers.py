@@ -461,8 +461,11 @@ async def workflow_changed(
         # finds it gone when it ends, and forgets it again.
         rt.forget(key)
         return
+    own = rt.is_own_write(key, (body.get("metadata") or {}).get("resourceVersion"))
+    if own and key in rt.resting:
+        return  # the echo of the write that finished it: it rests (see Runtime.rest)
     rt.saw_workflow(key, body)
-    if rt.is_own_write(key, (body.get("metadata") or {}).get("resourceVersion")):
+    if own:
         return  # the echo of our own status write: the pass that wrote it planned from it
     rt.wake(key)
 
@@ -615,6 +618,8 @@ async def reconcile_key(rt: Runtime, indexes: WorkflowIndexes, key: Key) -> None
         rt.queue.add_after(key, max(min(done.requeue_after, RESYNC_SECONDS), 0.05))
     elif not done.finished:
         rt.queue.add_after(key, RESYNC_SECONDS)
+    else:
+        rt.rest(key)
     # A finished Workflow is not planned again until it changes (a rerun, a retry, a new spec:
     # all watch events that wake it).  Re-planning every finished Workflow each RESYNC_SECONDS
     # was ~5% of a core with 5,000 of them (make bench, memory scenario).

@@ -188,3 +188,42 @@ def test_a_pass_after_a_lost_write_starts_from_the_object_read_again_not_an_olde
         assert rt.workflows[key] is recreated
 
     asyncio.run(scenario())
+
+
+def test_a_finished_workflow_rests_without_its_body_until_it_changes() -> None:
+    async def scenario() -> None:
+        shell = Shell(Clock(T0))
+        key = shell.submit("wf", SPEC)
+        rt = shell.rt
+        await delivered(shell, shell.body(key))
+        await one_pass(shell, key)
+        [(_, job)] = shell.kube.jobs
+        done = encode_termination_message(StepResult(summary="done"), full_size=4)
+        shell.kube.finish_job(NAMESPACE, job, T0, message=done)
+        await one_pass(shell, key)
+        assert shell.status(key)["phase"] == "Succeeded"
+        assert key in rt.resting and key not in rt.workflows
+        # The echo of the write that finished it keeps no body either.
+        await delivered(shell, copy.deepcopy(shell.body(key)), "MODIFIED")
+        assert key in rt.resting and key not in rt.workflows
+        taken = await rt.queue.get()  # the wake-up of its first delivery, passed above
+        rt.queue.done(taken)
+        assert not rt.queue.is_pending(key)
+        # The Job controller marking the Job Complete wakes nothing: there is nothing to plan.
+        rt.wake(key)
+        rt.wake_all()
+        assert not rt.queue.is_pending(key)
+        # A rerun is a change of the Workflow itself: its body comes with it, and it plans.
+        rerun = copy.deepcopy(shell.body(key))
+        rerun["metadata"]["annotations"] = {"agentflow.dev/rerun": "1"}
+        rerun["metadata"]["resourceVersion"] = str(int(rerun["metadata"]["resourceVersion"]) + 1)
+        shell.kube.workflows[key] = copy.deepcopy(rerun)
+        await delivered(shell, rerun, "MODIFIED")
+        assert key not in rt.resting and rt.queue.is_pending(key)
+        await one_pass(shell, key)
+        assert shell.status(key)["run"] == 2 and len(shell.kube.jobs) == 2
+        await delivered(shell, copy.deepcopy(shell.body(key)), "DELETED")
+        assert key not in rt.resting
+        rt.queue.shut_down()
+
+    asyncio.run(scenario())
