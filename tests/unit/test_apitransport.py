@@ -100,14 +100,17 @@ def test_a_request_carries_json_its_query_the_token_and_the_operators_name() -> 
 
 
 def test_a_request_without_an_answer_in_time_is_status_zero() -> None:
-    async def handler(request: web.Request) -> web.Response:
-        await asyncio.sleep(1)
-        return web.Response(status=200)
-
     async def main() -> tuple[int, str]:
+        answer = asyncio.Event()
+
+        async def handler(request: web.Request) -> web.Response:
+            await answer.wait()  # until the client has given up
+            return web.Response(status=200)
+
         async with serve(handler) as host:
             transport = ApiTransport(configuration(host), request_timeout=0.2)
             response = await transport.send("GET", "/slow")
+            answer.set()
             await transport.close()
             return response.status, json.loads(response.body)["message"]
 
