@@ -267,8 +267,8 @@ class Runtime:
     # claim's name): later passes do not ask the API again.
     claims_ready: dict[Key, tuple[str, str]] = field(default_factory=dict)
     # Step Jobs created by this process and not yet seen by the watch: scope (a namespace, or
-    # a concurrency limit's limit_scope) -> the Job's name in that scope's index -> the launch.
-    launched: dict[str, dict[str, Launch]] = field(default_factory=dict)
+    # a concurrency limit's limit_scope) -> (its Workflow's uid, the Job's name) -> the launch.
+    launched: dict[str, dict[tuple[str, str], Launch]] = field(default_factory=dict)
     is_leader: bool = True
     # Each namespace's CEL time, from which every pass draws its budget.
     cel_time: CelTime = field(default_factory=CelTime)
@@ -356,19 +356,20 @@ class Runtime:
             if key[0] == namespace:
                 self.queue.add(key)
 
-    def note_launched(self, scope: str, name: str, owner: Key, job_name: str) -> None:
+    def note_launched(self, scope: str, owner: Key, job_name: str) -> None:
         """Job ``job_name`` of the Workflow ``owner`` (namespace, uid) was just created; it
-        counts against ``scope`` under ``name`` (the name its active index gives it)."""
-        self.launched.setdefault(scope, {})[name] = Launch(time.monotonic(), owner, job_name)
+        counts against ``scope``."""
+        launch = Launch(time.monotonic(), owner, job_name)
+        self.launched.setdefault(scope, {})[(owner[1], job_name)] = launch
 
-    def forget_launched(self, scope: str, name: str) -> None:
+    def forget_launched(self, scope: str, owner: Key, job_name: str) -> None:
         """A Job noted as launched was not created after all (its name was taken)."""
-        self.launched.get(scope, {}).pop(name, None)
+        self.launched.get(scope, {}).pop((owner[1], job_name), None)
 
-    def active_jobs(self, scope: str, active: Collection[str], shown: JobShown) -> int:
+    def active_jobs(self, scope: str, active: Collection[JobSummary], shown: JobShown) -> int:
         """Step Jobs that count against ``scope``'s limit: the active ones the watch shows
-        (``active``, their names; finished Jobs leave that index), and the ones this process
-        created that the watch has not shown yet.
+        (``active``; finished Jobs leave that index), and the ones this process created that
+        the watch has not shown yet.
 
         Our own status write comes back before the watch delivers the Jobs just created;
         counting only what the watch shows would then start more than the limit.  A launched
@@ -378,11 +379,11 @@ class Runtime:
         pending = self.launched.get(scope)
         if not pending:
             return len(active)
-        names = set(active)  # bounded by the limit: only active Jobs are in the index
+        watched = {(j.owner_uid, j.name) for j in active}  # bounded: only active Jobs
         expired = time.monotonic() - LAUNCH_VISIBLE_SECONDS
-        for name, launch in list(pending.items()):
-            if name in names or launch.at < expired or shown(launch.owner, launch.job_name):
-                del pending[name]
+        for launched, launch in list(pending.items()):
+            if launched in watched or launch.at < expired or shown(launch.owner, launch.job_name):
+                del pending[launched]
         return len(active) + len(pending)
 
     def concurrency_grant(self, key: Key, running: Mapping[str, int]) -> ConcurrencyGrant:
@@ -794,25 +795,17 @@ async def act(
         owner = (namespace, wf.uid)
         if slots is not None:
             for create in creates:
-                rt.note_launched(namespace, create.job_name, owner, create.job_name)
+                rt.note_launched(namespace, owner, create.job_name)
         for create in creates:
             if create.concurrency_limit is not None:
-                # Under the name the limit's index gives it (limit_active_jobs).
-                rt.note_launched(
-                    limit_scope(create.concurrency_limit),
-                    f"{namespace}/{create.job_name}",
-                    owner,
-                    create.job_name,
-                )
+                rt.note_launched(limit_scope(create.concurrency_limit), owner, create.job_name)
         conflicts = await execute(rt, body, wf, actions, now, uids)
         if not conflicts:
             break
         for create, reason, message in conflicts:
-            rt.forget_launched(namespace, create.job_name)
+            rt.forget_launched(namespace, owner, create.job_name)
             if create.concurrency_limit is not None:
-                rt.forget_launched(
-                    limit_scope(create.concurrency_limit), f"{namespace}/{create.job_name}"
-                )
+                rt.forget_launched(limit_scope(create.concurrency_limit), owner, create.job_name)
             observed.append(conflicting_job(create, reason, message, now))
         if slots is not None:
             slots = max(0, slots - len(creates) + len(conflicts))

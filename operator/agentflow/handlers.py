@@ -311,18 +311,45 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 # ---- indexes ------------------------------------------------------------------------------
 
 
+# The keys of the step-Job index.  kopf runs every index function of a resource on each of its
+# events, and builds the function's arguments each time: one index with three kinds of key
+# costs a third of three indexes (the Jobs' watch events are the most the operator gets).
+JOBS_OF = "owner"  # (JOBS_OF, namespace, the owning Workflow's uid): all its Jobs
+ACTIVE_IN = "namespace"  # (ACTIVE_IN, namespace): the namespace's active Jobs (its Job limit)
+ACTIVE_UNDER = "limit"  # (ACTIVE_UNDER, limit): a concurrency limit's active Jobs, cluster-wide
+JobKey = tuple[str, ...]
+
+
 @kopf.index("batch", "v1", "jobs", labels={LABEL_WORKFLOW: kopf.PRESENT})
-async def step_jobs(body: kopf.Body, namespace: str | None, **_: Any) -> dict[Key, JobSummary]:
-    """Step Jobs by (namespace, uid of the Workflow that owns them).
+async def step_jobs(
+    body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
+) -> dict[JobKey, JobSummary]:
+    return job_entries(body, namespace, labels)
+
+
+def job_entries(
+    body: Mapping[str, Any], namespace: str | None, labels: Mapping[str, str]
+) -> dict[JobKey, JobSummary]:
+    """A step Job's entries in the step-Job index.
 
     By the owner's uid, not the workflow label: labels can be copied onto any Job, and a
     Workflow deleted and made again under its name is another Workflow.  A Job without such an
-    owner is nobody's attempt (``{}``, not None, drops an entry the Job had before).
+    owner is nobody's attempt and counts against no limit (``{}`` drops every entry the Job
+    had).  A Job that finishes leaves the active keys (kopf drops the entries an index
+    function no longer returns), so a pass counts a limit's active Jobs with ``len``, not by
+    walking every Job the namespace has run.
     """
     summary = summarize_job(body)
     if summary is None or summary.owner_uid is None:
         return {}
-    return {(namespace or "", summary.owner_uid): summary}
+    ns = namespace or ""
+    entries: dict[JobKey, JobSummary] = {(JOBS_OF, ns, summary.owner_uid): summary}
+    if summary.state is JobState.ACTIVE:
+        entries[(ACTIVE_IN, ns)] = summary
+        limit = labels.get(LABEL_LIMIT)
+        if limit:
+            entries[(ACTIVE_UNDER, limit)] = summary
+    return entries
 
 
 @kopf.index("", "v1", "pods", labels={LABEL_WORKFLOW: kopf.PRESENT})
@@ -331,42 +358,6 @@ async def step_pods(
 ) -> dict[Key, PodSummary] | None:
     summary = summarize_pod(body)
     return {(namespace or "", labels[LABEL_WORKFLOW]): summary} if summary else None
-
-
-@kopf.index("batch", "v1", "jobs", labels={LABEL_WORKFLOW: kopf.PRESENT})
-async def namespace_active_jobs(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, str]:
-    """The names of the active step Jobs, by namespace (for the namespace's Job limit).
-
-    A Job that finishes leaves the index (an index function's ``{}`` drops the object's
-    entries), so a pass counts a namespace's active Jobs with ``len``, not by walking every
-    Job the namespace has run.
-    """
-    summary = summarize_job(body)
-    if summary is None or summary.owner_uid is None or summary.state is not JobState.ACTIVE:
-        return {}  # finished, or not a Workflow's Job: it does not count
-    return {namespace or "": summary.name}
-
-
-@kopf.index("batch", "v1", "jobs", labels={LABEL_WORKFLOW: kopf.PRESENT})
-async def limit_active_jobs(
-    body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
-) -> dict[str, str]:
-    return limit_job_entry(body, namespace, labels)
-
-
-def limit_job_entry(
-    body: Mapping[str, Any], namespace: str | None, labels: Mapping[str, str]
-) -> dict[str, str]:
-    """The active step Jobs of each concurrency limit by the limit's name (its label),
-    cluster-wide, as ``namespace/name``.  As in namespace_active_jobs, a finished Job leaves
-    the index, and a Job that is not a Workflow's counts for nothing."""
-    limit = labels.get(LABEL_LIMIT)
-    if not limit:
-        return {}
-    summary = summarize_job(body)
-    if summary is None or summary.owner_uid is None or summary.state is not JobState.ACTIVE:
-        return {}
-    return {limit: f"{namespace or ''}/{summary.name}"}
 
 
 @kopf.index(*POLICIES)
@@ -528,10 +519,8 @@ class WorkflowIndexes:
     """The kopf indexes a pass gathers its observations from (kopf hands them to every
     handler, the start-up handler included, and keeps filling the same objects)."""
 
-    step_jobs: kopf.Index[Key, JobSummary]
+    step_jobs: kopf.Index[JobKey, JobSummary]
     step_pods: kopf.Index[Key, PodSummary]
-    namespace_active_jobs: kopf.Index[str, str]
-    limit_active_jobs: kopf.Index[str, str]
     fallback_policies: kopf.Index[Key, dict[str, Any]]
     cache_entries: kopf.Index[Key, CacheEntry]
 
@@ -558,23 +547,24 @@ def gather(rt: Runtime, indexes: WorkflowIndexes, key: Key, uid: str) -> Observa
         return freshest
 
     def shown(owner: Key, job_name: str) -> bool:
-        return any(job.name == job_name for job in indexes.step_jobs.get(owner, ()))
+        jobs = indexes.step_jobs.get((JOBS_OF, *owner), ())
+        return any(job.name == job_name for job in jobs)
 
-    active = indexes.namespace_active_jobs.get(namespace, ())
+    active = indexes.step_jobs.get((ACTIVE_IN, namespace), ())
     active_in_namespace = rt.active_jobs(namespace, active, shown)
     rt.metrics.jobs_active.labels(namespace=namespace).set(active_in_namespace)
     running_by_limit: dict[str, int] = {}
     for rule in rt.config.concurrency_rules:
         running = rt.active_jobs(
             controller.limit_scope(rule.name),
-            indexes.limit_active_jobs.get(rule.name, ()),
+            indexes.step_jobs.get((ACTIVE_UNDER, rule.name), ()),
             shown,
         )
         running_by_limit[rule.name] = running
         rt.metrics.concurrency_running.labels(limit=rule.name).set(running)
     return Observations(
-        # Jobs are indexed by their owner's uid (see step_jobs); a Workflow's uid never changes.
-        jobs=list(indexes.step_jobs.get((namespace, uid), [])),
+        # Jobs are indexed by their owner's uid (see job_entries); a Workflow's uid never changes.
+        jobs=list(indexes.step_jobs.get((JOBS_OF, namespace, uid), [])),
         pods=list(indexes.step_pods.get(key, [])),
         policies=policies,
         cache=lookup,

@@ -14,6 +14,7 @@ from agentflow.config import OperatorConfig
 from agentflow.controller import Key, Observations, PassResult, Runtime
 from agentflow.engine.types import CacheEntry
 from agentflow.metrics import OperatorMetrics
+from agentflow.observe import JobSummary
 from tests.support.fake_kube import FakeKube
 
 NAMESPACE = "team"
@@ -79,12 +80,12 @@ class Shell:
             return entries.get(cache_key)
 
         # Each concurrency limit's active Jobs, cluster-wide, as the handlers count them.
-        by_limit: dict[str, list[str]] = {}
+        by_limit: dict[str, list[JobSummary]] = {}
         for (ns, _), job in self.kube.jobs.items():
             labels = job["metadata"].get("labels") or {}
-            entry = handlers.limit_job_entry(job, ns, labels)
-            for limit, value in entry.items():
-                by_limit.setdefault(limit, []).append(value)
+            for index_key, summary in handlers.job_entries(job, ns, labels).items():
+                if index_key[0] == handlers.ACTIVE_UNDER:
+                    by_limit.setdefault(index_key[1], []).append(summary)
 
         def shown(owner: tuple[str, str], job_name: str) -> bool:
             return any(j.name == job_name for j in self.kube.summaries(*owner)[0])
@@ -153,20 +154,18 @@ def workflow_indexes(shell: Shell, key: Key) -> handlers.WorkflowIndexes:
         return found
 
     def jobs() -> dict[Any, list[Any]]:
-        return {(namespace, uid()): shell.kube.summaries(namespace, uid())[0]}
+        summaries = shell.kube.summaries(namespace, uid())[0]
+        return {
+            (handlers.JOBS_OF, namespace, uid()): summaries,
+            (handlers.ACTIVE_IN, namespace): [j for j in summaries if j.state == "Active"],
+        }
 
     def pods() -> dict[Any, list[Any]]:
         return {key: shell.kube.summaries(namespace, uid())[1]}
 
-    def active() -> dict[Any, list[Any]]:
-        summaries = shell.kube.summaries(namespace, uid())[0]
-        return {namespace: [j.name for j in summaries if j.state == "Active"]}
-
     live: Any = {
         "step_jobs": LiveIndex(jobs),
         "step_pods": LiveIndex(pods),
-        "namespace_active_jobs": LiveIndex(active),
-        "limit_active_jobs": LiveIndex(dict),
         "fallback_policies": LiveIndex(dict),
         "cache_entries": LiveIndex(dict),
     }

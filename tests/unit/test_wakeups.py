@@ -153,8 +153,6 @@ def test_every_handler_that_queues_a_pass_runs_on_the_event_loop() -> None:
         handlers.cache_entry_changed,
         handlers.step_jobs,
         handlers.step_pods,
-        handlers.namespace_active_jobs,
-        handlers.limit_active_jobs,
         handlers.fallback_policies,
         handlers.cache_entries,
     ):
