@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from agentflow.api.models import WORKFLOW_NAME_MESSAGE, AgentTemplate, Workflow, WorkflowSpec
-from agentflow.engine import field_path, model_error_messages, step_dependencies, validate_workflow
+from agentflow.engine import (
+    field_path,
+    model_error_messages,
+    planner,
+    step_dependencies,
+    validate_workflow,
+)
 from tests.support.world import step
 
 
@@ -199,3 +206,37 @@ def test_model_errors_name_their_field_from_the_objects_root() -> None:
         WORKFLOW_NAME_MESSAGE,
         "spec.parallelism: Input should be greater than or equal to 1",
     ]
+
+
+def test_a_pass_checks_a_spec_object_it_has_seen_without_dumping_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The operator's passes of one generation share one parsed spec object.
+    checked: list[WorkflowSpec] = []
+    dumped: list[WorkflowSpec] = []
+
+    def validate(s: WorkflowSpec) -> list[str]:
+        checked.append(s)
+        return validate_workflow(s)
+
+    def dump_json(self: WorkflowSpec, **kwargs: Any) -> str:
+        dumped.append(self)
+        return original_dump(self, **kwargs)
+
+    original_dump = WorkflowSpec.model_dump_json
+    monkeypatch.setattr(planner, "_VALIDATED", OrderedDict())
+    monkeypatch.setattr(planner, "_VALIDATED_OBJECTS", OrderedDict())
+    monkeypatch.setattr(planner, "validate_workflow", validate)
+    monkeypatch.setattr(WorkflowSpec, "model_dump_json", dump_json)
+    invalid = spec(step("a", depends_on=["b"]), step("b", depends_on=["a"]), strategy="DAG")
+    first = planner._validate(invalid)
+    assert first and "cycle" in first[0]
+    assert planner._validate(invalid) == first  # the same object: neither checked nor dumped
+    assert (len(checked), len(dumped)) == (1, 1)
+    twin = invalid.model_copy(deep=True)  # another object of the same content
+    assert planner._validate(twin) == first
+    assert (len(checked), len(dumped)) == (1, 2)
+    valid = spec(step("a"))
+    assert planner._validate(valid) == []
+    assert planner._validate(valid) == []
+    assert (len(checked), len(dumped)) == (2, 3)
