@@ -255,11 +255,16 @@ def target_rows(report: Mapping[str, Any]) -> list[list[str]]:
             _verdict(rss_ratio is not None and rss_ratio <= TARGETS["rss_ratio"], rss_ratio),
         ]
     )
-    for key in ("p99", "max"):
+    for key, what in (
+        ("p99", "operator event-loop lag p99"),
+        ("max", "operator event-loop lag max"),
+        ("on_cpu_p99", "its on-CPU part (the loop's own code) p99"),
+        ("on_cpu_max", "its on-CPU part (the loop's own code) max"),
+    ):
         worst, lag = worst_loop_lag(runs, key)
         rows.append(
             [
-                f"operator event-loop lag {key}, worst scenario" + (f" ({worst})" if worst else ""),
+                f"{what}, worst scenario" + (f" ({worst})" if worst else ""),
                 f"<= {fmt_ms(TARGETS['loop_lag'])}",
                 fmt_ms(lag),
                 _verdict(lag is not None and lag <= TARGETS["loop_lag"], lag),
@@ -269,7 +274,8 @@ def target_rows(report: Mapping[str, Any]) -> list[list[str]]:
 
 
 def worst_loop_lag(runs: Sequence[Mapping[str, Any]], key: str) -> tuple[str | None, float | None]:
-    """The agentflow run with the largest event-loop lag ``key`` (p99 or max), and that lag."""
+    """The agentflow run with the largest event-loop lag ``key`` (p99, max, on_cpu_p99 or
+    on_cpu_max), and that lag."""
     worst: tuple[str | None, float | None] = (None, None)
     for run in runs:
         value = (run.get("loop_lag") or {}).get(key) if run["peer"] == "agentflow" else None
@@ -316,9 +322,21 @@ def responsiveness_rows(runs: Sequence[Mapping[str, Any]]) -> list[list[str]]:
                 fmt_ms(lag.get("p50")),
                 fmt_ms(lag.get("p99")),
                 fmt_ms(lag.get("max")),
+                fmt_ms(lag.get("on_cpu_p99")),
+                fmt_ms(lag.get("on_cpu_max")),
+                _full_collections_cell(lag),
             ]
         )
     return rows
+
+
+def _full_collections_cell(lag: Mapping[str, Any]) -> str:
+    """How many full garbage collections a run saw, and the bucket bound of the longest."""
+    count = lag.get("gc_full_collections")
+    if count is None:
+        return "-"
+    longest = lag.get("gc_full_longest_at_most")
+    return f"{count:,.0f}" + (f" (<= {fmt_ms(longest)})" if longest is not None else "")
 
 
 def memory_rows(runs: Sequence[Mapping[str, Any]]) -> list[list[str]]:
@@ -561,7 +579,13 @@ def render(report: Mapping[str, Any], previous: str | None = None) -> str:
             "`agentflow_operator_event_loop_lag_seconds` over the run (p50, p99 from its "
             "buckets) and the largest value of `agentflow_operator_event_loop_lag_max_seconds` "
             "(the last 10 s's maximum) scraped every 5 s: how much later than asked the "
-            "operator's one event loop woke a 50 ms sleep. Argo has no such figure.",
+            "operator's one event loop woke a 50 ms sleep. *On CPU*: the part of each lag the "
+            "loop's thread can have spent running code (at most its CPU time over the sleep, "
+            "`agentflow_operator_event_loop_lag_on_cpu_seconds` and its `_max` gauge); the rest "
+            "of the lag the process waited for one of the machine's 2 cores. *Full GCs*: the "
+            "garbage collector's full collections during the run "
+            '(`agentflow_operator_gc_pause_seconds{generation="2"}`) and the bucket of the '
+            "longest. Argo has no such figures.",
             "",
             markdown_table(
                 [
@@ -573,6 +597,9 @@ def render(report: Mapping[str, Any], previous: str | None = None) -> str:
                     "loop lag p50",
                     "p99",
                     "max",
+                    "on CPU p99",
+                    "on CPU max",
+                    "full GCs",
                 ],
                 health_rows,
             ),

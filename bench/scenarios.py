@@ -25,6 +25,9 @@ log = logging.getLogger("bench")
 TERMINAL = frozenset({"Succeeded", "Failed", "Error"})
 LOOP_LAG = "agentflow_operator_event_loop_lag_seconds"
 LOOP_LAG_MAX = "agentflow_operator_event_loop_lag_max_seconds"
+LOOP_LAG_ON_CPU = "agentflow_operator_event_loop_lag_on_cpu_seconds"
+LOOP_LAG_ON_CPU_MAX = "agentflow_operator_event_loop_lag_on_cpu_max_seconds"
+GC_PAUSE = "agentflow_operator_gc_pause_seconds"
 
 
 class Recorder:
@@ -125,10 +128,38 @@ class Recorder:
             return stats.first_child_latencies(self.workflow_seen, self.child_created.values())
 
 
+def full_collections(samples: dict[stats.SampleKey, float]) -> dict[stats.SampleKey, float]:
+    """The samples of the garbage collector's full collections (generation 2) only."""
+    return {key: value for key, value in samples.items() if ("generation", "2") in key[1]}
+
+
+def loop_lag(
+    before: dict[stats.SampleKey, float],
+    after: dict[stats.SampleKey, float],
+    lag_max: float | None,
+    on_cpu_max: float | None,
+) -> dict[str, Any]:
+    """The event loop's lag over a run (p50, p99, and the ``lag_max`` the sampler saw), the
+    same for its on-CPU part, and the garbage collector's full collections (how many, and the
+    upper bound of the longest's bucket), between two scrapes of the operator's metrics."""
+    on_cpu = stats.histogram_delta_quantiles(before, after, LOOP_LAG_ON_CPU, (0.99,))
+    full = stats.histogram_delta_quantiles(
+        full_collections(before), full_collections(after), GC_PAUSE, (1.0,)
+    )
+    return {
+        **stats.histogram_delta_quantiles(before, after, LOOP_LAG, (0.5, 0.99)),
+        "max": lag_max,
+        "on_cpu_p99": on_cpu.get("p99"),
+        "on_cpu_max": on_cpu_max,
+        "gc_full_collections": full.get("n"),
+        "gc_full_longest_at_most": full.get("p100"),
+    }
+
+
 class Sampler:
-    """During a run: the controller's /healthz once a second and, for agentflow, the gauge of
-    its largest event-loop lag of the last 10 s every ``metrics_interval`` seconds (shorter
-    than that window, so no maximum is missed)."""
+    """During a run: the controller's /healthz once a second and, for agentflow, the gauges of
+    its largest event-loop lag of the last 10 s (and of that lag's on-CPU part) every
+    ``metrics_interval`` seconds (shorter than that window, so no maximum is missed)."""
 
     def __init__(self, peer: Peer, interval: float = 1.0, metrics_interval: float = 5.0) -> None:
         self.peer = peer
@@ -137,6 +168,7 @@ class Sampler:
         self.codes: list[int] = []
         self.latencies: list[float] = []
         self.lag_max: float | None = None
+        self.on_cpu_max: float | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
 
@@ -171,6 +203,9 @@ class Sampler:
         value = stats.gauge_value(samples, LOOP_LAG_MAX)
         if value is not None:
             self.lag_max = value if self.lag_max is None else max(self.lag_max, value)
+        on_cpu = stats.gauge_value(samples, LOOP_LAG_ON_CPU_MAX)
+        if on_cpu is not None:
+            self.on_cpu_max = on_cpu if self.on_cpu_max is None else max(self.on_cpu_max, on_cpu)
 
     def health(self) -> dict[str, Any] | None:
         if self.peer.healthz_url is None:
@@ -342,10 +377,7 @@ def run_workflows(
         run.overhead_histogram = stats.histogram_delta_quantiles(
             hist_before, hist_after, "agentflow_operator_step_overhead_seconds"
         )
-        run.loop_lag = {
-            **stats.histogram_delta_quantiles(hist_before, hist_after, LOOP_LAG, (0.5, 0.99)),
-            "max": sampler.lag_max,
-        }
+        run.loop_lag = loop_lag(hist_before, hist_after, sampler.lag_max, sampler.on_cpu_max)
     rss = peer.rss_kib()
     run.rss_mib = rss / 1024 if rss is not None else None
     if run.seconds:

@@ -35,6 +35,7 @@ from agentflow.config import ConfigError, OperatorConfig, load_config
 from agentflow.controller import Key, Observations, Runtime
 from agentflow.engine.types import LABEL_CACHE, LABEL_LIMIT, LABEL_WORKFLOW, CacheEntry, JobState
 from agentflow.events import REPORTING_COMPONENT, EventRecorder, EventSender
+from agentflow.gcpause import GcPauseMonitor
 from agentflow.kube import Kube, load_configuration
 from agentflow.leader import LeaderElector
 from agentflow.looplag import LoopLagMonitor
@@ -173,6 +174,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
         memo.config = config
     configure(settings)
     metrics = OperatorMetrics()
+    gc_pauses = GcPauseMonitor(metrics.gc_pause)
+    gc_pauses.install()
+    memo.gc_pauses = gc_pauses
 
     def count(verb: str, code: int) -> None:
         metrics.api_requests.labels(verb=verb, code=str(code)).inc()
@@ -306,6 +310,9 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         await server.stop()
     if rt is not None:
         await rt.kube.close()
+    gc_pauses: GcPauseMonitor | None = getattr(memo, "gc_pauses", None)
+    if gc_pauses is not None:
+        gc_pauses.uninstall()
 
 
 # ---- indexes ------------------------------------------------------------------------------

@@ -58,6 +58,7 @@ ALLOWED_LABELS = frozenset(
         "limit",
         "bound",
         "type",
+        "generation",
     }
 )
 
@@ -266,6 +267,26 @@ class OperatorMetrics:
         self.event_loop_lag_max = Gauge(
             "agentflow_operator_event_loop_lag_max_seconds",
             "The largest event-loop lag seen in the last 10 seconds.",
+            registry=r,
+        )
+        self.event_loop_lag_on_cpu = Histogram(
+            "agentflow_operator_event_loop_lag_on_cpu_seconds",
+            "Of each event-loop lag, the part the loop's thread can have spent running code (at "
+            "most its CPU time over the sleep); the rest was the process waiting for a CPU.",
+            buckets=LOOP_LAG_BUCKETS,
+            registry=r,
+        )
+        self.event_loop_lag_on_cpu_max = Gauge(
+            "agentflow_operator_event_loop_lag_on_cpu_max_seconds",
+            "The largest on-CPU part of an event-loop lag seen in the last 10 seconds.",
+            registry=r,
+        )
+        # Garbage collections, recorded by agentflow.gcpause.GcPauseMonitor.
+        self.gc_pause = Histogram(
+            "agentflow_operator_gc_pause_seconds",
+            "How long each garbage collection held the process, by generation (2 is a full one).",
+            ["generation"],
+            buckets=LOOP_LAG_BUCKETS,
             registry=r,
         )
         self.reconcile_duration = Histogram(
