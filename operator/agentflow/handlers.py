@@ -35,7 +35,7 @@ from agentflow.config import ConfigError, OperatorConfig, load_config
 from agentflow.controller import Key, Observations, Runtime
 from agentflow.engine.types import LABEL_CACHE, LABEL_LIMIT, LABEL_WORKFLOW, CacheEntry, JobState
 from agentflow.events import REPORTING_COMPONENT, EventRecorder, EventSender
-from agentflow.gcpause import GcPauseMonitor
+from agentflow.gcpause import GcPauseMonitor, freeze_startup_heap
 from agentflow.kube import Kube, load_configuration
 from agentflow.leader import LeaderElector
 from agentflow.looplag import LoopLagMonitor
@@ -226,6 +226,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
     memo.tasks += [
         asyncio.create_task(work(rt, indexes), name=f"worker-{n}") for n in range(config.workers)
     ]
+    # Last: what start-up made lives as long as the process (see agentflow.gcpause).
+    frozen = freeze_startup_heap()
+    logger.debug("froze %d start-up objects out of garbage collection", frozen)
 
 
 # How long one watch of the Lease lasts before the API server ends it and it is opened again.
