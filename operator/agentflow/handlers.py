@@ -466,7 +466,10 @@ async def workflow_changed(
     own = rt.is_own_write(key, (body.get("metadata") or {}).get("resourceVersion"))
     if own and key in rt.resting:
         return  # the echo of the write that finished it: it rests (see Runtime.rest)
-    rt.saw_workflow(key, body)
+    # A plain dict, not kopf's Body: a Body is a reference cycle (its meta, spec and status
+    # views point back at it), so one kept until the next event is freed only by a garbage
+    # collection, by then most often a full one (it has outlived two younger ones).
+    rt.saw_workflow(key, dict(body))
     if own:
         return  # the echo of our own status write: the pass that wrote it planned from it
     rt.wake(key)

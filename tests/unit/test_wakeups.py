@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import gc
 import inspect
 from types import SimpleNamespace
 from typing import Any
@@ -118,12 +119,26 @@ def test_the_echo_of_our_own_status_write_wakes_nobody_and_frees_its_copy() -> N
     _event(handlers.workflow_changed, shell, echo)
     assert not wakeup.is_set()
     assert key not in shell.rt.written
-    assert shell.rt.workflows[key] is echo  # the next pass plans from what the watch delivered
+    assert shell.rt.workflows[key] == echo  # the next pass plans from what the watch delivered
     # Anything newer (a user's edit, kopf's finalizer) is news, and so is our echo once the
     # copy is gone (it can no longer be told from an edit).
     echo["metadata"]["resourceVersion"] = str(int(echo["metadata"]["resourceVersion"]) + 1)
     _event(handlers.workflow_changed, shell, echo)
     assert wakeup.is_set()
+
+
+def test_the_workflow_kept_for_the_next_pass_is_no_reference_cycle() -> None:
+    # kopf's Body is one (its views point back at it): kept, it would outlive its event into
+    # the collector's oldest generation, and only a full collection would free it.
+    shell, key, _ = _started()
+    news = copy.deepcopy(shell.body(key))
+    news["metadata"]["resourceVersion"] = str(int(news["metadata"]["resourceVersion"]) + 1)
+    body = kopf.Body(news)  # type: ignore[arg-type]
+    assert any(r is body for view in gc.get_referents(body) for r in gc.get_referents(view))
+    _event(handlers.workflow_changed, shell, body)  # type: ignore[arg-type]
+    kept = shell.rt.workflows[key]
+    assert type(kept) is dict and kept == news
+    assert not any(r is kept for value in gc.get_referents(kept) for r in gc.get_referents(value))
 
 
 def test_the_deletion_of_a_workflow_forgets_it_even_at_the_version_we_wrote() -> None:

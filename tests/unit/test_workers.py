@@ -181,11 +181,11 @@ def test_a_pass_after_a_lost_write_starts_from_the_object_read_again_not_an_olde
         newest = copy.deepcopy(newer)
         newest["metadata"]["resourceVersion"] = "60"
         await delivered(shell, newest, "MODIFIED")
-        assert rt.workflows[key] is newest
+        assert rt.workflows[key] == newest
         recreated = copy.deepcopy(older)
         recreated["metadata"]["uid"] = "another"  # deleted and made again: always taken
         await delivered(shell, recreated, "ADDED")
-        assert rt.workflows[key] is recreated
+        assert rt.workflows[key] == recreated
 
     asyncio.run(scenario())
 
