@@ -35,7 +35,7 @@ from agentflow.config import ConfigError, OperatorConfig, load_config
 from agentflow.controller import Key, Observations, Runtime
 from agentflow.engine.types import LABEL_CACHE, LABEL_LIMIT, LABEL_WORKFLOW, CacheEntry, JobState
 from agentflow.events import REPORTING_COMPONENT, EventRecorder, EventSender
-from agentflow.gcpause import GcPauseMonitor, freeze_startup_heap
+from agentflow.gcpause import GcPauseMonitor, HeapFreezer, freeze_startup_heap
 from agentflow.kube import Kube, load_configuration
 from agentflow.leader import LeaderElector
 from agentflow.looplag import LoopLagMonitor
@@ -226,9 +226,14 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
     memo.tasks += [
         asyncio.create_task(work(rt, indexes), name=f"worker-{n}") for n in range(config.workers)
     ]
-    # Last: what start-up made lives as long as the process (see agentflow.gcpause).
+    # Last: what start-up made lives as long as the process, and from now on what survives a
+    # full collection is frozen after it (see agentflow.gcpause).
     frozen = freeze_startup_heap()
     logger.debug("froze %d start-up objects out of garbage collection", frozen)
+    freezer = HeapFreezer()
+    freezer.install()
+    memo.heap_freezer = freezer
+    memo.tasks.append(asyncio.create_task(freezer.run(), name="heap-thaw"))
 
 
 # How long one watch of the Lease lasts before the API server ends it and it is opened again.
@@ -313,6 +318,9 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         await server.stop()
     if rt is not None:
         await rt.kube.close()
+    freezer: HeapFreezer | None = getattr(memo, "heap_freezer", None)
+    if freezer is not None:
+        freezer.uninstall()
     gc_pauses: GcPauseMonitor | None = getattr(memo, "gc_pauses", None)
     if gc_pauses is not None:
         gc_pauses.uninstall()
@@ -468,7 +476,8 @@ async def workflow_changed(
         return  # the echo of the write that finished it: it rests (see Runtime.rest)
     # A plain dict, not kopf's Body: a Body is a reference cycle (its meta, spec and status
     # views point back at it), so one kept until the next event is freed only by a garbage
-    # collection, by then most often a full one (it has outlived two younger ones).
+    # collection, by then most often a full one (it has outlived two younger ones), and one
+    # frozen alive waits for the next thaw (see agentflow.gcpause).
     rt.saw_workflow(key, dict(body))
     if own:
         return  # the echo of our own status write: the pass that wrote it planned from it

@@ -1,14 +1,16 @@
-"""agentflow.gcpause: collections are recorded by generation; a frozen heap is skipped, not lost."""
+"""agentflow.gcpause: collections are recorded by generation; a frozen heap is skipped, not lost;
+what survives a full collection is frozen after it, and a thaw frees what died frozen."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import weakref
 from collections.abc import Iterator
 
 import pytest
 
-from agentflow.gcpause import GcPauseMonitor, freeze_startup_heap
+from agentflow.gcpause import GcPauseMonitor, HeapFreezer, freeze_startup_heap
 from agentflow.metrics import OperatorMetrics
 
 HISTOGRAM = "agentflow_operator_gc_pause_seconds"
@@ -77,13 +79,16 @@ def test_the_startup_heap_is_frozen_out_of_collections(unfrozen: None) -> None:
     assert any(o is after for o in gc.get_objects())
 
 
-def test_a_cycle_made_after_the_freeze_is_still_collected(unfrozen: None) -> None:
-    freeze_startup_heap()
+def _garbage_cycle() -> weakref.ref[Node]:
+    """A cycle of two nodes, garbage once this returns; a weak reference to one of them."""
     a, b = Node(), Node()
     a.other, b.other = b, a
-    gone = weakref.ref(a)
-    del a, b
+    return weakref.ref(a)
 
+
+def test_a_cycle_made_after_the_freeze_is_still_collected(unfrozen: None) -> None:
+    freeze_startup_heap()
+    gone = _garbage_cycle()
     gc.collect()
     assert gone() is None
 
@@ -95,3 +100,83 @@ def test_a_frozen_object_is_still_freed_by_reference_counting(unfrozen: None) ->
 
     del kept
     assert gone() is None
+
+
+@pytest.fixture
+def freezer(unfrozen: None) -> Iterator[HeapFreezer]:
+    freezer = HeapFreezer(interval=0.01)
+    freezer.install()
+    yield freezer
+    freezer.uninstall()
+
+
+def _tracked(obj: object) -> bool:
+    """Whether a collection would walk ``obj`` (frozen objects are in no generation)."""
+    return any(o is obj for o in gc.get_objects())
+
+
+def test_what_survives_a_full_collection_is_frozen_after_it(freezer: HeapFreezer) -> None:
+    survivor = Node()
+    gc.collect(1)
+    assert _tracked(survivor)  # a younger collection freezes nothing
+    gc.collect(2)
+    assert not _tracked(survivor)
+    made_since = Node()
+    assert _tracked(made_since)
+
+
+def test_a_cycle_made_after_a_freeze_is_collected_by_the_next_full_collection(
+    freezer: HeapFreezer,
+) -> None:
+    gc.collect()
+    gone = _garbage_cycle()
+    gc.collect()
+    assert gone() is None
+
+
+def test_a_cycle_that_died_frozen_waits_for_the_thaw(freezer: HeapFreezer) -> None:
+    a, b = Node(), Node()
+    a.other, b.other = b, a
+    gone = weakref.ref(a)
+    gc.collect()  # alive: frozen after it
+    del a, b
+    gc.collect()
+    assert gone() is not None  # frozen: no collection walks it
+
+    freed = freezer.thaw()
+    assert gone() is None
+    assert freed >= 2
+    assert gc.get_freeze_count() > 0  # the thaw's own full collection froze the rest again
+
+
+def test_the_heap_is_thawed_every_interval(unfrozen: None) -> None:
+    class Counting(HeapFreezer):
+        def thaw(self) -> int:
+            freed = super().thaw()
+            if self.thaws == 2:
+                twice.set()
+            return freed
+
+    freezer = Counting(interval=0.01)
+
+    async def main() -> None:
+        task = asyncio.create_task(freezer.run())
+        try:
+            await asyncio.wait_for(twice.wait(), timeout=10)
+        finally:
+            task.cancel()
+
+    twice = asyncio.Event()
+    asyncio.run(main())
+    assert freezer.thaws >= 2
+
+
+def test_uninstalled_it_freezes_nothing(unfrozen: None) -> None:
+    freezer = HeapFreezer()
+    freezer.install()
+    freezer.install()
+    freezer.uninstall()
+    assert freezer not in gc.callbacks
+    survivor = Node()
+    gc.collect()
+    assert _tracked(survivor)
