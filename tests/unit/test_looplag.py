@@ -36,14 +36,28 @@ def _hold(seconds: float, *, busy: bool) -> None:
         pass
 
 
+class _Noting(LoopLagMonitor):
+    """A monitor that says when it has recorded a sleep."""
+
+    recorded: asyncio.Event
+
+    def record(self, lag: float, now: float, cpu: float) -> None:
+        super().record(lag, now, cpu)
+        self.recorded.set()
+
+
 def _held_loop(metrics: OperatorMetrics, *, busy: bool) -> None:
-    monitor = LoopLagMonitor.of(metrics)
+    monitor = _Noting.of(metrics)
 
     async def scenario() -> None:
+        assert isinstance(monitor, _Noting)
+        monitor.recorded = asyncio.Event()
         task = asyncio.create_task(monitor.run())
-        await asyncio.sleep(0.2)
+        # Once one sleep is recorded the monitor is in its next one: the hold spans it.
+        await asyncio.wait_for(monitor.recorded.wait(), timeout=10)
+        monitor.recorded.clear()
         _hold(0.3, busy=busy)
-        await asyncio.sleep(0.2)
+        await asyncio.wait_for(monitor.recorded.wait(), timeout=10)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
