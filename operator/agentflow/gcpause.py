@@ -43,7 +43,8 @@ def freeze_startup_heap() -> int:
     """Collect once, then freeze every object left; returns how many were frozen.
 
     Called once, when start-up is done: what is alive then (modules, classes, the
-    configuration, the clients) stays alive, so no later collection needs to look at it.
+    configuration, the clients) stays alive, so no later collection needs to look at it
+    (but the full one of each thaw, see :class:`HeapFreezer`).
     Objects frozen are still freed by reference counting; only a cycle among them that
     becomes garbage later would be kept, which start-up objects do not become.
     """
