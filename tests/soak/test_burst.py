@@ -28,7 +28,14 @@ from typing import Any
 import pytest
 from bench import stats
 from bench.kubeapi import Api, Obj, Watcher
-from bench.scenarios import full_collections
+from bench.scenarios import (
+    GC_PAUSE,
+    LOOP_LAG,
+    LOOP_LAG_MAX,
+    LOOP_LAG_ON_CPU,
+    LOOP_LAG_ON_CPU_MAX,
+    full_collections,
+)
 
 from agentflow_devcluster import LocalCluster, pki
 from tests.integration.conftest import OperatorProcess, install_crds, kubectl_for, wait_for
@@ -45,11 +52,6 @@ BURST = 100
 PROBE_FIRST_JOB_SECONDS = 5.0
 # No stretch of the event loop's own code longer than this (agentflow.looplag's on-CPU part).
 LOOP_ON_CPU_LIMIT_SECONDS = 0.1
-LOOP_LAG = "agentflow_operator_event_loop_lag_seconds"
-LOOP_LAG_MAX = "agentflow_operator_event_loop_lag_max_seconds"
-LOOP_LAG_ON_CPU = "agentflow_operator_event_loop_lag_on_cpu_seconds"
-LOOP_LAG_ON_CPU_MAX = "agentflow_operator_event_loop_lag_on_cpu_max_seconds"
-GC_PAUSE = "agentflow_operator_gc_pause_seconds"
 
 
 def loop_thread_schedstat(pid: int) -> tuple[float, float]:
