@@ -14,7 +14,7 @@ from agentflow.config import OperatorConfig
 from agentflow.controller import Key, Observations, PassResult, Runtime
 from agentflow.engine.types import CacheEntry
 from agentflow.metrics import OperatorMetrics
-from agentflow.observe import JobSummary
+from agentflow.observe import JobSummary, summarize_job
 from tests.support.fake_kube import FakeKube
 
 NAMESPACE = "team"
@@ -83,7 +83,7 @@ class Shell:
         by_limit: dict[str, list[JobSummary]] = {}
         for (ns, _), job in self.kube.jobs.items():
             labels = job["metadata"].get("labels") or {}
-            for index_key, summary in handlers.job_entries(job, ns, labels).items():
+            for index_key, summary in handlers.job_entries(summarize_job(job), ns, labels).items():
                 if index_key[0] == handlers.ACTIVE_UNDER:
                     by_limit.setdefault(index_key[1], []).append(summary)
 

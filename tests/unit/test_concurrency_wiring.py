@@ -126,8 +126,7 @@ def test_a_limit_jobs_event_wakes_only_as_many_waiters_as_the_limit_has_slots() 
     def job_event(body: dict[str, Any]) -> None:
         meta = body["metadata"]
         asyncio.run(
-            handlers.job_changed(
-                type="MODIFIED",
+            handlers.step_jobs(  # what kopf calls for a Job's event (see handlers.job_seen)
                 body=body,
                 uid=meta["uid"],
                 namespace="team",

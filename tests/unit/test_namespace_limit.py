@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, cast
 
 import kopf
@@ -13,7 +12,7 @@ from agentflow.config import OperatorConfig
 from agentflow.controller import Runtime
 from agentflow.engine.types import LABEL_LIMIT, LABEL_STEP, LABEL_WORKFLOW, JobState
 from agentflow.metrics import OperatorMetrics
-from agentflow.observe import JobSummary
+from agentflow.observe import JobSummary, summarize_job
 
 
 def _runtime() -> Runtime:
@@ -130,7 +129,7 @@ def test_a_job_leaves_the_active_keys_of_the_index_when_it_finishes() -> None:
     done = _job_body([{"type": "Complete", "status": "True"}], labels)
 
     def entries(body: Any, labels: dict[str, str]) -> dict[Any, Any]:
-        return asyncio.run(handlers.step_jobs(body=body, namespace="team", labels=labels))
+        return handlers.job_entries(summarize_job(body), "team", labels)
 
     running = entries(active, labels)
     assert set(running) == {
