@@ -243,6 +243,7 @@ def test_kopf_stores_an_index_entry_before_a_task_woken_by_its_function_runs() -
     registry = kopf.OperatorRegistry()
     indexers = indexing.OperatorIndexers()
     woken = asyncio.Event()
+    waiting = asyncio.Event()
     seen_by_the_woken: list[list[str]] = []
 
     @kopf.index("batch", "v1", "jobs", registry=registry, id="jobs")
@@ -251,13 +252,14 @@ def test_kopf_stores_an_index_entry_before_a_task_woken_by_its_function_runs() -
         return {"key": name}
 
     async def woken_pass() -> None:
+        waiting.set()
         await woken.wait()
         seen_by_the_woken.append(list(indexers.indices["jobs"].get("key", [])))
 
     async def main() -> None:
         indexers.ensure(registry._indexing.get_all_handlers())
         waiter = asyncio.create_task(woken_pass())
-        await asyncio.sleep(0)  # the waiter now waits, as an idle worker does
+        await waiting.wait()  # the waiter now waits, as an idle worker does
         raw = {"metadata": {"name": "job-1", "namespace": "ns", "uid": "u1"}}
         await indexing.index_resource(
             indexers=indexers,
