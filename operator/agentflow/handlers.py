@@ -350,7 +350,7 @@ async def step_jobs(
     **_: Any,
 ) -> dict[JobKey, JobSummary]:
     summary = summarize_job(body)
-    job_seen(_runtime(memo), (namespace or "", labels[LABEL_WORKFLOW]), uid, summary, labels)
+    job_seen(_runtime(memo), owner_key(namespace, labels), uid, summary, labels)
     return job_entries(summary, namespace, labels)
 
 
@@ -388,7 +388,7 @@ async def step_pods(
     **_: Any,
 ) -> dict[Key, PodSummary] | None:
     summary = summarize_pod(body)
-    key = (namespace or "", labels[LABEL_WORKFLOW])
+    key = owner_key(namespace, labels)
     pod_seen(_runtime(memo), key, uid, summary)
     return {key: summary} if summary else None
 
@@ -432,8 +432,14 @@ async def cache_entry_changed(
 # every event but a deletion, right before it stores what the function returned (it does not
 # yield to the loop in between, so the pass woken runs with the new entry).  An event handler
 # as well would be a second call per event, with kopf's handler machinery around it (state,
-# outcome, an INFO line dropped by QuietWakeups): about ten a step.  The event handlers below
-# take the deletions only; their ``when`` filter is all the other events cost.
+# outcome, an INFO line dropped by QuietWakeups): about ten a step.  The event handler below
+# takes the deletions only; its ``when`` filter is all the other events cost.
+def owner_key(namespace: str | None, labels: Mapping[str, str]) -> Key:
+    """The key of the Workflow a step Job or pod belongs to (the watches select them by that
+    label), which is the key its wake-ups queue."""
+    return (namespace or "", labels[LABEL_WORKFLOW])
+
+
 def job_seen(
     rt: Runtime,
     key: Key,
@@ -477,7 +483,7 @@ async def child_deleted(
     **_: Any,
 ) -> None:
     rt = _runtime(memo)
-    key = (namespace or "", labels[LABEL_WORKFLOW])
+    key = owner_key(namespace, labels)
     if resource.plural == "jobs":
         job_seen(rt, key, uid, summarize_job(body), labels, deleted=True)
     else:

@@ -60,9 +60,9 @@ def _pod(job: dict[str, Any]) -> dict[str, Any]:
 
 def _event(
     handler: Any, shell: Shell, body: dict[str, Any], type_: str = "MODIFIED", **extra: Any
-) -> Any:
+) -> None:
     meta = body["metadata"]
-    return asyncio.run(
+    asyncio.run(
         handler(
             **extra,
             type=type_,
